@@ -1,0 +1,268 @@
+//! Cutting and classifying length-prefixed frames: Framed, Kitex TTHeader (and
+//! TTHeaderFramed), Apache THeader. A frame here always includes its 4-byte LENGTH prefix, so
+//! every offset is "from the first byte on the wire" as in ref §1.5.
+
+use std::ops::Range;
+
+use super::message::{parse_message, read_varint32, MessageError, MessageHeader, Protocol};
+
+pub const TTHEADER_MAGIC: u16 = 0x1000;
+pub const THEADER_MAGIC: u16 = 0x0FFF;
+/// Offset of the header-level seqID in TTHeader and THeader frames.
+pub const HEADER_SEQ_AT: usize = 8;
+/// TTHeader int-KV keys the proxy reads (ref §2.4).
+const INT_KEY_TO_SERVICE: u16 = 6;
+const INT_KEY_TO_METHOD: u16 = 9;
+const INT_KEY_RPC_TIMEOUT: u16 = 12;
+
+/// The length-prefixed transport of one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Framed,
+    /// Kitex TTHeader (magic 0x1000).
+    TTHeader,
+    /// Apache THeader (magic 0x0FFF).
+    THeader,
+}
+
+/// Everything that decides how bytes look on one connection; upstream connections are pooled
+/// per dialect so a reply is always parsed the way its request was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Dialect {
+    pub transport: Transport,
+    pub protocol: Protocol,
+    /// TTHeaderFramed: the TTHeader payload carries its own u32 length.
+    pub inner_framed: bool,
+}
+
+/// What is wrong with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The frame is not complete yet.
+    Incomplete,
+    /// Malformed: answered with PROTOCOL_ERROR and the connection is closed.
+    Invalid(&'static str),
+    /// THeader transforms (zlib, …) would hide the seqID: INVALID_TRANSFORM.
+    Transform,
+}
+
+impl From<MessageError> for FrameError {
+    fn from(e: MessageError) -> Self {
+        match e {
+            MessageError::Incomplete => FrameError::Incomplete,
+            MessageError::Invalid(why) => FrameError::Invalid(why),
+        }
+    }
+}
+
+/// A classified frame: where its fields are, nothing decoded beyond the headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub dialect: Dialect,
+    pub msg: MessageHeader,
+    /// True for TTHeader and THeader: the seqID also sits at bytes 8..12.
+    pub header_seq: bool,
+    /// Offset of the inner u32 length for TTHeaderFramed.
+    pub inner_len_at: Option<usize>,
+    /// TTHeader `isn` (IDL service name).
+    pub isn: Option<Range<usize>>,
+    /// TTHeader int key 6, ToService.
+    pub to_service: Option<Range<usize>>,
+    /// TTHeader int key 9, ToMethod.
+    pub to_method: Option<Range<usize>>,
+    /// TTHeader int key 12, RPCTimeout in milliseconds.
+    pub rpc_timeout_ms: Option<u64>,
+}
+
+/// Returns the total wire length of the frame at the start of `buf` (LENGTH + 4), if the
+/// prefix is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let b = buf.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 4)
+}
+
+fn be_u16(buf: &[u8], at: usize) -> Result<u16, FrameError> {
+    buf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(FrameError::Incomplete)
+}
+
+/// Classifies the frame at the start of `buf`. `buf` may be a prefix of the frame: then the
+/// header fields that fit are parsed and `Incomplete` is returned for the rest, which is how
+/// an oversized frame still gets an exception with its own method name and seqID.
+pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, FrameError> {
+    if buf.len() < 8 {
+        return Err(FrameError::Incomplete);
+    }
+    let magic = be_u16(buf, 4)?;
+    match magic {
+        TTHEADER_MAGIC => parse_header_frame(buf, Transport::TTHeader, max_name),
+        THEADER_MAGIC => parse_header_frame(buf, Transport::THeader, max_name),
+        _ => {
+            let msg = parse_message(buf, 4, max_name)?;
+            let dialect = Dialect { transport: Transport::Framed, protocol: msg.protocol, inner_framed: false };
+            Ok(FrameInfo {
+                dialect,
+                msg,
+                header_seq: false,
+                inner_len_at: None,
+                isn: None,
+                to_service: None,
+                to_method: None,
+                rpc_timeout_ms: None,
+            })
+        }
+    }
+}
+
+/// Key/value ranges found in a header's info blocks.
+#[derive(Default)]
+struct Infos {
+    isn: Option<Range<usize>>,
+    to_service: Option<Range<usize>>,
+    to_method: Option<Range<usize>>,
+    rpc_timeout_ms: Option<u64>,
+}
+
+fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, FrameError> {
+    let hs = be_u16(buf, 12)? as usize * 4;
+    if hs < 2 {
+        return Err(FrameError::Invalid("header size too small"));
+    }
+    let header = 14..14 + hs;
+    let total = frame_len(buf).unwrap_or(0);
+    if header.end > total {
+        return Err(FrameError::Invalid("header larger than frame"));
+    }
+    let hbuf = buf.get(header.clone()).ok_or(FrameError::Incomplete)?;
+    let (proto_id, infos) = match transport {
+        Transport::TTHeader => parse_ttheader_infos(hbuf, header.start)?,
+        _ => parse_theader_infos(hbuf, header.start)?,
+    };
+    let payload = header.end;
+    let (protocol_hint, mut at, inner_len_at) = match transport {
+        Transport::TTHeader => {
+            // Sniff like Kitex: payload is the message, or an inner u32 length then the message.
+            let p = buf.get(payload..payload + 6).ok_or(FrameError::Incomplete)?;
+            if matches!(p[..2], [0x80, 0x01] | [0x90, 0x01]) || p[0] == 0x82 {
+                (None, payload, None)
+            } else if matches!(p[4..6], [0x80, 0x01] | [0x90, 0x01]) {
+                (None, payload + 4, Some(payload))
+            } else {
+                return Err(FrameError::Invalid("TTHeader payload is not Thrift"));
+            }
+        }
+        _ => (Some(proto_id), payload, None),
+    };
+    let msg = parse_message(buf, at, max_name)?;
+    if let Some(id) = protocol_hint {
+        let ok = match id {
+            0 => msg.protocol != Protocol::Compact,
+            2 => msg.protocol == Protocol::Compact,
+            _ => false,
+        };
+        if !ok {
+            return Err(FrameError::Invalid("THeader protocol id does not match payload"));
+        }
+    }
+    at = msg.seq_at;
+    let _ = at;
+    Ok(FrameInfo {
+        dialect: Dialect { transport, protocol: msg.protocol, inner_framed: inner_len_at.is_some() },
+        msg,
+        header_seq: true,
+        inner_len_at,
+        isn: infos.isn,
+        to_service: infos.to_service,
+        to_method: infos.to_method,
+        rpc_timeout_ms: infos.rpc_timeout_ms,
+    })
+}
+
+/// Kitex TTHeader variable header: u8 protocol, u8 transform count, ids, then info blocks with
+/// u16 counts and lengths (ref §2.3).
+fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameError> {
+    let bad = FrameError::Invalid("malformed TTHeader");
+    let proto = u32::from(*h.first().ok_or(bad)?);
+    let ntrans = *h.get(1).ok_or(bad)? as usize;
+    if ntrans > 0 {
+        return Err(FrameError::Transform);
+    }
+    let mut infos = Infos::default();
+    let mut i = 2;
+    let u16_at = |i: usize| -> Result<usize, FrameError> {
+        h.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize).ok_or(bad)
+    };
+    while i < h.len() {
+        let id = h[i];
+        i += 1;
+        match id {
+            0x00 => {}
+            0x01 => {
+                let count = u16_at(i)?;
+                i += 2;
+                for _ in 0..count {
+                    let kl = u16_at(i)?;
+                    let key = i + 2..i + 2 + kl;
+                    let vl = u16_at(key.end)?;
+                    let val = key.end + 2..key.end + 2 + vl;
+                    if val.end > h.len() {
+                        return Err(bad);
+                    }
+                    if &h[key] == b"isn" {
+                        infos.isn = Some(base + val.start..base + val.end);
+                    }
+                    i = val.end;
+                }
+            }
+            0x10 => {
+                let count = u16_at(i)?;
+                i += 2;
+                for _ in 0..count {
+                    let key = u16_at(i)? as u16;
+                    let vl = u16_at(i + 2)?;
+                    let val = i + 4..i + 4 + vl;
+                    if val.end > h.len() {
+                        return Err(bad);
+                    }
+                    let abs = base + val.start..base + val.end;
+                    match key {
+                        INT_KEY_TO_SERVICE => infos.to_service = Some(abs),
+                        INT_KEY_TO_METHOD => infos.to_method = Some(abs),
+                        INT_KEY_RPC_TIMEOUT => {
+                            infos.rpc_timeout_ms = std::str::from_utf8(&h[val.clone()]).ok().and_then(|s| s.parse().ok());
+                        }
+                        _ => {}
+                    }
+                    i = val.end;
+                }
+            }
+            0x11 => {
+                let l = u16_at(i)?;
+                i += 2 + l;
+                if i > h.len() {
+                    return Err(bad);
+                }
+            }
+            _ => return Err(FrameError::Invalid("unknown TTHeader info id")),
+        }
+    }
+    Ok((proto, infos))
+}
+
+/// Apache THeader variable header: varint protocol, varint transform count and ids, varint
+/// info ids; only KEYVALUE (1) is defined, anything else ends the info section (ref §2.8).
+fn parse_theader_infos(h: &[u8], _base: usize) -> Result<(u32, Infos), FrameError> {
+    let var = |i: usize| -> Result<(u32, usize), FrameError> {
+        read_varint32(h, i).map_err(|_| FrameError::Invalid("malformed THeader"))
+    };
+    let (proto, n) = var(0)?;
+    let (ntrans, n2) = var(n)?;
+    if ntrans > 0 {
+        return Err(FrameError::Transform);
+    }
+    // KV headers are forwarded untouched; nothing in them routes an Apache THeader request.
+    let _ = n2;
+    Ok((proto, Infos::default()))
+}
+
+#[cfg(test)]
+mod tests;
