@@ -10,4 +10,5 @@
 //! - [`worker`]: pinned worker threads, each one monoio runtime.
 //! - [`control`]: the control thread: loads config, hands snapshots to workers, reload, drain.
 
+pub mod config;
 pub mod thrift;

@@ -1,0 +1,141 @@
+//! Configuration: TOML parsed into raw structs, then validated once into typed structs. Every
+//! problem is reported with its key path (`listener[0].routes[2].cluster: …`), all at once.
+
+mod raw;
+mod units;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use units::{parse_byte_size, parse_duration};
+
+/// A validated configuration; immutable once built and shared with workers as a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring, falling back to epoll when the kernel or sandbox refuses io_uring.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeConfig {
+    /// Number of pinned worker threads.
+    pub workers: usize,
+    pub driver: DriverKind,
+    /// How long SIGTERM waits for in-flight requests before closing what is left.
+    pub drain_timeout: Duration,
+    /// During a drain, a downstream connection idle this long is closed.
+    pub drain_idle_close: Duration,
+}
+
+/// Where a listener binds or an endpoint lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    Thrift,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub protocol: ListenerProtocol,
+    pub address: Address,
+    pub routes: Vec<RouteConfig>,
+    /// Largest frame accepted from a client (and from an upstream), LENGTH prefix included.
+    pub max_frame_size: usize,
+    /// Requests in flight on one downstream connection; reading pauses at the limit.
+    pub max_pending_requests: usize,
+    /// Longest method name accepted.
+    pub max_method_name: usize,
+}
+
+/// One route: all given match keys must match; a route without keys matches everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub service: Option<String>,
+    pub method: Option<String>,
+    pub method_prefix: Option<String>,
+    /// Index into `Config::clusters`.
+    pub cluster: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub endpoints: Vec<Address>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections_per_endpoint: usize,
+    pub max_requests_per_connection: usize,
+}
+
+/// Every problem found in a file, each with its key path.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("toml: {e}")]))?;
+        raw.validate()
+    }
+}
+
+/// Parses `host:port` or `unix:/path`.
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: address needs a path".into());
+        }
+        return Ok(Address::Unix(PathBuf::from(path)));
+    }
+    let mut addrs = s.to_socket_addrs().map_err(|e| format!("bad address {s:?}: {e}"))?;
+    addrs.next().map(Address::Tcp).ok_or_else(|| format!("address {s:?} resolves to nothing"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+//! The config file as written, before validation. Unknown keys are errors (typos must not be
+//! silently ignored); values keep their written form so problems can name their key path.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::*;
+
+const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
+const DEFAULT_DRAIN_IDLE_CLOSE: &str = "1s";
+const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
+const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+const DEFAULT_MAX_PENDING: usize = 1024;
+const DEFAULT_MAX_METHOD_NAME: usize = 4096;
+const DEFAULT_MAX_CONNS_PER_ENDPOINT: usize = 4;
+const DEFAULT_MAX_REQS_PER_CONN: usize = 256;
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum StrOrInt {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    #[serde(default)]
+    cluster: Vec<RawCluster>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    workers: Option<StrOrInt>,
+    driver: Option<String>,
+    drain_timeout: Option<String>,
+    drain_idle_close: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Option<String>,
+    protocol: Option<String>,
+    address: Option<String>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    max_frame_size: Option<StrOrInt>,
+    max_pending_requests: Option<i64>,
+    max_method_name: Option<i64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    service: Option<String>,
+    method: Option<String>,
+    method_prefix: Option<String>,
+    cluster: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections_per_endpoint: Option<i64>,
+    max_requests_per_connection: Option<i64>,
+}
+
+/// Collects problems with their key paths.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, path: impl std::fmt::Display, msg: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+
+    fn duration(&mut self, path: String, v: &Option<String>, default: &str) -> Duration {
+        match parse_duration(v.as_deref().unwrap_or(default)) {
+            Ok(d) if d.is_zero() => {
+                self.add(path, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(path, e);
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn positive(&mut self, path: String, v: Option<i64>, default: usize, max: usize) -> usize {
+        match v {
+            None => default,
+            Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
+            Some(n) => {
+                self.add(path, format!("{n} is out of range 1..={max}"));
+                default
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigErrors> {
+        let mut p = Problems::default();
+        let runtime = self.runtime.validate(&mut p);
+
+        let mut cluster_names = HashSet::new();
+        let mut clusters = Vec::new();
+        for (i, c) in self.cluster.iter().enumerate() {
+            let path = format!("cluster[{i}]");
+            let name = c.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                p.add(format!("{path}.name"), "missing");
+            } else if !cluster_names.insert(name.clone()) {
+                p.add(format!("{path}.name"), format!("duplicate cluster name {name:?}"));
+            }
+            if c.endpoints.is_empty() {
+                p.add(format!("{path}.endpoints"), "needs at least one endpoint");
+            }
+            let endpoints = c
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(j, e)| parse_address(e).map_err(|err| p.add(format!("{path}.endpoints[{j}]"), err)).ok())
+                .collect();
+            clusters.push(ClusterConfig {
+                name,
+                endpoints,
+                connect_timeout: p.duration(format!("{path}.connect_timeout"), &c.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+                request_timeout: p.duration(format!("{path}.request_timeout"), &c.request_timeout, DEFAULT_REQUEST_TIMEOUT),
+                max_connections_per_endpoint: p.positive(
+                    format!("{path}.max_connections_per_endpoint"),
+                    c.max_connections_per_endpoint,
+                    DEFAULT_MAX_CONNS_PER_ENDPOINT,
+                    1024,
+                ),
+                max_requests_per_connection: p.positive(
+                    format!("{path}.max_requests_per_connection"),
+                    c.max_requests_per_connection,
+                    DEFAULT_MAX_REQS_PER_CONN,
+                    1 << 20,
+                ),
+            });
+        }
+
+        let mut listener_names = HashSet::new();
+        let mut listeners = Vec::new();
+        if self.listener.is_empty() {
+            p.add("listener", "at least one [[listener]] is needed");
+        }
+        for (i, l) in self.listener.iter().enumerate() {
+            let path = format!("listener[{i}]");
+            let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+            if !listener_names.insert(name.clone()) {
+                p.add(format!("{path}.name"), format!("duplicate listener name {name:?}"));
+            }
+            let protocol = match l.protocol.as_deref() {
+                Some("thrift") | None => ListenerProtocol::Thrift,
+                Some(other) => {
+                    p.add(format!("{path}.protocol"), format!("unknown protocol {other:?} (supported: \"thrift\")"));
+                    ListenerProtocol::Thrift
+                }
+            };
+            let address = match l.address.as_deref() {
+                None => {
+                    p.add(format!("{path}.address"), "missing");
+                    None
+                }
+                Some(a) => parse_address(a).map_err(|e| p.add(format!("{path}.address"), e)).ok(),
+            };
+            let mut routes = Vec::new();
+            for (j, r) in l.routes.iter().enumerate() {
+                let rpath = format!("{path}.routes[{j}]");
+                let cluster = match r.cluster.as_deref() {
+                    None => {
+                        p.add(format!("{rpath}.cluster"), "missing");
+                        None
+                    }
+                    Some(c) => {
+                        let idx = clusters.iter().position(|k| k.name == c);
+                        if idx.is_none() {
+                            p.add(format!("{rpath}.cluster"), format!("no cluster named {c:?}"));
+                        }
+                        idx
+                    }
+                };
+                if r.method.is_some() && r.method_prefix.is_some() {
+                    p.add(&rpath, "give method or method_prefix, not both");
+                }
+                if let Some(cluster) = cluster {
+                    routes.push(RouteConfig {
+                        service: r.service.clone(),
+                        method: r.method.clone(),
+                        method_prefix: r.method_prefix.clone(),
+                        cluster,
+                    });
+                }
+            }
+            if l.routes.is_empty() {
+                p.add(format!("{path}.routes"), "needs at least one route");
+            }
+            let max_frame_size = match &l.max_frame_size {
+                None => DEFAULT_MAX_FRAME_SIZE,
+                Some(StrOrInt::Int(n)) if *n >= 64 && *n <= 0x4000_0000 => *n as usize,
+                Some(StrOrInt::Str(s)) => match parse_byte_size(s) {
+                    Ok(n) if (64..=0x4000_0000).contains(&n) => n,
+                    Ok(n) => {
+                        p.add(format!("{path}.max_frame_size"), format!("{n} is out of range 64..=1GiB"));
+                        DEFAULT_MAX_FRAME_SIZE
+                    }
+                    Err(e) => {
+                        p.add(format!("{path}.max_frame_size"), e);
+                        DEFAULT_MAX_FRAME_SIZE
+                    }
+                },
+                Some(StrOrInt::Int(n)) => {
+                    p.add(format!("{path}.max_frame_size"), format!("{n} is out of range 64..=1GiB"));
+                    DEFAULT_MAX_FRAME_SIZE
+                }
+            };
+            if let Some(address) = address {
+                listeners.push(ListenerConfig {
+                    name,
+                    protocol,
+                    address,
+                    routes,
+                    max_frame_size,
+                    max_pending_requests: p.positive(format!("{path}.max_pending_requests"), l.max_pending_requests, DEFAULT_MAX_PENDING, 1 << 20),
+                    max_method_name: p.positive(format!("{path}.max_method_name"), l.max_method_name, DEFAULT_MAX_METHOD_NAME, 1 << 16),
+                });
+            }
+        }
+        if p.0.is_empty() {
+            Ok(Config { runtime, listeners, clusters })
+        } else {
+            Err(ConfigErrors(p.0))
+        }
+    }
+}
+
+impl RawRuntime {
+    fn validate(&self, p: &mut Problems) -> RuntimeConfig {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = match &self.workers {
+            None => cores,
+            Some(StrOrInt::Str(s)) if s == "auto" => cores,
+            Some(StrOrInt::Int(n)) if *n >= 1 && *n <= 1024 => *n as usize,
+            Some(other) => {
+                p.add("runtime.workers", format!("{other:?}: use \"auto\" or an integer 1..=1024"));
+                1
+            }
+        };
+        let driver = match self.driver.as_deref() {
+            None | Some("auto") => DriverKind::Auto,
+            Some("io_uring") => DriverKind::IoUring,
+            Some("epoll") => DriverKind::Epoll,
+            Some(other) => {
+                p.add("runtime.driver", format!("unknown driver {other:?} (auto | io_uring | epoll)"));
+                DriverKind::Auto
+            }
+        };
+        RuntimeConfig {
+            workers,
+            driver,
+            drain_timeout: p.duration("runtime.drain_timeout".into(), &self.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
+            drain_idle_close: p.duration("runtime.drain_idle_close".into(), &self.drain_idle_close, DEFAULT_DRAIN_IDLE_CLOSE),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+[runtime]
+workers = 2
+driver = "epoll"
+[[listener]]
+name = "thrift"
+protocol = "thrift"
+address = "127.0.0.1:7000"
+routes = [
+  { service = "Echo", method = "ping", cluster = "echo" },
+  { method_prefix = "get", cluster = "echo" },
+  { cluster = "echo" },
+]
+[[cluster]]
+name = "echo"
+endpoints = ["127.0.0.1:9100", "unix:/run/echo.sock"]
+connect_timeout = "250ms"
+request_timeout = "1s"
+max_connections_per_endpoint = 4
+max_requests_per_connection = 256
+"#;
+
+#[test]
+fn the_issue_example_parses_into_typed_values() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    assert_eq!(c.runtime.workers, 2);
+    assert_eq!(c.runtime.driver, DriverKind::Epoll);
+    assert_eq!(c.listeners[0].routes.len(), 3);
+    assert_eq!(c.listeners[0].routes[0].service.as_deref(), Some("Echo"));
+    assert_eq!(c.clusters[0].connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.clusters[0].endpoints[1], Address::Unix("/run/echo.sock".into()));
+    assert_eq!(c.listeners[0].max_frame_size, 16 << 20);
+}
+
+#[test]
+fn problems_are_reported_with_key_paths_all_at_once() {
+    let bad = EXAMPLE.replace("{ cluster = \"echo\" },", "{ cluster = \"ech\" },").replace("\"250ms\"", "\"250 parsecs\"");
+    let err = Config::parse(&bad).unwrap_err();
+    assert!(err.0.contains(&"listener[0].routes[2].cluster: no cluster named \"ech\"".to_string()), "{err}");
+    assert!(err.0.iter().any(|p| p.starts_with("cluster[0].connect_timeout:")), "{err}");
+    assert_eq!(err.0.len(), 2, "{err}");
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let err = Config::parse(&EXAMPLE.replace("request_timeout", "request_timout")).unwrap_err();
+    assert!(err.to_string().contains("request_timout"), "{err}");
+}
+
+#[test]
+fn units_parse() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert!(parse_duration("10").is_err());
+    assert_eq!(parse_byte_size("16MiB").unwrap(), 16 << 20);
+    assert_eq!(parse_byte_size("4096").unwrap(), 4096);
+    assert!(parse_byte_size("4 parsecs").is_err());
+}
