@@ -90,6 +90,8 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,
+    /// Largest reply frame accepted from an upstream; a larger one kills that connection.
+    pub max_frame_size: usize,
 }
 
 /// Every problem found in a file, each with its key path.

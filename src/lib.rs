@@ -11,4 +11,14 @@
 //! - [`control`]: the control thread: loads config, hands snapshots to workers, reload, drain.
 
 pub mod config;
+pub mod control;
+pub mod io;
+pub mod local;
+pub mod logging;
+pub mod proxy;
+pub mod route;
+pub mod session;
+pub mod stats;
+pub mod upstream;
+pub mod worker;
 pub mod thrift;

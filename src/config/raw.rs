@@ -76,6 +76,7 @@ struct RawCluster {
     request_timeout: Option<String>,
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
+    max_frame_size: Option<StrOrInt>,
 }
 
 /// Collects problems with their key paths.
@@ -97,6 +98,25 @@ impl Problems {
             Err(e) => {
                 self.add(path, e);
                 Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn frame_size(&mut self, path: String, v: &Option<StrOrInt>) -> usize {
+        let n = match v {
+            None => return DEFAULT_MAX_FRAME_SIZE,
+            Some(StrOrInt::Int(n)) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
+            Some(StrOrInt::Str(s)) => parse_byte_size(s),
+        };
+        match n {
+            Ok(n) if (64..=0x4000_0000).contains(&n) => n,
+            Ok(n) => {
+                self.add(path, format!("{n} is out of range 64..=1GiB"));
+                DEFAULT_MAX_FRAME_SIZE
+            }
+            Err(e) => {
+                self.add(path, e);
+                DEFAULT_MAX_FRAME_SIZE
             }
         }
     }
@@ -154,6 +174,7 @@ impl RawConfig {
                     DEFAULT_MAX_REQS_PER_CONN,
                     1 << 20,
                 ),
+                max_frame_size: p.frame_size(format!("{path}.max_frame_size"), &c.max_frame_size),
             });
         }
 
@@ -213,25 +234,7 @@ impl RawConfig {
             if l.routes.is_empty() {
                 p.add(format!("{path}.routes"), "needs at least one route");
             }
-            let max_frame_size = match &l.max_frame_size {
-                None => DEFAULT_MAX_FRAME_SIZE,
-                Some(StrOrInt::Int(n)) if *n >= 64 && *n <= 0x4000_0000 => *n as usize,
-                Some(StrOrInt::Str(s)) => match parse_byte_size(s) {
-                    Ok(n) if (64..=0x4000_0000).contains(&n) => n,
-                    Ok(n) => {
-                        p.add(format!("{path}.max_frame_size"), format!("{n} is out of range 64..=1GiB"));
-                        DEFAULT_MAX_FRAME_SIZE
-                    }
-                    Err(e) => {
-                        p.add(format!("{path}.max_frame_size"), e);
-                        DEFAULT_MAX_FRAME_SIZE
-                    }
-                },
-                Some(StrOrInt::Int(n)) => {
-                    p.add(format!("{path}.max_frame_size"), format!("{n} is out of range 64..=1GiB"));
-                    DEFAULT_MAX_FRAME_SIZE
-                }
-            };
+            let max_frame_size = p.frame_size(format!("{path}.max_frame_size"), &l.max_frame_size);
             if let Some(address) = address {
                 listeners.push(ListenerConfig {
                     name,

@@ -1,0 +1,241 @@
+//! The control thread's side: binds listeners, starts pinned workers with the first snapshot,
+//! hands them every later snapshot through crossbeam channels (waiting for each worker to
+//! acknowledge), and drains them on shutdown. `Server` is what tests and `main` drive.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{Address, Config, ListenerConfig};
+use crate::stats::StatsSnapshot;
+use crate::worker::{self, Command, Event, Snapshot, StdListener, WorkerSpec};
+
+/// How long the control thread waits for every worker to take a new snapshot.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct WorkerLink {
+    commands: Sender<Command>,
+    waker: Arc<AtomicWaker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerLink {
+    fn send(&self, cmd: Command) {
+        let _ = self.commands.send(cmd);
+        self.waker.wake();
+    }
+}
+
+/// A running proxy: its workers and the addresses its listeners are bound to.
+pub struct Server {
+    workers: Vec<WorkerLink>,
+    events: Receiver<Event>,
+    bound: Vec<(String, Address)>,
+    current: Arc<Snapshot>,
+    drivers: Vec<&'static str>,
+}
+
+impl Server {
+    /// Binds every listener (one SO_REUSEPORT socket per worker for TCP), starts the workers
+    /// and waits until each one runs.
+    pub fn start(config: Config) -> io::Result<Server> {
+        let n = config.runtime.workers;
+        let mut per_worker: Vec<Vec<(String, StdListener)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let (addr, socks) = bind_listener(l, n)?;
+            log::info!("listener {} ({:?}) bound to {addr} on {n} workers", l.name, l.protocol);
+            bound.push((l.name.clone(), addr));
+            for (w, s) in socks.into_iter().enumerate() {
+                per_worker[w].push((l.name.clone(), s));
+            }
+        }
+        let current = Arc::new(Snapshot { generation: 1, config });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ev_tx, events) = crossbeam_channel::unbounded();
+        let mut workers = Vec::new();
+        for (id, listeners) in per_worker.into_iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let waker = Arc::new(AtomicWaker::new());
+            let spec = WorkerSpec {
+                id,
+                core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+                driver: current.config.runtime.driver,
+                listeners,
+                snapshot: current.clone(),
+                commands: rx,
+                waker: waker.clone(),
+                events: ev_tx.clone(),
+            };
+            let thread = worker::spawn(spec)?;
+            workers.push(WorkerLink { commands: tx, waker, thread: Some(thread) });
+        }
+        let mut server = Server { workers, events, bound, current, drivers: vec![""; n] };
+        let mut started = 0;
+        let mut failure = None;
+        while started < n {
+            match server.events.recv_timeout(ACK_TIMEOUT) {
+                Ok(Event::Started { worker, driver }) => {
+                    server.drivers[worker] = driver;
+                    started += 1;
+                }
+                Ok(Event::StartFailed { worker, error }) => {
+                    failure.get_or_insert(format!("worker {worker}: {error}"));
+                    started += 1;
+                }
+                Ok(_) => {}
+                Err(_) => return Err(io::Error::other("workers did not start in time")),
+            }
+        }
+        if let Some(f) = failure {
+            server.shutdown();
+            return Err(io::Error::other(f));
+        }
+        Ok(server)
+    }
+
+    /// Where a listener ended up (the real port when the config said port 0).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.bound.iter().find(|(n, _)| n == listener).and_then(|(_, a)| match a {
+            Address::Tcp(a) => Some(*a),
+            Address::Unix(_) => None,
+        })
+    }
+
+    /// The I/O driver each worker got.
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    /// Hands a new config to every worker and waits until all use it. Listener changes need a
+    /// restart: the new file must keep the same listeners (names, protocols, addresses).
+    pub fn reload(&mut self, config: Config) -> io::Result<()> {
+        let same = |a: &ListenerConfig, b: &ListenerConfig| a.name == b.name && a.protocol == b.protocol && a.address == b.address;
+        let old = &self.current.config;
+        if old.listeners.len() != config.listeners.len() || old.listeners.iter().zip(&config.listeners).any(|(a, b)| !same(a, b)) {
+            return Err(io::Error::other("listeners changed (name, protocol or address): that needs a restart; routes, clusters and limits reload live"));
+        }
+        if config.runtime.workers != old.runtime.workers || config.runtime.driver != old.runtime.driver {
+            log::warn!("runtime.workers and runtime.driver take effect at the next restart");
+        }
+        let generation = self.current.generation + 1;
+        self.current = Arc::new(Snapshot { generation, config });
+        for w in &self.workers {
+            w.send(Command::Apply(self.current.clone()));
+        }
+        self.wait_applied(generation)
+    }
+
+    fn wait_applied(&self, generation: u64) -> io::Result<()> {
+        let mut acked = vec![false; self.workers.len()];
+        while acked.iter().any(|a| !a) {
+            match self.events.recv_timeout(ACK_TIMEOUT) {
+                Ok(Event::Applied { worker, generation: g }) if g == generation => acked[worker] = true,
+                Ok(_) => {}
+                Err(_) => return Err(io::Error::other("a worker did not acknowledge the new config in time")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), stops the
+    /// workers and returns their summed counters.
+    pub fn shutdown(mut self) -> StatsSnapshot {
+        for w in &self.workers {
+            w.send(Command::Drain);
+        }
+        let mut total = StatsSnapshot::default();
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                if t.join().is_err() {
+                    log::error!("a worker thread panicked outside any connection");
+                }
+            }
+        }
+        while let Ok(ev) = self.events.try_recv() {
+            if let Event::Stopped { stats, .. } = ev {
+                total.add(&stats);
+            }
+        }
+        total
+    }
+}
+
+/// Binds one socket per worker (TCP, SO_REUSEPORT; port 0 resolved once so all share it) or
+/// one unix socket shared by all workers.
+fn bind_listener(l: &ListenerConfig, workers: usize) -> io::Result<(Address, Vec<StdListener>)> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("listener {} ({}): {e}", l.name, l.address));
+    match &l.address {
+        Address::Tcp(addr) => {
+            let mut addr = *addr;
+            let mut out = Vec::new();
+            for _ in 0..workers {
+                let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(ctx)?;
+                s.set_reuse_address(true).map_err(ctx)?;
+                s.set_reuse_port(true).map_err(ctx)?;
+                s.set_nonblocking(true).map_err(ctx)?;
+                s.bind(&addr.into()).map_err(ctx)?;
+                s.listen(1024).map_err(ctx)?;
+                let std: std::net::TcpListener = s.into();
+                addr = std.local_addr()?;
+                out.push(StdListener::Tcp(std));
+            }
+            Ok((Address::Tcp(addr), out))
+        }
+        Address::Unix(path) => {
+            remove_stale_socket(path);
+            let l0 = std::os::unix::net::UnixListener::bind(path).map_err(ctx)?;
+            l0.set_nonblocking(true)?;
+            let mut out = Vec::new();
+            for _ in 1..workers {
+                out.push(StdListener::Unix(l0.try_clone()?));
+            }
+            out.push(StdListener::Unix(l0));
+            Ok((Address::Unix(path.clone()), out))
+        }
+    }
+}
+
+/// A socket file left by a previous run that nobody listens on any more is removed.
+fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Runs a server from a config file until SIGTERM or SIGINT; SIGHUP reloads the file.
+pub fn run_until_signal(path: &Path) -> io::Result<StatsSnapshot> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let config = Config::load(path).map_err(|e| io::Error::other(format!("invalid config {}:\n{e}", path.display())))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    let mut server = Server::start(config)?;
+    log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match Config::load(path) {
+                Ok(c) => match server.reload(c) {
+                    Ok(()) => log::info!("reloaded {} (generation {})", path.display(), server.current.generation),
+                    Err(e) => log::error!("reload of {} refused: {e}; keeping the running config", path.display()),
+                },
+                Err(e) => log::error!("reload of {} failed; keeping the running config:\n{e}", path.display()),
+            },
+            _ => {
+                log::info!("signal {sig}: draining");
+                break;
+            }
+        }
+    }
+    let stats = server.shutdown();
+    let summary: Vec<String> = stats.pairs().iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+    log::info!("stopped: {}", summary.join(" "));
+    Ok(stats)
+}

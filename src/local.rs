@@ -1,0 +1,200 @@
+//! Single-thread building blocks for one worker: a notifier, an outbox (many producers on the
+//! same thread, one writer task), and a panic guard for tasks. Nothing here is `Send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// Wakes every task waiting on it. A waiter created before `notify_all` always sees it.
+#[derive(Default)]
+pub struct Notify {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// A future that completes at the next `notify_all`.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified { notify: self, generation: self.generation.get() }
+    }
+}
+
+pub struct Notified<'a> {
+    notify: &'a Notify,
+    generation: u64,
+}
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notify.generation.get() != self.generation {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.notify.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Frames waiting to be written by one connection's writer task.
+pub struct Outbox<T> {
+    items: RefCell<VecDeque<T>>,
+    waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl<T> Default for Outbox<T> {
+    fn default() -> Self {
+        Outbox { items: RefCell::new(VecDeque::new()), waker: RefCell::new(None), closed: Cell::new(false) }
+    }
+}
+
+impl<T> Outbox<T> {
+    /// Queues an item; returns false (and drops it) when the outbox is closed.
+    pub fn push(&self, item: T) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        self.items.borrow_mut().push_back(item);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// No more items will be accepted; the writer drains what is queued, then stops.
+    pub fn close(&self) {
+        self.closed.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Moves every queued item into `dst`; waits while empty; `false` once closed and drained.
+    pub async fn take_all(&self, dst: &mut Vec<T>) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut items = self.items.borrow_mut();
+            if !items.is_empty() {
+                dst.extend(items.drain(..));
+                return Poll::Ready(true);
+            }
+            if self.closed.get() {
+                return Poll::Ready(false);
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Runs a future and turns a panic inside it into `Err(message)`, so one connection's bug
+/// closes that connection only and never unwinds through the worker's runtime.
+pub struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> CatchUnwind<F> {
+    pub fn new(f: F) -> Self {
+        CatchUnwind(Box::pin(f))
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                Poll::Ready(Err(msg))
+            }
+        }
+    }
+}
+
+/// An `i32`-keyed hasher for seqID tables: Fibonacci hashing spreads consecutive ids over the
+/// high bits that hashbrown uses for its control bytes.
+#[derive(Default, Clone, Copy)]
+pub struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.0 = (i as u32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type SeqMap<V> = std::collections::HashMap<i32, V, std::hash::BuildHasherDefault<SeqHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_panicking_task_is_caught_and_others_keep_running() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            let done = Rc::new(Cell::new(0));
+            let d = done.clone();
+            let bad = monoio::spawn(CatchUnwind::new(async move {
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+                if d.get() == 0 {
+                    panic!("boom in a connection task");
+                }
+            }));
+            let d = done.clone();
+            let good = monoio::spawn(async move {
+                monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+                d.set(d.get() + 1);
+            });
+            assert_eq!(bad.await, Err("boom in a connection task".to_string()));
+            good.await;
+            assert_eq!(done.get(), 1);
+        });
+    }
+
+    #[test]
+    fn outbox_drains_in_order_then_reports_closed() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        rt.block_on(async {
+            let ob = Rc::new(Outbox::default());
+            ob.push(1);
+            ob.push(2);
+            let mut got = Vec::new();
+            assert!(ob.take_all(&mut got).await);
+            assert_eq!(got, vec![1, 2]);
+            ob.close();
+            assert!(!ob.push(3));
+            assert!(!ob.take_all(&mut got).await);
+        });
+    }
+}

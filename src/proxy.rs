@@ -1,0 +1,294 @@
+//! The Thrift proxy loop for one downstream connection: detect the transport, cut frames by
+//! length, route each request, hand it to an upstream connection (which rewrites the seqID),
+//! and answer every failure with an exception in the client's own dialect.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+
+use crate::io::{read_more, write_outbox};
+use crate::route::{route, RouteKey};
+use crate::session::{Downstream, Pending};
+use crate::thrift::exception::ReplyFraming;
+use crate::thrift::message::{parse_message, split_multiplexed, CALL, ONEWAY};
+use crate::thrift::{detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, OriginalSeq, Protocol};
+use crate::upstream::AcquireError;
+use crate::worker::WorkerState;
+
+/// How many bytes we are willing to buffer just to learn the method name and seqID of a frame
+/// we are about to refuse.
+const PEEK_LIMIT: usize = 64 * 1024;
+
+/// Removes the connection from the worker registry and stops its writer, however the
+/// connection task ends (including by panic).
+struct Registration {
+    state: Rc<WorkerState>,
+    id: u64,
+    ds: Rc<Downstream>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.ds.out.close();
+        self.state.deregister(self.id);
+    }
+}
+
+/// Serves one Thrift client connection until it closes, is rejected, or is drained.
+pub async fn serve_thrift<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+where
+    S: Splitable + 'static,
+    S::OwnedRead: CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: AsyncWriteRent + 'static,
+{
+    let ds = Rc::new(Downstream::new(state.stats.clone()));
+    let reg = Registration { state: state.clone(), id: state.register(ds.clone()), ds: ds.clone() };
+    let (rd, mut wr) = stream.into_split();
+    let writer_ds = ds.clone();
+    let writer = monoio::spawn(async move {
+        if write_outbox(&mut wr, &writer_ds.out).await.is_err() {
+            // Client gone: drop whatever else arrives for it.
+            writer_ds.out.close();
+        }
+    });
+    let mut conn = Conn { rd, buf: BytesMut::with_capacity(16 * 1024), ds: ds.clone(), state, listener };
+    conn.run().await;
+    // Every request in flight has a deadline, so this wait is bounded.
+    while ds.inflight.get() > 0 && !ds.out.is_closed() {
+        ds.inflight_dropped.notified().await;
+    }
+    drop(reg);
+    writer.await;
+}
+
+struct Conn<R> {
+    rd: R,
+    buf: BytesMut,
+    ds: Rc<Downstream>,
+    state: Rc<WorkerState>,
+    listener: Rc<str>,
+}
+
+/// What to do with the connection after a frame.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl<R: CancelableAsyncReadRent> Conn<R> {
+    /// Reads more bytes; false on EOF, error or cancellation (drain).
+    async fn fill(&mut self) -> bool {
+        let handle = self.ds.read_canceller.borrow().handle();
+        match read_more(&mut self.rd, &mut self.buf, handle).await {
+            Ok(0) => false,
+            Ok(_) => {
+                self.ds.last_active.set(Instant::now());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn run(&mut self) {
+        let detected = loop {
+            if let Some(d) = detect(&self.buf, false) {
+                break d;
+            }
+            if !self.fill().await {
+                match detect(&self.buf, true) {
+                    Some(d) if !self.buf.is_empty() => break d,
+                    _ => return,
+                }
+            }
+        };
+        let stats = &self.state.stats;
+        match detected {
+            Detected::Framed => {}
+            Detected::Unframed(_) => return self.reject_unframed().await,
+            Detected::TTStream => {
+                stats.garbage_connections.set(stats.garbage_connections.get() + 1);
+                log::info!("listener {}: TTHeader Streaming is not supported yet; connection closed", self.listener);
+                return;
+            }
+            Detected::MeshHeader | Detected::Http2 | Detected::Garbage => {
+                stats.garbage_connections.set(stats.garbage_connections.get() + 1);
+                log::debug!("listener {}: {detected:?} on a Thrift port; connection closed", self.listener);
+                return;
+            }
+        }
+        let Some(lc) = self.state.view().listener(&self.listener).cloned() else { return };
+        loop {
+            while let Some(len) = frame_len(&self.buf) {
+                if len > lc.max_frame_size {
+                    return self.reject_oversized(len, lc.max_frame_size, lc.max_method_name).await;
+                }
+                if self.buf.len() < len {
+                    self.buf.reserve(len - self.buf.len());
+                    break;
+                }
+                let frame = self.buf.split_to(len);
+                if let Next::Close = self.on_request(frame, lc.max_method_name).await {
+                    return;
+                }
+            }
+            self.ds.partial.set(!self.buf.is_empty());
+            while self.ds.inflight.get() >= lc.max_pending_requests {
+                self.ds.inflight_dropped.notified().await;
+            }
+            if !self.fill().await {
+                return;
+            }
+        }
+    }
+
+    async fn on_request(&mut self, frame: BytesMut, max_name: usize) -> Next {
+        let ds = &self.ds;
+        let stats = &self.state.stats;
+        let info = match parse_frame(&frame, max_name) {
+            Ok(info) => info,
+            Err(FrameError::Transform) => {
+                let seq = OriginalSeq::from_parts(&frame[8..12], None);
+                encode_raw(ds, ReplyFraming::THeader, Protocol::Binary, b"", &seq, ExceptionType::InvalidTransform, "THeader transforms (zlib, …) are not supported by this proxy");
+                return Next::Close;
+            }
+            Err(e) => {
+                let why = match e {
+                    FrameError::Invalid(why) => why,
+                    _ => "frame ends inside its headers",
+                };
+                self.protocol_error(&frame, max_name, &format!("malformed request: {why}"));
+                return Next::Close;
+            }
+        };
+        let name = &frame[info.msg.name.clone()];
+        let orig = OriginalSeq::capture(&frame, &info);
+        if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
+            ds.send_exception(info.dialect, name, &orig, ExceptionType::InvalidMessageType, "only CALL and ONEWAY messages may be sent to the proxy");
+            return Next::Continue;
+        }
+        let (prefix, method) = split_multiplexed(name);
+        let at = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &frame[r]);
+        let key = RouteKey { method, services: [prefix, at(&info.isn), at(&info.to_service)] };
+        let view = self.state.view();
+        let Some(ci) = route(view.routes(&self.listener), &key) else {
+            stats.no_route.set(stats.no_route.get() + 1);
+            let msg = format!("no route for method {:?}", String::from_utf8_lossy(name));
+            if info.msg.msg_type == CALL {
+                ds.send_exception(info.dialect, name, &orig, ExceptionType::UnknownMethod, &msg);
+            }
+            return Next::Continue;
+        };
+        let cluster = view.clusters[ci].clone();
+        drop(view);
+        let mut timeout = cluster.config.request_timeout;
+        if let Some(ms) = info.rpc_timeout_ms.filter(|ms| *ms > 0) {
+            timeout = timeout.min(std::time::Duration::from_millis(ms));
+        }
+        let deadline = Instant::now() + timeout;
+        let pool = cluster.pool(info.dialect);
+        let conn = match pool.acquire(deadline).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, AcquireError::Saturated) {
+                    stats.timeouts.set(stats.timeouts.get() + 1);
+                }
+                if info.msg.msg_type == CALL {
+                    ds.send_exception(info.dialect, name, &orig, ExceptionType::InternalError, &e.to_string());
+                } else {
+                    log::debug!("oneway request dropped: {e}");
+                }
+                return Next::Continue;
+            }
+        };
+        stats.requests.set(stats.requests.get() + 1);
+        if info.msg.msg_type == ONEWAY {
+            stats.oneway.set(stats.oneway.get() + 1);
+            conn.send(frame, &info, None);
+            return Next::Continue;
+        }
+        let pending = Pending { downstream: ds.clone(), orig, name: name.into(), dialect: info.dialect, deadline };
+        ds.inflight.set(ds.inflight.get() + 1);
+        conn.send(frame, &info, Some(pending));
+        Next::Continue
+    }
+
+    /// Answers with PROTOCOL_ERROR, naming the request if its header can be read.
+    fn protocol_error(&self, frame: &[u8], max_name: usize, msg: &str) {
+        match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], max_name) {
+            Ok(info) => {
+                let orig = OriginalSeq::capture(frame, &info);
+                self.ds.send_exception(info.dialect, &frame[info.msg.name.clone()], &orig, ExceptionType::ProtocolError, msg);
+            }
+            Err(_) => {
+                // Not even a header: a framed binary exception with an empty name is the most
+                // any client can parse.
+                let seq = OriginalSeq::from_parts(&[0, 0, 0, 0], None);
+                encode_raw(&self.ds, ReplyFraming::Framed, Protocol::Binary, b"", &seq, ExceptionType::ProtocolError, msg);
+            }
+        }
+    }
+
+    async fn reject_oversized(&mut self, len: usize, max: usize, max_name: usize) {
+        let stats = &self.state.stats;
+        stats.oversized_frames.set(stats.oversized_frames.get() + 1);
+        // Buffer just enough of the frame to read its header, never the whole frame.
+        while self.buf.len() < PEEK_LIMIT && matches!(parse_frame(&self.buf, max_name), Err(FrameError::Incomplete)) {
+            if !self.fill().await {
+                break;
+            }
+        }
+        let buf = std::mem::take(&mut self.buf);
+        self.protocol_error(&buf, max_name, &format!("frame of {len} bytes is over the limit of {max} bytes"));
+        self.linger(len.saturating_sub(buf.len())).await;
+    }
+
+    /// After refusing a frame: send what is queued, then read and discard up to `budget` bytes
+    /// for at most a second, so the client finishes writing and reads our answer instead of
+    /// getting a reset.
+    async fn linger(&mut self, budget: usize) {
+        self.ds.out.close();
+        let end = Instant::now() + std::time::Duration::from_secs(1);
+        let mut left = budget;
+        while left > 0 {
+            self.buf.clear();
+            let read = read_more(&mut self.rd, &mut self.buf, self.ds.read_canceller.borrow().handle());
+            match monoio::time::timeout_at(end.into(), read).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+
+    async fn reject_unframed(&mut self) {
+        let stats = &self.state.stats;
+        stats.unframed_rejected.set(stats.unframed_rejected.get() + 1);
+        let hdr = loop {
+            match parse_message(&self.buf, 0, 4096) {
+                Ok(h) => break Some(h),
+                Err(_) if self.buf.len() >= PEEK_LIMIT => break None,
+                Err(crate::thrift::message::MessageError::Invalid(_)) => break None,
+                Err(_) => {
+                    if !self.fill().await {
+                        break None;
+                    }
+                }
+            }
+        };
+        let msg = "unframed (buffered) transport is not supported by this proxy; use framed or TTHeader";
+        if let Some(h) = hdr {
+            let seq = OriginalSeq::from_parts(&self.buf[h.seq_at..h.seq_at + h.seq_len], None);
+            encode_raw(&self.ds, ReplyFraming::Unframed, h.protocol, &self.buf[h.name.clone()], &seq, ExceptionType::UnsupportedClientType, msg);
+        }
+        log::debug!("listener {}: unframed client rejected", self.listener);
+    }
+}
+
+/// Queues an exception whose dialect is given by framing alone (before a frame was classified).
+fn encode_raw(ds: &Downstream, framing: ReplyFraming, protocol: Protocol, name: &[u8], seq: &OriginalSeq, kind: ExceptionType, msg: &str) {
+    let mut buf = BytesMut::new();
+    encode_exception(&mut buf, framing, protocol, name, seq, kind, msg);
+    ds.stats.exceptions.set(ds.stats.exceptions.get() + 1);
+    ds.out.push(buf);
+}

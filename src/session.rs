@@ -1,0 +1,96 @@
+//! The reply side of one downstream (client) connection and the pending-request entries that
+//! point back to it. Upstream connections push replies here; the client's writer task drains it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use monoio::io::Canceller;
+
+use crate::local::{Notify, Outbox};
+use crate::stats::Stats;
+use crate::thrift::{encode_exception, Dialect, ExceptionType, OriginalSeq};
+
+/// Shared state of one client connection.
+pub struct Downstream {
+    /// Replies and proxy-generated exceptions waiting for the writer task.
+    pub out: Outbox<BytesMut>,
+    /// Requests sent upstream whose reply has not come back yet.
+    pub inflight: Cell<usize>,
+    /// Woken when `inflight` drops, so a reader paused at the limit (or draining) resumes.
+    pub inflight_dropped: Notify,
+    /// Last time a request was read or a reply queued; drain closes connections idle too long.
+    pub last_active: Cell<Instant>,
+    /// True while the read buffer holds part of a frame (not idle even if nothing is in flight).
+    pub partial: Cell<bool>,
+    /// Cancels the reader's in-flight read (drain close, forced close).
+    pub read_canceller: RefCell<Canceller>,
+    pub stats: Rc<Stats>,
+}
+
+impl Downstream {
+    pub fn new(stats: Rc<Stats>) -> Self {
+        Downstream {
+            out: Outbox::default(),
+            inflight: Cell::new(0),
+            inflight_dropped: Notify::default(),
+            last_active: Cell::new(Instant::now()),
+            partial: Cell::new(false),
+            read_canceller: RefCell::new(Canceller::new()),
+            stats,
+        }
+    }
+
+    /// Nothing in flight and no partial frame: closing now loses nothing already sent to us.
+    pub fn is_idle(&self) -> bool {
+        self.inflight.get() == 0 && !self.partial.get()
+    }
+
+    /// Interrupts the reader's current read (it sees a cancelled read and stops).
+    pub fn cancel_read(&self) {
+        let mut c = self.read_canceller.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    fn request_done(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.last_active.set(Instant::now());
+        self.inflight_dropped.notify_all();
+    }
+
+    /// Queues a proxy-generated exception for a request.
+    pub fn send_exception(&self, dialect: Dialect, name: &[u8], seq: &OriginalSeq, kind: ExceptionType, msg: &str) {
+        let mut buf = BytesMut::with_capacity(64 + name.len() + msg.len());
+        encode_exception(&mut buf, dialect.reply_framing(), dialect.protocol, name, seq, kind, msg);
+        self.stats.exceptions.set(self.stats.exceptions.get() + 1);
+        self.out.push(buf);
+    }
+}
+
+/// One request in flight upstream: enough to give the reply back, or to fail it.
+pub struct Pending {
+    pub downstream: Rc<Downstream>,
+    /// The client's own seqID bytes, restored into the reply.
+    pub orig: OriginalSeq,
+    /// Method name as the client sent it, for exceptions.
+    pub name: Box<[u8]>,
+    pub dialect: Dialect,
+    pub deadline: Instant,
+}
+
+impl Pending {
+    /// Hands a reply (already restored to the client's seqID) to the client.
+    pub fn complete(self, reply: BytesMut) {
+        self.downstream.out.push(reply);
+        self.downstream.stats.replies.set(self.downstream.stats.replies.get() + 1);
+        self.downstream.request_done();
+    }
+
+    /// Answers the request with an INTERNAL_ERROR exception saying why.
+    pub fn fail(self, msg: &str) {
+        self.downstream.send_exception(self.dialect, &self.name, &self.orig, ExceptionType::InternalError, msg);
+        self.downstream.request_done();
+    }
+}

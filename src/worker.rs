@@ -1,0 +1,242 @@
+//! Worker threads: each pinned to one core, each running one monoio runtime that owns its
+//! listeners' accept loops, its downstream connections, its upstream pools and its counters.
+//! Workers hear from the control thread only through a crossbeam channel (plus a waker so an
+//! idle worker notices at once) and answer through another.
+
+mod state;
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use monoio::io::{CancelHandle, Canceller};
+use monoio::time::TimeDriver;
+use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+pub use state::{ClusterPools, View, WorkerState};
+
+use crate::config::{Config, DriverKind};
+use crate::local::CatchUnwind;
+use crate::stats::StatsSnapshot;
+
+/// One immutable version of the config, as handed to every worker.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+}
+
+/// Control thread → worker.
+pub enum Command {
+    /// Use this config for every new request from now on.
+    Apply(Arc<Snapshot>),
+    /// Stop accepting, finish what is in flight, then stop.
+    Drain,
+}
+
+/// Worker → control thread.
+#[derive(Debug)]
+pub enum Event {
+    Started { worker: usize, driver: &'static str },
+    StartFailed { worker: usize, error: String },
+    Applied { worker: usize, generation: u64 },
+    Stopped { worker: usize, stats: StatsSnapshot },
+}
+
+/// A listening socket created by the control thread, handed to one worker.
+pub enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Everything a worker thread starts from.
+pub struct WorkerSpec {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub driver: DriverKind,
+    pub listeners: Vec<(String, StdListener)>,
+    pub snapshot: Arc<Snapshot>,
+    pub commands: Receiver<Command>,
+    pub waker: Arc<AtomicWaker>,
+    pub events: Sender<Event>,
+}
+
+type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
+
+/// Builds the runtime the config asks for; `auto` falls back to epoll by itself.
+fn build_runtime(kind: DriverKind) -> io::Result<(Runtime, &'static str)> {
+    let uring = || -> io::Result<Runtime> {
+        Ok(RuntimeBuilder::<IoUringDriver>::new().with_entries(4096).enable_timer().build()?.into())
+    };
+    let epoll = || -> io::Result<Runtime> { Ok(RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?.into()) };
+    match kind {
+        DriverKind::Epoll => Ok((epoll()?, "epoll")),
+        DriverKind::IoUring => Ok((uring().map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?, "io_uring")),
+        DriverKind::Auto if monoio::utils::detect_uring() => match uring() {
+            Ok(rt) => Ok((rt, "io_uring")),
+            Err(e) => {
+                log::warn!("io_uring runtime failed to start ({e}); falling back to epoll");
+                Ok((epoll()?, "epoll"))
+            }
+        },
+        DriverKind::Auto => Ok((epoll()?, "epoll (io_uring unavailable)")),
+    }
+}
+
+/// Whether this kernel and sandbox let us use io_uring.
+pub fn io_uring_available() -> bool {
+    monoio::utils::detect_uring()
+}
+
+/// Starts one worker thread.
+pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("ringway-w{}", spec.id)).spawn(move || {
+        let id = spec.id;
+        if let Some(core) = spec.core {
+            if !core_affinity::set_for_current(core) {
+                log::warn!("worker {id}: could not pin to core {}; running unpinned", core.id);
+            }
+        }
+        let (mut rt, driver) = match build_runtime(spec.driver) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = spec.events.send(Event::StartFailed { worker: id, error: e.to_string() });
+                return;
+            }
+        };
+        log::info!(
+            "worker {id}: {driver} driver, core {}",
+            spec.core.map(|c| c.id.to_string()).unwrap_or_else(|| "unpinned".into())
+        );
+        let _ = spec.events.send(Event::Started { worker: id, driver });
+        rt.block_on(run(spec));
+    })
+}
+
+async fn run(spec: WorkerSpec) {
+    let WorkerSpec { id, listeners, snapshot, commands, waker, events, .. } = spec;
+    // `Started` (sent before this) already told the control thread the first snapshot is in use.
+    let state = Rc::new(WorkerState::new(id, snapshot));
+
+    let accept_cancel = Canceller::new();
+    for (name, l) in listeners {
+        let (state, cancel, name): (_, _, Rc<str>) = (state.clone(), accept_cancel.handle(), name.into());
+        match l {
+            StdListener::Tcp(l) => match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    monoio::spawn(accept_tcp(l, name, state, cancel));
+                }
+                Err(e) => log::error!("worker {id}: listener {name}: {e}"),
+            },
+            StdListener::Unix(l) => match monoio::net::UnixListener::from_std(l) {
+                Ok(l) => {
+                    monoio::spawn(accept_unix(l, name, state, cancel));
+                }
+                Err(e) => log::error!("worker {id}: listener {name}: {e}"),
+            },
+        }
+    }
+
+    while let Some(cmd) = next_command(&commands, &waker).await {
+        match cmd {
+            Command::Apply(snap) => {
+                let generation = snap.generation;
+                state.apply(snap);
+                let _ = events.send(Event::Applied { worker: id, generation });
+            }
+            Command::Drain => break,
+        }
+    }
+
+    drain(&state, accept_cancel).await;
+    let _ = events.send(Event::Stopped { worker: id, stats: state.stats.snapshot() });
+}
+
+/// Waits for the next command without polling: the control thread wakes us after each send.
+async fn next_command(rx: &Receiver<Command>, waker: &AtomicWaker) -> Option<Command> {
+    std::future::poll_fn(|cx| {
+        waker.register(cx.waker());
+        match rx.try_recv() {
+            Ok(c) => std::task::Poll::Ready(Some(c)),
+            Err(TryRecvError::Empty) => std::task::Poll::Pending,
+            Err(TryRecvError::Disconnected) => std::task::Poll::Ready(None),
+        }
+    })
+    .await
+}
+
+/// Stops accepting, closes downstream connections as they go idle, and after the drain
+/// timeout closes whatever is left.
+async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller) {
+    state.draining.set(true);
+    let _ = accept_cancel.cancel();
+    let rt = state.view().snapshot.config.runtime.clone();
+    let deadline = Instant::now() + rt.drain_timeout;
+    log::info!("worker {}: draining {} connections (up to {:?})", state.id, state.conn_count(), rt.drain_timeout);
+    loop {
+        state.close_idle(rt.drain_idle_close);
+        if state.conn_count() == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            log::warn!("worker {}: drain timeout; closing {} connections", state.id, state.conn_count());
+            state.close_all();
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn accept_tcp(l: monoio::net::TcpListener, name: Rc<str>, state: Rc<WorkerState>, cancel: CancelHandle) {
+    loop {
+        match l.cancelable_accept(cancel.clone()).await {
+            Ok((s, _)) => {
+                let _ = s.set_nodelay(true);
+                spawn_conn(s, name.clone(), state.clone());
+            }
+            Err(e) => {
+                if state.draining.get() {
+                    return;
+                }
+                log::warn!("worker {}: listener {name}: accept failed: {e}", state.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn accept_unix(l: monoio::net::UnixListener, name: Rc<str>, state: Rc<WorkerState>, cancel: CancelHandle) {
+    loop {
+        match l.cancelable_accept(cancel.clone()).await {
+            Ok((s, _)) => spawn_conn(s, name.clone(), state.clone()),
+            Err(e) => {
+                if state.draining.get() {
+                    return;
+                }
+                log::warn!("worker {}: listener {name}: accept failed: {e}", state.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn spawn_conn<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+where
+    S: monoio::io::Splitable + 'static,
+    S::OwnedRead: monoio::io::CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: monoio::io::AsyncWriteRent + 'static,
+{
+    state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
+    monoio::spawn(async move {
+        let fut = crate::proxy::serve_thrift(stream, listener.clone(), state.clone());
+        if let Err(p) = CatchUnwind::new(fut).await {
+            state.stats.panics.set(state.stats.panics.get() + 1);
+            log::error!("worker {}: listener {listener}: connection task panicked ({p}); connection closed", state.id);
+        }
+    });
+}

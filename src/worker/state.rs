@@ -1,0 +1,151 @@
+//! What one worker owns: the current config view with its upstream pools, the registry of
+//! downstream connections (for drain), and its counters.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Snapshot;
+use crate::config::{ClusterConfig, RouteConfig};
+use crate::session::Downstream;
+use crate::stats::Stats;
+use crate::thrift::Dialect;
+use crate::upstream::Pool;
+
+/// One cluster's pools in this worker, one per Thrift dialect seen.
+pub struct ClusterPools {
+    pub config: Rc<ClusterConfig>,
+    pools: RefCell<HashMap<Dialect, Rc<Pool>>>,
+    stats: Rc<Stats>,
+}
+
+impl ClusterPools {
+    /// The pool for `dialect`, created on first use.
+    pub fn pool(&self, dialect: Dialect) -> Rc<Pool> {
+        self.pools
+            .borrow_mut()
+            .entry(dialect)
+            .or_insert_with(|| Rc::new(Pool::new(self.config.clone(), self.stats.clone(), self.config.max_frame_size)))
+            .clone()
+    }
+
+    fn retire(&self) {
+        for p in self.pools.borrow().values() {
+            p.retire();
+        }
+    }
+}
+
+/// A config snapshot with this worker's pools for its clusters (same indexes).
+pub struct View {
+    pub snapshot: Arc<Snapshot>,
+    pub clusters: Vec<Rc<ClusterPools>>,
+}
+
+impl View {
+    /// The routes of a listener, by name.
+    pub fn routes(&self, listener: &str) -> &[RouteConfig] {
+        self.snapshot.config.listeners.iter().find(|l| l.name == listener).map(|l| &l.routes[..]).unwrap_or(&[])
+    }
+
+    pub fn listener(&self, listener: &str) -> Option<&crate::config::ListenerConfig> {
+        self.snapshot.config.listeners.iter().find(|l| l.name == listener)
+    }
+}
+
+pub struct WorkerState {
+    pub id: usize,
+    view: RefCell<Rc<View>>,
+    pub stats: Rc<Stats>,
+    conns: RefCell<HashMap<u64, Rc<Downstream>>>,
+    next_conn: Cell<u64>,
+    /// Set when a drain starts: accept loops stop, idle connections get closed.
+    pub draining: Cell<bool>,
+}
+
+impl WorkerState {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Self {
+        let stats = Rc::new(Stats::default());
+        let clusters = snapshot
+            .config
+            .clusters
+            .iter()
+            .map(|c| {
+                Rc::new(ClusterPools { config: Rc::new(c.clone()), pools: RefCell::new(HashMap::new()), stats: stats.clone() })
+            })
+            .collect();
+        WorkerState {
+            id,
+            view: RefCell::new(Rc::new(View { snapshot, clusters })),
+            stats,
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            draining: Cell::new(false),
+        }
+    }
+
+    /// The current view; requests hold it for their routing decision only.
+    pub fn view(&self) -> Rc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// Switches to a new snapshot. Clusters whose config did not change keep their pools (and
+    /// open connections); the others get new pools and the old ones close as they go idle.
+    pub fn apply(&self, snapshot: Arc<Snapshot>) {
+        let old = self.view();
+        let clusters: Vec<Rc<ClusterPools>> = snapshot
+            .config
+            .clusters
+            .iter()
+            .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
+                Some(o) => o.clone(),
+                None => Rc::new(ClusterPools {
+                    config: Rc::new(c.clone()),
+                    pools: RefCell::new(HashMap::new()),
+                    stats: self.stats.clone(),
+                }),
+            })
+            .collect();
+        for o in &old.clusters {
+            if !clusters.iter().any(|n| Rc::ptr_eq(n, o)) {
+                o.retire();
+            }
+        }
+        *self.view.borrow_mut() = Rc::new(View { snapshot, clusters });
+    }
+
+    pub fn register(&self, ds: Rc<Downstream>) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        self.conns.borrow_mut().insert(id, ds);
+        id
+    }
+
+    pub fn deregister(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Closes connections with nothing in flight that have been quiet for `idle`.
+    pub fn close_idle(&self, idle: Duration) {
+        let now = Instant::now();
+        for ds in self.conns.borrow().values() {
+            if ds.is_idle() && now.duration_since(ds.last_active.get()) >= idle {
+                ds.cancel_read();
+            }
+        }
+    }
+
+    /// Closes every connection now (drain timeout).
+    pub fn close_all(&self) {
+        for ds in self.conns.borrow().values() {
+            ds.cancel_read();
+            ds.out.close();
+        }
+    }
+}

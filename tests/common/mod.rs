@@ -1,0 +1,166 @@
+//! Shared test harness: start ringway in-process on port 0, real Apache Thrift peers (the
+//! crates.io `thrift` crate here, PyPI `thrift` through `tests/py`), and a TTHeader peer built
+//! from the byte layout of ref §2. Everything binds 127.0.0.1 and is stopped by handle.
+#![allow(dead_code)]
+
+pub mod apache;
+pub mod ttheader;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringway::config::Config;
+use ringway::control::Server;
+
+/// Runs a test body once per driver: `epoll` always, `io_uring` where the kernel allows it.
+#[macro_export]
+macro_rules! both_drivers {
+    ($(fn $name:ident($d:ident: &str) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($d: &str) $body
+            #[test]
+            fn epoll() { run("epoll") }
+            #[test]
+            fn io_uring() {
+                if ringway::worker::io_uring_available() {
+                    run("io_uring")
+                } else {
+                    eprintln!("io_uring is not available on this machine: io_uring variant skipped");
+                }
+            }
+        }
+    )*};
+}
+
+/// A ringway server running in this process with one Thrift listener named "thrift".
+pub struct Proxy {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    /// `body` is the TOML after `[runtime]` and the listener line: routes and clusters.
+    pub fn start(driver: &str, routes: &str, clusters: &str) -> Proxy {
+        let toml = format!(
+            r#"
+[runtime]
+workers = 2
+driver = "{driver}"
+drain_timeout = "5s"
+drain_idle_close = "50ms"
+[[listener]]
+name = "thrift"
+protocol = "thrift"
+address = "127.0.0.1:0"
+max_frame_size = "1MiB"
+routes = [ {routes} ]
+{clusters}
+"#
+        );
+        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"));
+        let server = Server::start(config).expect("proxy starts");
+        let addr = server.local_addr("thrift").unwrap();
+        Proxy { server: Some(server), addr }
+    }
+
+    pub fn server(&mut self) -> &mut Server {
+        self.server.as_mut().unwrap()
+    }
+
+    /// Drains and stops, returning the summed worker counters.
+    pub fn stop(mut self) -> ringway::stats::StatsSnapshot {
+        self.server.take().unwrap().shutdown()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// A `[[cluster]]` block.
+pub fn cluster(name: &str, endpoints: &[String], extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    format!("[[cluster]]\nname = {name:?}\nendpoints = [{}]\n{extra}\n", eps.join(", "))
+}
+
+/// A child process that is killed (by handle) when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tests/py/theader_peer.py server` and returns it with its port.
+pub fn python_theader_server(protocol: &str) -> (ChildGuard, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/theader_peer.py"))
+        .args(["server", "--protocol", protocol])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (see README: pip install -r tests/py/requirements.txt)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("python server printed {line:?}"));
+    (ChildGuard(child), port)
+}
+
+/// Runs the Python THeader client against `port` and returns its JSON verdict.
+pub fn python_theader_client(port: u16, protocol: &str, clients: usize, calls: usize, method: &str) -> serde_json_lite::Verdict {
+    let out = Command::new("timeout")
+        .args(["60", "python3", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/theader_peer.py"), "client"])
+        .args(["--port", &port.to_string(), "--protocol", protocol, "--method", method])
+        .args(["--clients", &clients.to_string(), "--calls", &calls.to_string()])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    serde_json_lite::Verdict::parse(&stdout, &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Just enough JSON reading for the Python client's one-line verdict.
+pub mod serde_json_lite {
+    #[derive(Debug)]
+    pub struct Verdict {
+        pub ok: usize,
+        pub raw: String,
+        pub no_errors: bool,
+        pub exceptions: usize,
+    }
+
+    impl Verdict {
+        pub fn parse(stdout: &str, stderr: &str) -> Verdict {
+            let line = stdout.lines().last().unwrap_or_else(|| panic!("python client printed nothing; stderr: {stderr}"));
+            let ok = line
+                .split("\"ok\": ")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or_else(|| panic!("bad verdict {line}; stderr: {stderr}"));
+            let no_errors = line.contains("\"errors\": []");
+            let exceptions = line.matches("\"type\":").count();
+            Verdict { ok, raw: line.to_string(), no_errors, exceptions }
+        }
+    }
+}
+
+/// Waits until `f` is true or `within` passes.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}

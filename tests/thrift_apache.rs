@@ -1,0 +1,233 @@
+//! Framed binary and compact through ringway, between Apache Thrift's own Rust library as
+//! client and as server.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::apache::{Backend, Client, Reply, Wire};
+use common::{cluster, Proxy};
+use thrift::ApplicationErrorKind;
+
+fn echo_proxy(driver: &str, backend: &Backend, cluster_extra: &str) -> Proxy {
+    Proxy::start(driver, r#"{ cluster = "echo" }"#, &cluster("echo", &[backend.endpoint()], cluster_extra))
+}
+
+/// 24 clients pipeline 5 calls at a time through a proxy allowed only 2 upstream connections
+/// per worker: every reply must answer its own request, and the backend must have seen no
+/// more connections than the pool allows.
+fn many_clients_few_upstream_connections(driver: &str, wire: Wire) {
+    let backend = Backend::start(wire, Duration::ZERO);
+    let proxy = echo_proxy(driver, &backend, "max_connections_per_endpoint = 2\nmax_requests_per_connection = 64");
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..24)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr, wire);
+                (0..20).map(|b| client.burst(&format!("client{c}"), 1 + b * 5, 5)).sum::<usize>()
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().expect("client thread")).sum();
+    assert_eq!(total, 24 * 20 * 5);
+    assert_eq!(backend.calls.load(Ordering::SeqCst), total);
+    let upstream = backend.accepted.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&upstream), "2 workers x 2 connections at most, saw {upstream}");
+    let stats = proxy.stop();
+    assert_eq!(stats.replies as usize, total);
+}
+
+both_drivers! {
+    fn framed_binary_many_clients(driver: &str) {
+        many_clients_few_upstream_connections(driver, Wire::Binary);
+    }
+
+    fn framed_compact_many_clients(driver: &str) {
+        many_clients_few_upstream_connections(driver, Wire::Compact);
+    }
+
+    fn oneway_is_forwarded_and_creates_no_pending_reply(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "");
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        c.send("notify", 1, "fire-and-forget", true);
+        // The next reply on this connection must be the call's, not anything for the oneway.
+        assert_eq!(c.call("echo", 2, "after"), Reply::Ok("echo:after".into()));
+        assert!(common::eventually(Duration::from_secs(5), || !backend.oneways.lock().unwrap().is_empty()));
+        assert_eq!(backend.oneways.lock().unwrap().as_slice(), ["fire-and-forget"]);
+        let stats = proxy.stop();
+        assert_eq!((stats.oneway, stats.replies), (1, 1));
+    }
+
+    fn unknown_method_gets_unknown_method_and_connection_lives(driver: &str) {
+        let backend = Backend::start(Wire::Compact, Duration::ZERO);
+        let proxy = Proxy::start(
+            driver,
+            r#"{ method = "echo", cluster = "echo" }, { service = "Echo", method_prefix = "get", cluster = "echo" }"#,
+            &cluster("echo", &[backend.endpoint()], ""),
+        );
+        let mut c = Client::connect(proxy.addr, Wire::Compact);
+        match c.call("nope", -5, "x") {
+            Reply::Exception { kind, message } => {
+                assert_eq!(kind, ApplicationErrorKind::UnknownMethod);
+                assert!(message.contains("nope"), "{message}");
+            }
+            other => panic!("expected UNKNOWN_METHOD, got {other:?}"),
+        }
+        // Multiplexed name: routed by its Service: prefix, forwarded unchanged.
+        assert_eq!(c.call("Echo:getUser", 300, "u"), Reply::Ok("getUser:u".into()));
+        assert!(matches!(c.call("Other:getUser", 301, "u"), Reply::Exception { kind: ApplicationErrorKind::UnknownMethod, .. }));
+        assert_eq!(c.call("echo", 7, "still here"), Reply::Ok("echo:still here".into()));
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+    }
+
+    fn timeout_fails_only_the_slow_request_and_drops_the_late_reply(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::from_millis(600));
+        // (Other requests sharing the upstream connection are checked against the concurrent
+        // TTHeader backend in thrift_ttheader.rs: Apache's threaded server answers one request
+        // at a time per connection, so here they would queue behind the slow one.)
+        let proxy = echo_proxy(driver, &backend, "request_timeout = \"200ms\"");
+        let mut slow = Client::connect(proxy.addr, Wire::Binary);
+        slow.send("slowCall", 11, "zzz", false);
+        let started = Instant::now();
+        let (name, seq, reply) = slow.recv().unwrap();
+        let waited = started.elapsed();
+        assert_eq!((name.as_str(), seq), ("slowCall", 11));
+        match reply {
+            Reply::Exception { kind, message } => {
+                assert_eq!(kind, ApplicationErrorKind::InternalError);
+                assert!(message.contains("timed out"), "{message}");
+            }
+            other => panic!("expected a timeout exception, got {other:?}"),
+        }
+        assert!(waited >= Duration::from_millis(190) && waited < Duration::from_millis(550), "timeout fired after {waited:?}");
+        // The late reply (after 600 ms) must be dropped, not delivered to the next call.
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(slow.call("echo", 12, "next"), Reply::Ok("echo:next".into()));
+        let stats = proxy.stop();
+        assert_eq!(stats.timeouts, 1);
+        assert_eq!(stats.late_replies, 1);
+    }
+
+    fn upstream_killed_with_requests_in_flight(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::from_secs(3));
+        let proxy = echo_proxy(driver, &backend, "request_timeout = \"10s\"");
+        let addr = proxy.addr;
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr, Wire::Binary);
+                    let started = Instant::now();
+                    let reply = c.call("slowKill", 100 + i, "x");
+                    (reply, started.elapsed())
+                })
+            })
+            .collect();
+        assert!(common::eventually(Duration::from_secs(5), || backend.accepted.load(Ordering::SeqCst) > 0));
+        std::thread::sleep(Duration::from_millis(200));
+        backend.kill();
+        for w in waiters {
+            let (reply, took) = w.join().unwrap();
+            match reply {
+                Reply::Exception { kind, message } => {
+                    assert_eq!(kind, ApplicationErrorKind::InternalError);
+                    assert!(message.contains("upstream connection closed") || message.contains("read failed"), "{message}");
+                }
+                other => panic!("expected INTERNAL_ERROR, got {other:?}"),
+            }
+            assert!(took < Duration::from_secs(2), "failed fast, not at the timeout ({took:?})");
+        }
+        // The dead connections are never reused: with the backend gone, a new call is a
+        // connect failure, not a write into a dead socket.
+        let mut c = Client::connect(addr, Wire::Binary);
+        match c.call("echo", 1, "x") {
+            Reply::Exception { kind, message } => {
+                assert_eq!(kind, ApplicationErrorKind::InternalError);
+                assert!(message.contains("connect to upstream"), "{message}");
+            }
+            other => panic!("expected a connect failure, got {other:?}"),
+        }
+    }
+
+    fn backend_restart_is_survived_without_reusing_dead_connections(driver: &str) {
+        let first = Backend::start(Wire::Binary, Duration::ZERO);
+        let port = first.addr.port();
+        let proxy = echo_proxy(driver, &first, "");
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        assert_eq!(c.call("echo", 1, "a"), Reply::Ok("echo:a".into()));
+        first.kill();
+        drop(first);
+        // Same port again, as a restarted backend would.
+        let listener = common::eventually(Duration::from_secs(5), || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        assert!(listener, "port free again");
+        let second = Backend::start_on(Wire::Binary, port);
+        assert_eq!(c.call("echo", 2, "b"), Reply::Ok("echo:b".into()));
+        assert_eq!(second.calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn connect_failure_is_an_internal_error_naming_the_endpoint(driver: &str) {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let proxy = Proxy::start(driver, r#"{ cluster = "gone" }"#, &cluster("gone", &[closed.to_string()], "connect_timeout = \"300ms\""));
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        match c.call("echo", 9, "x") {
+            Reply::Exception { kind, message } => {
+                assert_eq!(kind, ApplicationErrorKind::InternalError);
+                assert!(message.contains(&closed.to_string()), "{message}");
+            }
+            other => panic!("expected INTERNAL_ERROR, got {other:?}"),
+        }
+    }
+
+    fn oversized_frame_gets_protocol_error_then_close(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "");
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        let big = "x".repeat(2 << 20);
+        // The proxy reads (and discards) the rest of the refused frame, so the write completes.
+        c.send("echo", 77, &big, false);
+        let (name, seq, reply) = c.recv().unwrap();
+        assert_eq!((name.as_str(), seq), ("echo", 77));
+        match reply {
+            Reply::Exception { kind, message } => {
+                assert_eq!(kind, ApplicationErrorKind::ProtocolError);
+                assert!(message.contains("over the limit"), "{message}");
+            }
+            other => panic!("expected PROTOCOL_ERROR, got {other:?}"),
+        }
+        assert!(c.recv().is_err(), "connection closed after the error");
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 0);
+    }
+
+    fn unframed_client_gets_unsupported_client_type(driver: &str) {
+        use std::io::Write;
+        use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TMessageType};
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "");
+        let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // What a Buffered strict-binary client writes for CALL ping seq 7 (ref Appendix A).
+        s.write_all(&[0x80, 0x01, 0x00, 0x01, 0, 0, 0, 4, b'p', b'i', b'n', b'g', 0, 0, 0, 7, 0]).unwrap();
+        let mut i = TBinaryInputProtocol::new(s, true);
+        let id = i.read_message_begin().unwrap();
+        assert_eq!((id.name.as_str(), id.message_type, id.sequence_number), ("ping", TMessageType::Exception, 7));
+        let e = thrift::Error::read_application_error_from_in_protocol(&mut i).unwrap();
+        assert_eq!(e.kind, ApplicationErrorKind::UnsupportedClientType);
+        assert!(i.read_byte().is_err(), "closed afterwards");
+    }
+
+    fn garbage_is_closed_and_counted(driver: &str) {
+        use std::io::{Read, Write};
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "");
+        let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed without an answer");
+        // Good clients are unaffected.
+        assert_eq!(Client::connect(proxy.addr, Wire::Binary).call("echo", 1, "ok"), Reply::Ok("echo:ok".into()));
+        let stats = proxy.stop();
+        assert_eq!(stats.garbage_connections, 1);
+    }
+}
