@@ -116,9 +116,13 @@ impl Server {
     /// Hands a new config to every worker and waits until all use it. Listener changes need a
     /// restart: the new file must keep the same listeners (names, protocols, addresses).
     pub fn reload(&mut self, config: Config) -> io::Result<()> {
-        let same = |a: &ListenerConfig, b: &ListenerConfig| a.name == b.name && a.protocol == b.protocol && a.address == b.address;
+        let same = |a: &ListenerConfig, b: &ListenerConfig| {
+            a.name == b.name && a.protocol == b.protocol && a.address == b.address
+        };
         let old = &self.current.config;
-        if old.listeners.len() != config.listeners.len() || old.listeners.iter().zip(&config.listeners).any(|(a, b)| !same(a, b)) {
+        if old.listeners.len() != config.listeners.len()
+            || old.listeners.iter().zip(&config.listeners).any(|(a, b)| !same(a, b))
+        {
             return Err(io::Error::other("listeners changed (name, protocol or address): that needs a restart; routes, clusters and limits reload live"));
         }
         if config.runtime.workers != old.runtime.workers || config.runtime.driver != old.runtime.driver {
@@ -176,7 +180,8 @@ fn bind_listener(l: &ListenerConfig, workers: usize) -> io::Result<(Address, Vec
             let mut addr = *addr;
             let mut out = Vec::new();
             for _ in 0..workers {
-                let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(ctx)?;
+                let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+                    .map_err(ctx)?;
                 s.set_reuse_address(true).map_err(ctx)?;
                 s.set_reuse_port(true).map_err(ctx)?;
                 s.set_nonblocking(true).map_err(ctx)?;
@@ -215,7 +220,8 @@ fn remove_stale_socket(path: &Path) {
 /// Runs a server from a config file until SIGTERM or SIGINT; SIGHUP reloads the file.
 pub fn run_until_signal(path: &Path) -> io::Result<StatsSnapshot> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let config = Config::load(path).map_err(|e| io::Error::other(format!("invalid config {}:\n{e}", path.display())))?;
+    let config =
+        Config::load(path).map_err(|e| io::Error::other(format!("invalid config {}:\n{e}", path.display())))?;
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     let mut server = Server::start(config)?;
     log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));

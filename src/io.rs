@@ -16,7 +16,11 @@ const DIRECT_WRITE: usize = 64 * 1024;
 const READ_SPARE: usize = 8 * 1024;
 
 /// Reads more bytes onto the end of `buf`. `Ok(0)` is EOF.
-pub async fn read_more<R: CancelableAsyncReadRent>(rd: &mut R, buf: &mut BytesMut, cancel: CancelHandle) -> io::Result<usize> {
+pub async fn read_more<R: CancelableAsyncReadRent>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    cancel: CancelHandle,
+) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_SPARE {
         buf.reserve(READ_SPARE * 2);
     }

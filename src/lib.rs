@@ -19,6 +19,6 @@ pub mod proxy;
 pub mod route;
 pub mod session;
 pub mod stats;
+pub mod thrift;
 pub mod upstream;
 pub mod worker;
-pub mod thrift;

@@ -13,7 +13,9 @@ use crate::route::{route, RouteKey};
 use crate::session::{Downstream, Pending};
 use crate::thrift::exception::ReplyFraming;
 use crate::thrift::message::{parse_message, split_multiplexed, CALL, ONEWAY};
-use crate::thrift::{detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, OriginalSeq, Protocol};
+use crate::thrift::{
+    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, OriginalSeq, Protocol,
+};
 use crate::upstream::AcquireError;
 use crate::worker::WorkerState;
 
@@ -150,7 +152,15 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             Ok(info) => info,
             Err(FrameError::Transform) => {
                 let seq = OriginalSeq::from_parts(&frame[8..12], None);
-                encode_raw(ds, ReplyFraming::THeader, Protocol::Binary, b"", &seq, ExceptionType::InvalidTransform, "THeader transforms (zlib, …) are not supported by this proxy");
+                encode_raw(
+                    ds,
+                    ReplyFraming::THeader,
+                    Protocol::Binary,
+                    b"",
+                    &seq,
+                    ExceptionType::InvalidTransform,
+                    "THeader transforms (zlib, …) are not supported by this proxy",
+                );
                 return Next::Close;
             }
             Err(e) => {
@@ -165,7 +175,13 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let name = &frame[info.msg.name.clone()];
         let orig = OriginalSeq::capture(&frame, &info);
         if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
-            ds.send_exception(info.dialect, name, &orig, ExceptionType::InvalidMessageType, "only CALL and ONEWAY messages may be sent to the proxy");
+            ds.send_exception(
+                info.dialect,
+                name,
+                &orig,
+                ExceptionType::InvalidMessageType,
+                "only CALL and ONEWAY messages may be sent to the proxy",
+            );
             return Next::Continue;
         }
         let (prefix, method) = split_multiplexed(name);
@@ -219,13 +235,27 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], max_name) {
             Ok(info) => {
                 let orig = OriginalSeq::capture(frame, &info);
-                self.ds.send_exception(info.dialect, &frame[info.msg.name.clone()], &orig, ExceptionType::ProtocolError, msg);
+                self.ds.send_exception(
+                    info.dialect,
+                    &frame[info.msg.name.clone()],
+                    &orig,
+                    ExceptionType::ProtocolError,
+                    msg,
+                );
             }
             Err(_) => {
                 // Not even a header: a framed binary exception with an empty name is the most
                 // any client can parse.
                 let seq = OriginalSeq::from_parts(&[0, 0, 0, 0], None);
-                encode_raw(&self.ds, ReplyFraming::Framed, Protocol::Binary, b"", &seq, ExceptionType::ProtocolError, msg);
+                encode_raw(
+                    &self.ds,
+                    ReplyFraming::Framed,
+                    Protocol::Binary,
+                    b"",
+                    &seq,
+                    ExceptionType::ProtocolError,
+                    msg,
+                );
             }
         }
     }
@@ -279,14 +309,30 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let msg = "unframed (buffered) transport is not supported by this proxy; use framed or TTHeader";
         if let Some(h) = hdr {
             let seq = OriginalSeq::from_parts(&self.buf[h.seq_at..h.seq_at + h.seq_len], None);
-            encode_raw(&self.ds, ReplyFraming::Unframed, h.protocol, &self.buf[h.name.clone()], &seq, ExceptionType::UnsupportedClientType, msg);
+            encode_raw(
+                &self.ds,
+                ReplyFraming::Unframed,
+                h.protocol,
+                &self.buf[h.name.clone()],
+                &seq,
+                ExceptionType::UnsupportedClientType,
+                msg,
+            );
         }
         log::debug!("listener {}: unframed client rejected", self.listener);
     }
 }
 
 /// Queues an exception whose dialect is given by framing alone (before a frame was classified).
-fn encode_raw(ds: &Downstream, framing: ReplyFraming, protocol: Protocol, name: &[u8], seq: &OriginalSeq, kind: ExceptionType, msg: &str) {
+fn encode_raw(
+    ds: &Downstream,
+    framing: ReplyFraming,
+    protocol: Protocol,
+    name: &[u8],
+    seq: &OriginalSeq,
+    kind: ExceptionType,
+    msg: &str,
+) {
     let mut buf = BytesMut::new();
     encode_exception(&mut buf, framing, protocol, name, seq, kind, msg);
     ds.stats.exceptions.set(ds.stats.exceptions.get() + 1);

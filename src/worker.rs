@@ -75,7 +75,9 @@ fn build_runtime(kind: DriverKind) -> io::Result<(Runtime, &'static str)> {
     let epoll = || -> io::Result<Runtime> { Ok(RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?.into()) };
     match kind {
         DriverKind::Epoll => Ok((epoll()?, "epoll")),
-        DriverKind::IoUring => Ok((uring().map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?, "io_uring")),
+        DriverKind::IoUring => {
+            Ok((uring().map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?, "io_uring"))
+        }
         DriverKind::Auto if monoio::utils::detect_uring() => match uring() {
             Ok(rt) => Ok((rt, "io_uring")),
             Err(e) => {

@@ -47,6 +47,20 @@ both_drivers! {
         many_clients_few_upstream_connections(driver, Wire::Compact);
     }
 
+    fn framed_non_strict_binary_many_clients(driver: &str) {
+        many_clients_few_upstream_connections(driver, Wire::BinaryNonStrict);
+    }
+
+    fn requests_go_round_robin_across_endpoints(driver: &str) {
+        let (a, b) = (Backend::start(Wire::Binary, Duration::ZERO), Backend::start(Wire::Binary, Duration::ZERO));
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "two" }"#, &cluster("two", &[a.endpoint(), b.endpoint()], ""));
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        for seq in 1..=40 {
+            assert_eq!(c.call("echo", seq, "rr"), Reply::Ok("echo:rr".into()));
+        }
+        assert_eq!((a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst)), (20, 20));
+    }
+
     fn oneway_is_forwarded_and_creates_no_pending_reply(driver: &str) {
         let backend = Backend::start(Wire::Binary, Duration::ZERO);
         let proxy = echo_proxy(driver, &backend, "");

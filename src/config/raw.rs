@@ -160,8 +160,16 @@ impl RawConfig {
             clusters.push(ClusterConfig {
                 name,
                 endpoints,
-                connect_timeout: p.duration(format!("{path}.connect_timeout"), &c.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
-                request_timeout: p.duration(format!("{path}.request_timeout"), &c.request_timeout, DEFAULT_REQUEST_TIMEOUT),
+                connect_timeout: p.duration(
+                    format!("{path}.connect_timeout"),
+                    &c.connect_timeout,
+                    DEFAULT_CONNECT_TIMEOUT,
+                ),
+                request_timeout: p.duration(
+                    format!("{path}.request_timeout"),
+                    &c.request_timeout,
+                    DEFAULT_REQUEST_TIMEOUT,
+                ),
                 max_connections_per_endpoint: p.positive(
                     format!("{path}.max_connections_per_endpoint"),
                     c.max_connections_per_endpoint,
@@ -242,8 +250,18 @@ impl RawConfig {
                     address,
                     routes,
                     max_frame_size,
-                    max_pending_requests: p.positive(format!("{path}.max_pending_requests"), l.max_pending_requests, DEFAULT_MAX_PENDING, 1 << 20),
-                    max_method_name: p.positive(format!("{path}.max_method_name"), l.max_method_name, DEFAULT_MAX_METHOD_NAME, 1 << 16),
+                    max_pending_requests: p.positive(
+                        format!("{path}.max_pending_requests"),
+                        l.max_pending_requests,
+                        DEFAULT_MAX_PENDING,
+                        1 << 20,
+                    ),
+                    max_method_name: p.positive(
+                        format!("{path}.max_method_name"),
+                        l.max_method_name,
+                        DEFAULT_MAX_METHOD_NAME,
+                        1 << 16,
+                    ),
                 });
             }
         }
@@ -280,7 +298,11 @@ impl RawRuntime {
             workers,
             driver,
             drain_timeout: p.duration("runtime.drain_timeout".into(), &self.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
-            drain_idle_close: p.duration("runtime.drain_idle_close".into(), &self.drain_idle_close, DEFAULT_DRAIN_IDLE_CLOSE),
+            drain_idle_close: p.duration(
+                "runtime.drain_idle_close".into(),
+                &self.drain_idle_close,
+                DEFAULT_DRAIN_IDLE_CLOSE,
+            ),
         }
     }
 }

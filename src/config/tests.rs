@@ -36,7 +36,8 @@ fn the_issue_example_parses_into_typed_values() {
 
 #[test]
 fn problems_are_reported_with_key_paths_all_at_once() {
-    let bad = EXAMPLE.replace("{ cluster = \"echo\" },", "{ cluster = \"ech\" },").replace("\"250ms\"", "\"250 parsecs\"");
+    let bad =
+        EXAMPLE.replace("{ cluster = \"echo\" },", "{ cluster = \"ech\" },").replace("\"250ms\"", "\"250 parsecs\"");
     let err = Config::parse(&bad).unwrap_err();
     assert!(err.0.contains(&"listener[0].routes[2].cluster: no cluster named \"ech\"".to_string()), "{err}");
     assert!(err.0.iter().any(|p| p.starts_with("cluster[0].connect_timeout:")), "{err}");

@@ -5,7 +5,9 @@ use std::time::Duration;
 /// Parses `<number><unit>` with unit `us`, `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(|| format!("{s:?} has no unit (e.g. \"250ms\", \"1s\")"))?;
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{s:?} has no unit (e.g. \"250ms\", \"1s\")"))?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
     let secs = match unit {

@@ -26,7 +26,9 @@ pub enum ReplyFraming {
     /// No length prefix (only for rejecting Buffered clients).
     Unframed,
     Framed,
-    TTHeader { inner_framed: bool },
+    TTHeader {
+        inner_framed: bool,
+    },
     THeader,
 }
 

@@ -228,7 +228,8 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameErro
                         INT_KEY_TO_SERVICE => infos.to_service = Some(abs),
                         INT_KEY_TO_METHOD => infos.to_method = Some(abs),
                         INT_KEY_RPC_TIMEOUT => {
-                            infos.rpc_timeout_ms = std::str::from_utf8(&h[val.clone()]).ok().and_then(|s| s.parse().ok());
+                            infos.rpc_timeout_ms =
+                                std::str::from_utf8(&h[val.clone()]).ok().and_then(|s| s.parse().ok());
                         }
                         _ => {}
                     }

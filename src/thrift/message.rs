@@ -63,9 +63,7 @@ impl MessageHeader {
 }
 
 fn be_u32(buf: &[u8], at: usize) -> Result<u32, MessageError> {
-    buf.get(at..at + 4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(MessageError::Incomplete)
+    buf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(MessageError::Incomplete)
 }
 
 /// Reads an unsigned LEB128 varint of at most 5 bytes. Returns (value, width).

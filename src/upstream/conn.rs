@@ -41,7 +41,14 @@ pub struct UpConn {
 
 impl UpConn {
     /// Starts the tasks for a connected stream and returns the connection.
-    pub fn start<S>(stream: S, peer: Rc<str>, max_inflight: usize, max_frame: usize, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<UpConn>
+    pub fn start<S>(
+        stream: S,
+        peer: Rc<str>,
+        max_inflight: usize,
+        max_frame: usize,
+        capacity: Rc<Notify>,
+        stats: Rc<Stats>,
+    ) -> Rc<UpConn>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,

@@ -1,7 +1,8 @@
 //! A pool of upstream connections for one cluster and one dialect, inside one worker.
 //! Requests go round-robin across endpoints; on an endpoint, the first live connection with
 //! room takes the request; a new connection is opened only when all are full (up to
-//! `max_connections_per_endpoint`); past that, callers wait for a slot.
+//! `max_connections_per_endpoint`); when an endpoint is saturated the next one is tried, and
+//! when all are, callers wait for a slot until their deadline.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -70,19 +71,18 @@ impl Pool {
         loop {
             let start = self.next.get();
             self.next.set((start + 1) % n);
-            // Prefer a connection that exists and has room, starting at this turn's endpoint.
+            // This turn's endpoint first; the next ones only when it is full.
             for k in 0..n {
                 let ep = &self.endpoints[(start + k) % n];
-                let mut conns = ep.conns.borrow_mut();
-                conns.retain(|c| !c.is_dead());
-                if let Some(c) = conns.iter().find(|c| c.has_capacity()) {
-                    return Ok(c.clone());
-                }
-            }
-            // All full: open one more where allowed.
-            for k in 0..n {
-                let ep = &self.endpoints[(start + k) % n];
-                if ep.conns.borrow().len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint {
+                let open = {
+                    let mut conns = ep.conns.borrow_mut();
+                    conns.retain(|c| !c.is_dead());
+                    if let Some(c) = conns.iter().find(|c| c.has_capacity()) {
+                        return Ok(c.clone());
+                    }
+                    conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
+                };
+                if open {
                     return self.connect(ep).await;
                 }
             }

@@ -73,7 +73,11 @@ impl WorkerState {
             .clusters
             .iter()
             .map(|c| {
-                Rc::new(ClusterPools { config: Rc::new(c.clone()), pools: RefCell::new(HashMap::new()), stats: stats.clone() })
+                Rc::new(ClusterPools {
+                    config: Rc::new(c.clone()),
+                    pools: RefCell::new(HashMap::new()),
+                    stats: stats.clone(),
+                })
             })
             .collect();
         WorkerState {

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol, TFieldIdentifier, TInputProtocol,
-    TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
+    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol, TFieldIdentifier,
+    TInputProtocol, TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
 };
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
     Binary,
+    /// Old (non-strict) binary: what `TBinaryOutputProtocol::new(_, false)` writes.
+    BinaryNonStrict,
     Compact,
 }
 
@@ -26,6 +28,9 @@ fn protocols(stream: TcpStream, wire: Wire) -> Protos {
     let (r, w) = (TFramedReadTransport::new(r), TFramedWriteTransport::new(w));
     match wire {
         Wire::Binary => (Box::new(TBinaryInputProtocol::new(r, true)), Box::new(TBinaryOutputProtocol::new(w, true))),
+        Wire::BinaryNonStrict => {
+            (Box::new(TBinaryInputProtocol::new(r, false)), Box::new(TBinaryOutputProtocol::new(w, false)))
+        }
         Wire::Compact => (Box::new(TCompactInputProtocol::new(r)), Box::new(TCompactOutputProtocol::new(w))),
     }
 }
@@ -92,7 +97,8 @@ impl Backend {
             calls: Arc::default(),
             oneways: Arc::default(),
         };
-        let (stop, conns, accepted, calls, oneways) = (b.stop.clone(), b.conns.clone(), b.accepted.clone(), b.calls.clone(), b.oneways.clone());
+        let (stop, conns, accepted, calls, oneways) =
+            (b.stop.clone(), b.conns.clone(), b.accepted.clone(), b.calls.clone(), b.oneways.clone());
         std::thread::spawn(move || {
             for s in listener.incoming() {
                 let Ok(s) = s else { continue };

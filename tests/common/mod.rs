@@ -44,10 +44,15 @@ pub struct Proxy {
 impl Proxy {
     /// `body` is the TOML after `[runtime]` and the listener line: routes and clusters.
     pub fn start(driver: &str, routes: &str, clusters: &str) -> Proxy {
+        Proxy::start_with(driver, 2, routes, clusters)
+    }
+
+    /// Like `start` with a given number of workers.
+    pub fn start_with(driver: &str, workers: usize, routes: &str, clusters: &str) -> Proxy {
         let toml = format!(
             r#"
 [runtime]
-workers = 2
+workers = {workers}
 driver = "{driver}"
 drain_timeout = "5s"
 drain_idle_close = "50ms"
@@ -116,7 +121,13 @@ pub fn python_theader_server(protocol: &str) -> (ChildGuard, u16) {
 }
 
 /// Runs the Python THeader client against `port` and returns its JSON verdict.
-pub fn python_theader_client(port: u16, protocol: &str, clients: usize, calls: usize, method: &str) -> serde_json_lite::Verdict {
+pub fn python_theader_client(
+    port: u16,
+    protocol: &str,
+    clients: usize,
+    calls: usize,
+    method: &str,
+) -> serde_json_lite::Verdict {
     let out = Command::new("timeout")
         .args(["60", "python3", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/theader_peer.py"), "client"])
         .args(["--port", &port.to_string(), "--protocol", protocol, "--method", method])
@@ -139,7 +150,8 @@ pub mod serde_json_lite {
 
     impl Verdict {
         pub fn parse(stdout: &str, stderr: &str) -> Verdict {
-            let line = stdout.lines().last().unwrap_or_else(|| panic!("python client printed nothing; stderr: {stderr}"));
+            let line =
+                stdout.lines().last().unwrap_or_else(|| panic!("python client printed nothing; stderr: {stderr}"));
             let ok = line
                 .split("\"ok\": ")
                 .nth(1)

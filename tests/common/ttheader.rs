@@ -63,7 +63,14 @@ pub fn frame(seq: i32, str_kv: &[(&str, &str)], int_kv: &[(u16, &str)], payload:
 }
 
 /// A Kitex-style CALL: `isn`, ToMethod (9) and ToService (6), optional RPCTimeout (12).
-pub fn kitex_call(seq: i32, isn: &str, method: &str, text: &str, rpc_timeout_ms: Option<u64>, inner_framed: bool) -> Vec<u8> {
+pub fn kitex_call(
+    seq: i32,
+    isn: &str,
+    method: &str,
+    text: &str,
+    rpc_timeout_ms: Option<u64>,
+    inner_framed: bool,
+) -> Vec<u8> {
     let mut payload = binary_message(1, method, seq, 1, text);
     if inner_framed {
         let mut p = (payload.len() as u32).to_be_bytes().to_vec();
@@ -151,7 +158,8 @@ pub struct KitexBackend {
 impl KitexBackend {
     pub fn start() -> KitexBackend {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let b = KitexBackend { addr: l.local_addr().unwrap(), accepted: Arc::default(), seq_mismatches: Arc::default() };
+        let b =
+            KitexBackend { addr: l.local_addr().unwrap(), accepted: Arc::default(), seq_mismatches: Arc::default() };
         let (accepted, mismatches) = (b.accepted.clone(), b.seq_mismatches.clone());
         std::thread::spawn(move || {
             for s in l.incoming() {
@@ -165,7 +173,40 @@ impl KitexBackend {
     }
 }
 
-fn serve(mut s: TcpStream, mismatches: &AtomicUsize) {
+/// A byte stream the backend can serve: TCP or unix.
+pub trait Duplex: Read + Write + Send + 'static + Sized {
+    fn dup(&self) -> Self;
+}
+
+impl Duplex for TcpStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+}
+
+impl Duplex for std::os::unix::net::UnixStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+}
+
+/// The same backend on a unix socket; returns its accepted-connection counter.
+pub fn start_unix_backend(path: &std::path::Path) -> Arc<AtomicUsize> {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            a.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || serve(s, &AtomicUsize::new(0)));
+        }
+    });
+    accepted
+}
+
+fn serve<S: Duplex>(mut s: S, mismatches: &AtomicUsize) {
+    let writer = Arc::new(std::sync::Mutex::new(s.dup()));
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -186,9 +227,6 @@ fn serve(mut s: TcpStream, mismatches: &AtomicUsize) {
             if d.msg_type == 4 {
                 continue;
             }
-            if d.name.starts_with("slow") {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
             let mut payload = binary_message(2, &d.name, d.payload_seq, 0, &format!("{}:{}", d.name, d.text));
             if inner_framed {
                 let mut p = (payload.len() as u32).to_be_bytes().to_vec();
@@ -196,11 +234,21 @@ fn serve(mut s: TcpStream, mismatches: &AtomicUsize) {
                 payload = p;
             }
             // Kitex: the reply header carries the payload seqID.
-            replies.push(frame(d.payload_seq, &[], &[], &payload));
+            let reply = frame(d.payload_seq, &[], &[], &payload);
+            if d.name.starts_with("slow") {
+                // Answered later from another thread; the connection keeps serving meanwhile.
+                let w = writer.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let _ = w.lock().unwrap().write_all(&reply);
+                });
+                continue;
+            }
+            replies.push(reply);
         }
         replies.reverse();
         let out: Vec<u8> = replies.concat();
-        if !out.is_empty() && s.write_all(&out).is_err() {
+        if !out.is_empty() && writer.lock().unwrap().write_all(&out).is_err() {
             return;
         }
     }

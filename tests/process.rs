@@ -1,0 +1,228 @@
+//! The `ringway` binary as an operator runs it: `check`, SIGHUP reload under traffic, SIGTERM
+//! drain under traffic. Each test starts its own process and stops it by its handle.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::apache::{Backend, Client, Reply, Wire};
+use common::ChildGuard;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringway")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringway-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(driver: &str, route_to: &SocketAddr, extra_runtime: &str) -> String {
+    format!(
+        r#"
+[runtime]
+workers = 2
+driver = "{driver}"
+{extra_runtime}
+[[listener]]
+name = "thrift"
+address = "127.0.0.1:0"
+routes = [ {{ cluster = "main" }} ]
+[[cluster]]
+name = "main"
+endpoints = ["{route_to}"]
+"#
+    )
+}
+
+/// A running ringway process, its listener address and its log lines.
+struct Ringway {
+    child: ChildGuard,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ringway {
+    fn start(path: &Path) -> Ringway {
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(path)
+            .env("RINGWAY_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("bound to ").nth(1).and_then(|s| s.split(' ').next()) {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("ringway logs its bound address");
+        Ringway { child: ChildGuard(child), addr, log }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
+        // own child's, still unreaped (ChildGuard waits for it only on drop).
+        assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, sig) }, 0);
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(st) = self.child.0.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Client threads that each keep one connection and call in a loop until told to stop
+/// (bounded by a count), counting successes and recording every failure.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(addr: SocketAddr, clients: usize, max_calls: usize) -> Traffic {
+        let (stop, ok, failures) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let threads = (0..clients)
+            .map(|c| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(addr, Wire::Binary);
+                    for n in 0..max_calls as i32 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let text = format!("c{c}n{n}");
+                        client.send("echo", n + 1, &text, false);
+                        match client.recv() {
+                            Ok((_, seq, Reply::Ok(s))) if seq == n + 1 && s == format!("echo:{text}") => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => {
+                                failures.lock().unwrap().push(format!("client {c} call {n}: {other:?}"));
+                                break;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Traffic { stop, ok, failures, threads }
+    }
+
+    /// Stops the clients after their current call and collects the results.
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Lets every client run to the end of its loop and collects the results.
+    fn join(self) -> (usize, Vec<String>) {
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.ok.load(Ordering::SeqCst), self.failures.lock().unwrap().clone())
+    }
+}
+
+#[test]
+fn check_reports_problems_with_key_paths_and_exit_code_2() {
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        config("auto", &"127.0.0.1:9".parse().unwrap(), "").replace("cluster = \"main\"", "cluster = \"ech\""),
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener[0].routes[0].cluster: no cluster named \"ech\""), "{err}");
+
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ringway.toml");
+    let out = Command::new(bin()).args(["check", "--config", good]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+both_drivers! {
+    fn sighup_reload_under_traffic_moves_new_requests_and_closes_nothing(driver: &str) {
+        let (a, b) = (Backend::start(Wire::Binary, Duration::ZERO), Backend::start(Wire::Binary, Duration::ZERO));
+        let dir = temp_dir(&format!("hup-{driver}"));
+        let path = dir.join("ringway.toml");
+        std::fs::write(&path, config(driver, &a.addr, "")).unwrap();
+        let rw = Ringway::start(&path);
+        let traffic = Traffic::start(rw.addr, 4, 20_000);
+        assert!(common::eventually(Duration::from_secs(10), || a.calls.load(Ordering::SeqCst) > 50));
+
+        std::fs::write(&path, config(driver, &b.addr, "")).unwrap();
+        rw.signal(libc::SIGHUP);
+        assert!(common::eventually(Duration::from_secs(10), || b.calls.load(Ordering::SeqCst) > 50), "new requests reach the new cluster");
+        let a_after = a.calls.load(Ordering::SeqCst);
+
+        // An invalid file is refused and the running config stays.
+        std::fs::write(&path, "[[listener]]\nname = 3\n").unwrap();
+        rw.signal(libc::SIGHUP);
+        assert!(common::eventually(Duration::from_secs(10), || rw.logged("keeping the running config")));
+        let b_before = b.calls.load(Ordering::SeqCst);
+        assert!(common::eventually(Duration::from_secs(10), || b.calls.load(Ordering::SeqCst) > b_before + 50));
+
+        let (ok, failures) = traffic.finish();
+        assert!(failures.is_empty(), "no request failed and no connection closed: {failures:?}");
+        assert!(ok > 150);
+        assert_eq!(a.calls.load(Ordering::SeqCst), a_after, "nothing new went to the old cluster");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn sigterm_drains_under_traffic_with_zero_failed_requests(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::from_millis(300));
+        let dir = temp_dir(&format!("term-{driver}"));
+        let path = dir.join("ringway.toml");
+        std::fs::write(&path, config(driver, &backend.addr, "drain_timeout = \"10s\"\ndrain_idle_close = \"200ms\"")).unwrap();
+        let mut rw = Ringway::start(&path);
+        let traffic = Traffic::start(rw.addr, 4, 150);
+        assert!(common::eventually(Duration::from_secs(10), || backend.calls.load(Ordering::SeqCst) > 20));
+        // A slow request is in flight when the signal lands.
+        let addr = rw.addr;
+        let slow = std::thread::spawn(move || Client::connect(addr, Wire::Binary).call("slowDrain", 5, "x"));
+        std::thread::sleep(Duration::from_millis(100));
+        rw.signal(libc::SIGTERM);
+
+        assert_eq!(slow.join().unwrap(), Reply::Ok("slowDrain:x".into()), "in-flight request finished");
+        // New connections are refused once draining.
+        assert!(common::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err()));
+        let (ok, failures) = traffic.join();
+        assert!(failures.is_empty(), "zero failed requests: {failures:?}");
+        assert_eq!(ok, 4 * 150, "every client finished its run through the drain");
+        let status = rw.wait_exit(Duration::from_secs(15)).expect("exits after the drain");
+        assert!(status.success(), "exit code 0, got {status:?}");
+        assert!(rw.logged("draining"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
