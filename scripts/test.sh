@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test ringway has: unit, property and integration tests (each integration test on
+# both the io_uring and the epoll driver), with Apache Thrift's Rust and Python peers.
+# Usage: scripts/test.sh [extra nextest/cargo-test filter args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The Python peers (PyPI thrift) for the THeader tests.
+python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --all-targets --no-fail-fast "$@"
+else
+  cargo test --all-targets --no-fail-fast "$@"
+fi
