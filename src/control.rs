@@ -217,11 +217,10 @@ fn remove_stale_socket(path: &Path) {
     }
 }
 
-/// Runs a server from a config file until SIGTERM or SIGINT; SIGHUP reloads the file.
-pub fn run_until_signal(path: &Path) -> io::Result<StatsSnapshot> {
+/// Runs a server with `config` (loaded from `path`) until SIGTERM or SIGINT; SIGHUP reloads
+/// the file.
+pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let config =
-        Config::load(path).map_err(|e| io::Error::other(format!("invalid config {}:\n{e}", path.display())))?;
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     let mut server = Server::start(config)?;
     log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));

@@ -48,12 +48,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => match ringway::control::run_until_signal(&config) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringway: {e}");
-                ExitCode::FAILURE
+        Command::Run { config: path } => {
+            let config = match ringway::config::Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: invalid\n{e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match ringway::control::run_until_signal(&path, config) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringway: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }

@@ -130,15 +130,16 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     self.buf.reserve(len - self.buf.len());
                     break;
                 }
+                // Backpressure: at the limit, stop taking requests until a reply frees a slot.
+                while self.ds.inflight.get() >= lc.max_pending_requests {
+                    self.ds.inflight_dropped.notified().await;
+                }
                 let frame = self.buf.split_to(len);
                 if let Next::Close = self.on_request(frame, lc.max_method_name).await {
                     return;
                 }
             }
             self.ds.partial.set(!self.buf.is_empty());
-            while self.ds.inflight.get() >= lc.max_pending_requests {
-                self.ds.inflight_dropped.notified().await;
-            }
             if !self.fill().await {
                 return;
             }

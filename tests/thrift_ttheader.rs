@@ -129,6 +129,25 @@ both_drivers! {
         assert_eq!((stats.timeouts, stats.late_replies), (1, 1));
     }
 
+    fn pending_requests_per_client_connection_are_bounded(driver: &str) {
+        let backend = KitexBackend::start();
+        let proxy = Proxy::start_full(driver, 1, "max_pending_requests = 2", r#"{ cluster = "kitex" }"#,
+            &cluster("kitex", &[backend.addr.to_string()], ""));
+        let mut s = connect(proxy.addr);
+        // Six slow calls pipelined at once; the backend answers each after 300 ms, all in
+        // parallel. With at most 2 in flight the proxy needs three rounds.
+        let started = Instant::now();
+        let out: Vec<u8> = (1..=6).flat_map(|seq| kitex_call(seq, "Echo", "slowPing", "p", None, false)).collect();
+        s.write_all(&out).unwrap();
+        let mut seqs: Vec<i32> = (0..6).map(|_| decode(&read_frame(&mut s).unwrap())).map(|d| {
+            assert_eq!(d.msg_type, 2, "{d:?}");
+            d.payload_seq
+        }).collect();
+        seqs.sort();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+        assert!(started.elapsed() >= Duration::from_millis(880), "only 2 in flight at a time ({:?})", started.elapsed());
+    }
+
     fn routes_match_the_ttheader_service_name(driver: &str) {
         let (a, b) = (KitexBackend::start(), KitexBackend::start());
         let proxy = Proxy::start(driver,

@@ -49,6 +49,11 @@ impl Proxy {
 
     /// Like `start` with a given number of workers.
     pub fn start_with(driver: &str, workers: usize, routes: &str, clusters: &str) -> Proxy {
+        Proxy::start_full(driver, workers, "", routes, clusters)
+    }
+
+    /// Like `start_with`, with extra keys for the listener.
+    pub fn start_full(driver: &str, workers: usize, listener_extra: &str, routes: &str, clusters: &str) -> Proxy {
         let toml = format!(
             r#"
 [runtime]
@@ -61,6 +66,7 @@ name = "thrift"
 protocol = "thrift"
 address = "127.0.0.1:0"
 max_frame_size = "1MiB"
+{listener_extra}
 routes = [ {routes} ]
 {clusters}
 "#
