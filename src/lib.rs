@@ -10,6 +10,7 @@
 //! - [`worker`]: pinned worker threads, each one monoio runtime.
 //! - [`control`]: the control thread: loads config, hands snapshots to workers, reload, drain.
 
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod io;

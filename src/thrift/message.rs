@@ -42,6 +42,8 @@ pub enum MessageError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageHeader {
     pub protocol: Protocol,
+    /// Offset of the first byte of the message.
+    pub start: usize,
     pub msg_type: u8,
     /// The method name, possibly `Service:method` (multiplexed).
     pub name: Range<usize>,
@@ -53,6 +55,15 @@ pub struct MessageHeader {
 }
 
 impl MessageHeader {
+    /// Offset of the byte that holds the message type (for compact, shared with the version).
+    pub fn type_at(&self) -> usize {
+        match self.protocol {
+            Protocol::Binary => self.start + 3,
+            Protocol::BinaryNonStrict => self.name.end,
+            Protocol::Compact => self.start + 1,
+        }
+    }
+
     /// Offset of the first byte after the header (start of the args/result struct).
     pub fn body_at(&self) -> usize {
         match self.protocol {
@@ -119,7 +130,7 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
         let name = at + 8..at + 8 + n;
         let seq_at = name.end;
         let seq = be_u32(buf, seq_at)? as i32;
-        return Ok(MessageHeader { protocol: Protocol::Binary, msg_type, name, seq, seq_at, seq_len: 4 });
+        return Ok(MessageHeader { protocol: Protocol::Binary, start: at, msg_type, name, seq, seq_at, seq_len: 4 });
     }
     // Non-strict binary: u32 name length, name, u8 type, i32 seq.
     let n = word as usize;
@@ -133,7 +144,7 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
     if !(CALL..=ONEWAY).contains(&msg_type) {
         return Err(MessageError::Invalid("bad message type"));
     }
-    Ok(MessageHeader { protocol: Protocol::BinaryNonStrict, msg_type, name, seq, seq_at, seq_len: 4 })
+    Ok(MessageHeader { protocol: Protocol::BinaryNonStrict, start: at, msg_type, name, seq, seq_at, seq_len: 4 })
 }
 
 fn parse_compact(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHeader, MessageError> {
@@ -154,7 +165,7 @@ fn parse_compact(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHeader
     if buf.len() < name.end {
         return Err(MessageError::Incomplete);
     }
-    Ok(MessageHeader { protocol: Protocol::Compact, msg_type, name, seq: seq as i32, seq_at, seq_len })
+    Ok(MessageHeader { protocol: Protocol::Compact, start: at, msg_type, name, seq: seq as i32, seq_at, seq_len })
 }
 
 /// Splits a multiplexed method name `Service:method` into its parts.

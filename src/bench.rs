@@ -1,0 +1,10 @@
+//! Measuring kit shared by `ringway-bench` and `ringway demo`: a Thrift echo backend, a
+//! closed/open-loop load generator with hdrhistogram latencies, and the result table.
+
+pub mod echo;
+pub mod load;
+pub mod report;
+pub mod wire;
+
+pub use load::{run_load, LoadResult, LoadSpec};
+pub use wire::BenchProtocol;

@@ -1,0 +1,143 @@
+//! `ringway-bench`: the load generator and echo backends used by perf/ and the demo.
+//!
+//!   ringway-bench echo thrift --listen 127.0.0.1:9100 --threads 2
+//!   ringway-bench load --target 127.0.0.1:7000 --protocol framed-binary -c 32 -m 10 -d 10s
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringway::bench::{report, run_load, BenchProtocol, LoadSpec};
+use ringway::config::parse_duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "ringway-bench", version, about = "Load generator and echo backends for ringway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive load at a target and print latency percentiles.
+    Load(LoadArgs),
+    /// Run an echo backend until killed.
+    Echo {
+        /// thrift (grpc comes with the gRPC proxy)
+        kind: String,
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Added delay before each batch of replies, e.g. 1ms
+        #[arg(long, default_value = "0ms")]
+        delay: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long)]
+    target: SocketAddr,
+    /// framed-binary | framed-compact | ttheader | theader (grpc-unary | grpc-server-stream | grpc-bidi: not yet)
+    #[arg(long, default_value = "framed-binary")]
+    protocol: String,
+    /// Connections
+    #[arg(short = 'c', long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection (closed loop)
+    #[arg(short = 'm', long, default_value_t = 1)]
+    inflight: usize,
+    /// Open loop: total requests per second, latency measured from each intended send time
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(short = 'd', long, default_value = "10s")]
+    duration: String,
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// Payload bytes per request
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Load-generator threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Name for this run in the output
+    #[arg(long, default_value = "load")]
+    name: String,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Load(a) => {
+            let protocol = match BenchProtocol::parse(&a.protocol) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ringway-bench: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (duration, warmup) = match (parse_duration(&a.duration), parse_duration(&a.warmup)) {
+                (Ok(d), Ok(w)) => (d, w),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("ringway-bench: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let spec = LoadSpec {
+                target: a.target,
+                protocol,
+                connections: a.connections.max(1),
+                inflight: a.inflight.max(1),
+                rate: a.rate,
+                warmup,
+                duration,
+                payload: a.payload,
+                threads: a.threads.max(1),
+                progress: !a.json && duration.as_secs() >= 5,
+            };
+            let r = run_load(&spec);
+            if a.json {
+                println!("{}", report::json(&a.name, &r));
+            } else {
+                print!("{}", report::table(&[(format!("{} {}", a.name, r.spec_label), r.clone())], false));
+                for (k, v) in &r.errors {
+                    println!("  error {k}: {v}");
+                }
+            }
+            if r.requests == 0 {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Echo { kind, listen, threads, delay } => {
+            if kind != "thrift" {
+                eprintln!("ringway-bench: echo {kind}: not implemented yet (thrift only until the gRPC proxy lands)");
+                return ExitCode::from(2);
+            }
+            let delay = match parse_duration(&delay) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("ringway-bench: --delay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match ringway::bench::echo::EchoServer::start(listen, threads, delay) {
+                Ok(s) => {
+                    println!("echo thrift listening on {}", s.addr);
+                    s.wait();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringway-bench: echo on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
