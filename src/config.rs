@@ -70,6 +70,8 @@ pub struct ListenerConfig {
     pub max_pending_requests: usize,
     /// Longest method name accepted.
     pub max_method_name: usize,
+    /// Replies queued for a client that reads slowly; reading its requests pauses above this.
+    pub max_write_buffer: usize,
 }
 
 /// One route: all given match keys must match; a route without keys matches everything.
@@ -90,8 +92,10 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,
-    /// Largest reply frame accepted from an upstream; a larger one kills that connection.
+    /// Largest reply frame accepted from an upstream; a larger one fails its own request.
     pub max_frame_size: usize,
+    /// Requests queued for writing on one upstream connection before it counts as full.
+    pub max_write_buffer: usize,
 }
 
 /// Every problem found in a file, each with its key path.

@@ -33,7 +33,7 @@ pub async fn read_more<R: CancelableAsyncReadRent>(
 
 /// Writes everything queued in `outbox` until it is closed and empty, then shuts down the
 /// write side. Returns the first write error.
-pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox<BytesMut>) -> io::Result<()> {
+pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
     let mut batch = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     while outbox.take_all(&mut batch).await {

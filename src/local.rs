@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
 
 /// Wakes every task waiting on it. A waiter created before `notify_all` always sees it.
 #[derive(Default)]
@@ -48,30 +51,40 @@ impl Future for Notified<'_> {
     }
 }
 
-/// Frames waiting to be written by one connection's writer task.
-pub struct Outbox<T> {
-    items: RefCell<VecDeque<T>>,
+/// Frames waiting to be written by one connection's writer task. It counts the bytes queued
+/// so producers can stop reading while a slow peer leaves them piling up.
+#[derive(Default)]
+pub struct Outbox {
+    items: RefCell<VecDeque<BytesMut>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    bytes: Cell<usize>,
+    /// Woken each time the writer takes the queue (so bytes went down).
+    drained: Option<Rc<Notify>>,
 }
 
-impl<T> Default for Outbox<T> {
-    fn default() -> Self {
-        Outbox { items: RefCell::new(VecDeque::new()), waker: RefCell::new(None), closed: Cell::new(false) }
+impl Outbox {
+    /// An outbox that wakes `drained` whenever its writer takes what is queued.
+    pub fn with_drain_notify(drained: Rc<Notify>) -> Self {
+        Outbox { drained: Some(drained), ..Outbox::default() }
     }
-}
 
-impl<T> Outbox<T> {
-    /// Queues an item; returns false (and drops it) when the outbox is closed.
-    pub fn push(&self, item: T) -> bool {
+    /// Queues a frame; returns false (and drops it) when the outbox is closed.
+    pub fn push(&self, item: BytesMut) -> bool {
         if self.closed.get() {
             return false;
         }
+        self.bytes.set(self.bytes.get() + item.len());
         self.items.borrow_mut().push_back(item);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
         true
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.get()
     }
 
     /// No more items will be accepted; the writer drains what is queued, then stops.
@@ -82,16 +95,27 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Closes and drops everything not yet taken by the writer.
+    pub fn close_and_clear(&self) {
+        self.items.borrow_mut().clear();
+        self.bytes.set(0);
+        self.close();
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
 
     /// Moves every queued item into `dst`; waits while empty; `false` once closed and drained.
-    pub async fn take_all(&self, dst: &mut Vec<T>) -> bool {
+    pub async fn take_all(&self, dst: &mut Vec<BytesMut>) -> bool {
         std::future::poll_fn(|cx| {
             let mut items = self.items.borrow_mut();
             if !items.is_empty() {
                 dst.extend(items.drain(..));
+                self.bytes.set(0);
+                if let Some(n) = &self.drained {
+                    n.notify_all();
+                }
                 return Poll::Ready(true);
             }
             if self.closed.get() {
@@ -157,7 +181,6 @@ pub type SeqMap<V> = std::collections::HashMap<i32, V, std::hash::BuildHasherDef
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::rc::Rc;
 
     #[test]
     fn a_panicking_task_is_caught_and_others_keep_running() {
@@ -183,17 +206,22 @@ mod tests {
     }
 
     #[test]
-    fn outbox_drains_in_order_then_reports_closed() {
+    fn outbox_drains_in_order_counts_bytes_then_reports_closed() {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
         rt.block_on(async {
-            let ob = Rc::new(Outbox::default());
-            ob.push(1);
-            ob.push(2);
+            let drained = Rc::new(Notify::default());
+            let ob = Outbox::with_drain_notify(drained.clone());
+            ob.push(BytesMut::from(&b"ab"[..]));
+            ob.push(BytesMut::from(&b"cde"[..]));
+            assert_eq!(ob.queued_bytes(), 5);
+            let woken = drained.notified();
             let mut got = Vec::new();
             assert!(ob.take_all(&mut got).await);
-            assert_eq!(got, vec![1, 2]);
+            woken.await;
+            assert_eq!(got, vec![BytesMut::from(&b"ab"[..]), BytesMut::from(&b"cde"[..])]);
+            assert_eq!(ob.queued_bytes(), 0);
             ob.close();
-            assert!(!ob.push(3));
+            assert!(!ob.push(BytesMut::from(&b"f"[..])));
             assert!(!ob.take_all(&mut got).await);
         });
     }

@@ -20,15 +20,27 @@ use crate::upstream::AcquireError;
 use crate::worker::WorkerState;
 
 /// How many bytes we are willing to buffer just to learn the method name and seqID of a frame
-/// we are about to refuse.
-const PEEK_LIMIT: usize = 64 * 1024;
+/// we are about to refuse (a TTHeader header alone may be 4 x 65535 bytes).
+const PEEK_LIMIT: usize = 320 * 1024;
+/// Largest step by which the read buffer grows towards an announced frame length, so a bare
+/// length prefix never reserves megabytes by itself.
+const GROW_STEP: usize = 64 * 1024;
 
 /// Removes the connection from the worker registry and stops its writer, however the
 /// connection task ends (including by panic).
-struct Registration {
+pub struct Registration {
     state: Rc<WorkerState>,
     id: u64,
     ds: Rc<Downstream>,
+}
+
+impl Registration {
+    /// Registers a new connection with its worker, before its task first runs, so a drain
+    /// that starts in between still waits for it.
+    pub fn new(state: &Rc<WorkerState>) -> Registration {
+        let ds = Rc::new(Downstream::new(state.stats.clone()));
+        Registration { state: state.clone(), id: state.register(ds.clone()), ds }
+    }
 }
 
 impl Drop for Registration {
@@ -39,14 +51,13 @@ impl Drop for Registration {
 }
 
 /// Serves one Thrift client connection until it closes, is rejected, or is drained.
-pub async fn serve_thrift<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+pub async fn serve_thrift<S>(stream: S, listener: Rc<str>, reg: Registration)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
-    let ds = Rc::new(Downstream::new(state.stats.clone()));
-    let reg = Registration { state: state.clone(), id: state.register(ds.clone()), ds: ds.clone() };
+    let (ds, state) = (reg.ds.clone(), reg.state.clone());
     let (rd, mut wr) = stream.into_split();
     let writer_ds = ds.clone();
     let writer = monoio::spawn(async move {
@@ -59,7 +70,7 @@ where
     conn.run().await;
     // Every request in flight has a deadline, so this wait is bounded.
     while ds.inflight.get() > 0 && !ds.out.is_closed() {
-        ds.inflight_dropped.notified().await;
+        ds.progress.notified().await;
     }
     drop(reg);
     writer.await;
@@ -127,12 +138,18 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     return self.reject_oversized(len, lc.max_frame_size, lc.max_method_name).await;
                 }
                 if self.buf.len() < len {
-                    self.buf.reserve(len - self.buf.len());
+                    self.buf.reserve((len - self.buf.len()).min(GROW_STEP));
                     break;
                 }
-                // Backpressure: at the limit, stop taking requests until a reply frees a slot.
-                while self.ds.inflight.get() >= lc.max_pending_requests {
-                    self.ds.inflight_dropped.notified().await;
+                // Backpressure: at a limit, take no more requests until a reply frees a slot
+                // or the client reads what is queued for it.
+                while self.ds.inflight.get() >= lc.max_pending_requests
+                    || self.ds.out.queued_bytes() > lc.max_write_buffer
+                {
+                    if self.ds.out.is_closed() {
+                        return;
+                    }
+                    self.ds.progress.notified().await;
                 }
                 let frame = self.buf.split_to(len);
                 if let Next::Close = self.on_request(frame, lc.max_method_name).await {
@@ -175,6 +192,11 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         };
         let name = &frame[info.msg.name.clone()];
         let orig = OriginalSeq::capture(&frame, &info);
+        if info.custom_validator {
+            let msg = "TTHeader PV_* payload validators cannot be re-signed by a proxy that rewrites seqIDs";
+            ds.send_exception(info.dialect, name, &orig, ExceptionType::ProtocolError, msg);
+            return Next::Continue;
+        }
         if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
             ds.send_exception(
                 info.dialect,
@@ -272,15 +294,15 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
         let buf = std::mem::take(&mut self.buf);
         self.protocol_error(&buf, max_name, &format!("frame of {len} bytes is over the limit of {max} bytes"));
-        self.linger(len.saturating_sub(buf.len())).await;
+        self.linger(len.saturating_sub(buf.len()), std::time::Duration::from_secs(1)).await;
     }
 
-    /// After refusing a frame: send what is queued, then read and discard up to `budget` bytes
-    /// for at most a second, so the client finishes writing and reads our answer instead of
-    /// getting a reset.
-    async fn linger(&mut self, budget: usize) {
-        self.ds.out.close();
-        let end = Instant::now() + std::time::Duration::from_secs(1);
+    /// After refusing a frame: read and discard up to `budget` more bytes for at most
+    /// `within`, so the client finishes writing and reads our answer (already queued, and
+    /// written meanwhile) instead of getting a reset. Replies to its earlier requests still
+    /// arrive: the connection closes only once they are written.
+    async fn linger(&mut self, budget: usize, within: std::time::Duration) {
+        let end = Instant::now() + within;
         let mut left = budget;
         while left > 0 {
             self.buf.clear();

@@ -15,11 +15,12 @@ use crate::thrift::{encode_exception, Dialect, ExceptionType, OriginalSeq};
 /// Shared state of one client connection.
 pub struct Downstream {
     /// Replies and proxy-generated exceptions waiting for the writer task.
-    pub out: Outbox<BytesMut>,
+    pub out: Outbox,
     /// Requests sent upstream whose reply has not come back yet.
     pub inflight: Cell<usize>,
-    /// Woken when `inflight` drops, so a reader paused at the limit (or draining) resumes.
-    pub inflight_dropped: Notify,
+    /// Woken when `inflight` drops or the writer drains the outbox, so a reader paused at a
+    /// limit resumes.
+    pub progress: Rc<Notify>,
     /// Last time a request was read or a reply queued; drain closes connections idle too long.
     pub last_active: Cell<Instant>,
     /// True while the read buffer holds part of a frame (not idle even if nothing is in flight).
@@ -31,10 +32,11 @@ pub struct Downstream {
 
 impl Downstream {
     pub fn new(stats: Rc<Stats>) -> Self {
+        let progress = Rc::new(Notify::default());
         Downstream {
-            out: Outbox::default(),
+            out: Outbox::with_drain_notify(progress.clone()),
             inflight: Cell::new(0),
-            inflight_dropped: Notify::default(),
+            progress,
             last_active: Cell::new(Instant::now()),
             partial: Cell::new(false),
             read_canceller: RefCell::new(Canceller::new()),
@@ -57,7 +59,7 @@ impl Downstream {
     fn request_done(&self) {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.last_active.set(Instant::now());
-        self.inflight_dropped.notify_all();
+        self.progress.notify_all();
     }
 
     /// Queues a proxy-generated exception for a request.

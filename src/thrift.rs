@@ -2,6 +2,7 @@
 //! header peek, seqID patch/restore and TApplicationException encoding. Nothing here touches a
 //! socket or decodes a payload struct.
 
+pub mod crc32c;
 pub mod detect;
 pub mod exception;
 pub mod frame;

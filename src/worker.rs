@@ -181,7 +181,7 @@ async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller) {
     log::info!("worker {}: draining {} connections (up to {:?})", state.id, state.conn_count(), rt.drain_timeout);
     loop {
         state.close_idle(rt.drain_idle_close);
-        if state.conn_count() == 0 {
+        if state.conn_count() == 0 && state.upstream_queued_bytes() == 0 {
             break;
         }
         if Instant::now() >= deadline {
@@ -234,8 +234,9 @@ where
     S::OwnedWrite: monoio::io::AsyncWriteRent + 'static,
 {
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
+    let reg = crate::proxy::Registration::new(&state);
     monoio::spawn(async move {
-        let fut = crate::proxy::serve_thrift(stream, listener.clone(), state.clone());
+        let fut = crate::proxy::serve_thrift(stream, listener.clone(), reg);
         if let Err(p) = CatchUnwind::new(fut).await {
             state.stats.panics.set(state.stats.panics.get() + 1);
             log::error!("worker {}: listener {listener}: connection task panicked ({p}); connection closed", state.id);

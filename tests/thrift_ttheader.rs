@@ -148,6 +148,25 @@ both_drivers! {
         assert!(started.elapsed() >= Duration::from_millis(880), "only 2 in flight at a time ({:?})", started.elapsed());
     }
 
+    fn an_oversized_reply_fails_its_own_request_only(driver: &str) {
+        let backend = KitexBackend::start();
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "kitex" }"#,
+            &cluster("kitex", &[backend.addr.to_string()], "max_connections_per_endpoint = 1\nmax_frame_size = \"1MiB\""));
+        let mut a = connect(proxy.addr);
+        let addr = proxy.addr;
+        let other = std::thread::spawn(move || {
+            let mut b = connect(addr);
+            (0..20).map(|k| burst(&mut b, "b", 1 + k * 4, 4, false)).sum::<usize>()
+        });
+        a.write_all(&kitex_call(5, "Echo", "bigPing", "x", None, false)).unwrap();
+        let d = decode(&read_frame(&mut a).unwrap());
+        assert_eq!((d.msg_type, d.exception_type, d.payload_seq), (3, Some(6), 5), "{d:?}");
+        assert!(d.text.contains("max_frame_size"), "{}", d.text);
+        assert_eq!(other.join().unwrap(), 80);
+        assert_eq!(burst(&mut a, "a", 6, 2, false), 2);
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "the shared upstream connection survived");
+    }
+
     fn routes_match_the_ttheader_service_name(driver: &str) {
         let (a, b) = (KitexBackend::start(), KitexBackend::start());
         let proxy = Proxy::start(driver,

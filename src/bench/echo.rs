@@ -78,7 +78,7 @@ impl EchoServer {
 
 async fn serve(stream: TcpStream, delay: Duration) {
     let (mut rd, mut wr) = stream.into_split();
-    let out = Rc::new(Outbox::<BytesMut>::default());
+    let out = Rc::new(Outbox::default());
     let o = out.clone();
     let writer = monoio::spawn(async move {
         let _ = write_outbox(&mut wr, &o).await;

@@ -13,6 +13,7 @@ const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_PENDING: usize = 1024;
+const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
 const DEFAULT_MAX_METHOD_NAME: usize = 4096;
 const DEFAULT_MAX_CONNS_PER_ENDPOINT: usize = 4;
 const DEFAULT_MAX_REQS_PER_CONN: usize = 256;
@@ -55,6 +56,7 @@ struct RawListener {
     max_frame_size: Option<StrOrInt>,
     max_pending_requests: Option<i64>,
     max_method_name: Option<i64>,
+    max_write_buffer: Option<StrOrInt>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -77,6 +79,7 @@ struct RawCluster {
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
     max_frame_size: Option<StrOrInt>,
+    max_write_buffer: Option<StrOrInt>,
 }
 
 /// Collects problems with their key paths.
@@ -102,9 +105,12 @@ impl Problems {
         }
     }
 
+    /// A byte size in 64..=1GiB; the default depends on the key.
     fn frame_size(&mut self, path: String, v: &Option<StrOrInt>) -> usize {
+        let default =
+            if path.ends_with("max_write_buffer") { DEFAULT_MAX_WRITE_BUFFER } else { DEFAULT_MAX_FRAME_SIZE };
         let n = match v {
-            None => return DEFAULT_MAX_FRAME_SIZE,
+            None => return default,
             Some(StrOrInt::Int(n)) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
             Some(StrOrInt::Str(s)) => parse_byte_size(s),
         };
@@ -112,11 +118,11 @@ impl Problems {
             Ok(n) if (64..=0x4000_0000).contains(&n) => n,
             Ok(n) => {
                 self.add(path, format!("{n} is out of range 64..=1GiB"));
-                DEFAULT_MAX_FRAME_SIZE
+                default
             }
             Err(e) => {
                 self.add(path, e);
-                DEFAULT_MAX_FRAME_SIZE
+                default
             }
         }
     }
@@ -183,6 +189,7 @@ impl RawConfig {
                     1 << 20,
                 ),
                 max_frame_size: p.frame_size(format!("{path}.max_frame_size"), &c.max_frame_size),
+                max_write_buffer: p.frame_size(format!("{path}.max_write_buffer"), &c.max_write_buffer),
             });
         }
 
@@ -256,6 +263,7 @@ impl RawConfig {
                         DEFAULT_MAX_PENDING,
                         1 << 20,
                     ),
+                    max_write_buffer: p.frame_size(format!("{path}.max_write_buffer"), &l.max_write_buffer),
                     max_method_name: p.positive(
                         format!("{path}.max_method_name"),
                         l.max_method_name,

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Longest duration any key takes; also keeps `Instant + duration` from overflowing.
+const MAX_DURATION_SECS: f64 = 30.0 * 86400.0;
+
 /// Parses `<number><unit>` with unit `us`, `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -18,6 +21,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use us, ms, s, m, h)")),
     };
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!("{s:?} is out of range (at most 30 days)"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 

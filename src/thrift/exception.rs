@@ -52,14 +52,15 @@ pub fn encode_exception(
             dst.put_slice(&msg);
         }
         ReplyFraming::TTHeader { inner_framed } => {
-            // Minimal variable header: protocol 0 (binary), 0 transforms, padded to 4 bytes.
+            // Minimal variable header: protocol id, 0 transforms, padded to 4 bytes.
             let inner = if inner_framed { 4 } else { 0 };
+            let proto_id = if protocol == Protocol::Compact { 2 } else { 0 };
             dst.put_u32((10 + 4 + inner + msg.len()) as u32);
             dst.put_u16(TTHEADER_MAGIC);
             dst.put_u16(0);
             dst.put_slice(&seq.header_bytes(payload_seq));
             dst.put_u16(1);
-            dst.put_slice(&[0, 0, 0, 0]);
+            dst.put_slice(&[proto_id, 0, 0, 0]);
             if inner_framed {
                 dst.put_u32(msg.len() as u32);
             }

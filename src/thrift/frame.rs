@@ -72,6 +72,15 @@ pub struct FrameInfo {
     pub to_method: Option<Range<usize>>,
     /// TTHeader int key 12, RPCTimeout in milliseconds.
     pub rpc_timeout_ms: Option<u64>,
+    /// TTHeader `crc32c` value (8 lowercase hex chars over the payload), rewritten after a
+    /// seqID patch.
+    pub crc32c: Option<Range<usize>>,
+    /// TTHeader `crrst` in a reply: the server is about to close this connection.
+    pub crrst: bool,
+    /// TTHeader `PV_*` payload validator: cannot be re-signed after a rewrite.
+    pub custom_validator: bool,
+    /// Offset of the payload (after the header; the start of the message for Framed).
+    pub payload_at: usize,
 }
 
 /// Returns the total wire length of the frame at the start of `buf` (LENGTH + 4), if the
@@ -108,6 +117,10 @@ pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, FrameError>
                 to_service: None,
                 to_method: None,
                 rpc_timeout_ms: None,
+                crc32c: None,
+                crrst: false,
+                custom_validator: false,
+                payload_at: 4,
             })
         }
     }
@@ -120,9 +133,15 @@ struct Infos {
     to_service: Option<Range<usize>>,
     to_method: Option<Range<usize>>,
     rpc_timeout_ms: Option<u64>,
+    crc32c: Option<Range<usize>>,
+    crrst: bool,
+    custom_validator: bool,
 }
 
 fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, FrameError> {
+    if transport == Transport::TTHeader && be_u16(buf, 6)? & 0x0002 != 0 {
+        return Err(FrameError::Invalid("TTHeader Streaming frame on a ping-pong connection"));
+    }
     let hs = be_u16(buf, 12)? as usize * 4;
     if hs < 2 {
         return Err(FrameError::Invalid("header size too small"));
@@ -138,13 +157,17 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
         _ => parse_theader_infos(hbuf, header.start)?,
     };
     let payload = header.end;
-    let (protocol_hint, mut at, inner_len_at) = match transport {
+    let (protocol_hint, at, inner_len_at) = match transport {
         Transport::TTHeader => {
             // Sniff like Kitex: payload is the message, or an inner u32 length then the message.
             let p = buf.get(payload..payload + 6).ok_or(FrameError::Incomplete)?;
             if matches!(p[..2], [0x80, 0x01] | [0x90, 0x01]) || p[0] == 0x82 {
                 (None, payload, None)
             } else if matches!(p[4..6], [0x80, 0x01] | [0x90, 0x01]) {
+                let inner = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+                if total < payload + 4 || inner != total - payload - 4 {
+                    return Err(FrameError::Invalid("TTHeaderFramed inner length does not match the frame"));
+                }
                 (None, payload + 4, Some(payload))
             } else {
                 return Err(FrameError::Invalid("TTHeader payload is not Thrift"));
@@ -163,8 +186,6 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
             return Err(FrameError::Invalid("THeader protocol id does not match payload"));
         }
     }
-    at = msg.seq_at;
-    let _ = at;
     Ok(FrameInfo {
         dialect: Dialect { transport, protocol: msg.protocol, inner_framed: inner_len_at.is_some() },
         msg,
@@ -174,6 +195,10 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
         to_service: infos.to_service,
         to_method: infos.to_method,
         rpc_timeout_ms: infos.rpc_timeout_ms,
+        crc32c: infos.crc32c,
+        crrst: infos.crrst,
+        custom_validator: infos.custom_validator,
+        payload_at: payload,
     })
 }
 
@@ -207,8 +232,13 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameErro
                     if val.end > h.len() {
                         return Err(bad);
                     }
-                    if &h[key] == b"isn" {
-                        infos.isn = Some(base + val.start..base + val.end);
+                    match &h[key.clone()] {
+                        b"isn" => infos.isn = Some(base + val.start..base + val.end),
+                        b"crc32c" if val.len() == 8 => infos.crc32c = Some(base + val.start..base + val.end),
+                        b"crc32c" => return Err(FrameError::Invalid("crc32c value is not 8 hex digits")),
+                        b"crrst" => infos.crrst = true,
+                        k if k.starts_with(b"PV_") => infos.custom_validator = true,
+                        _ => {}
                     }
                     i = val.end;
                 }

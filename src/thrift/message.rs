@@ -122,6 +122,10 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
         if version != BINARY_VERSION_1 && version != KITEX_PROTOBUF_VERSION_1 {
             return Err(MessageError::Invalid("bad binary protocol version"));
         }
+        // Byte 2 is unused and must be 0: Kitex reads the low 16 bits as the type.
+        if word & 0xff00 != 0 || !(CALL..=ONEWAY).contains(&((word & 0xff) as u8)) {
+            return Err(MessageError::Invalid("bad message type"));
+        }
         let msg_type = (word & 0xff) as u8;
         let n = be_u32(buf, at + 4)? as usize;
         if n > max_name {
@@ -153,6 +157,9 @@ fn parse_compact(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHeader
         return Err(MessageError::Invalid("bad compact protocol version"));
     }
     let msg_type = tv >> 5;
+    if !(CALL..=ONEWAY).contains(&msg_type) {
+        return Err(MessageError::Invalid("bad message type"));
+    }
     let seq_at = at + 2;
     let (seq, seq_len) = read_varint32(buf, seq_at)?;
     let (n, n_len) = read_varint32(buf, seq_at + seq_len)?;

@@ -65,13 +65,24 @@ pub fn seq_wire_bytes(protocol: Protocol, seq: i32) -> ([u8; 5], usize) {
 /// Writes an upstream seqID into a request, in the payload and (when present) the header.
 pub fn patch_request(frame: BytesMut, info: &FrameInfo, seq: i32) -> BytesMut {
     let (bytes, n) = seq_wire_bytes(info.msg.protocol, seq);
-    replace(frame, info, &bytes[..n], info.header_seq.then(|| seq.to_be_bytes()))
+    let frame = replace(frame, info, &bytes[..n], info.header_seq.then(|| seq.to_be_bytes()));
+    refresh_checksum(frame, info)
+}
+
+/// A TTHeader `crc32c` covers the payload, so it is recomputed after the payload changed.
+fn refresh_checksum(mut frame: BytesMut, info: &FrameInfo) -> BytesMut {
+    if let Some(r) = info.crc32c.clone() {
+        let crc = super::crc32c::crc32c(&frame[info.payload_at..]);
+        super::crc32c::write_hex(&mut frame[r], crc);
+    }
+    frame
 }
 
 /// Writes the client's original seqID bytes back into a reply.
 pub fn restore_reply(frame: BytesMut, info: &FrameInfo, orig: &OriginalSeq) -> BytesMut {
     let header = info.header_seq.then(|| orig.header.unwrap_or_else(|| fixed_from(orig.payload_bytes())));
-    replace(frame, info, orig.payload_bytes(), header)
+    let frame = replace(frame, info, orig.payload_bytes(), header);
+    refresh_checksum(frame, info)
 }
 
 fn fixed_from(b: &[u8]) -> [u8; 4] {

@@ -4,51 +4,58 @@
 //! request; every request still pending on it gets an INTERNAL_ERROR.
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use monoio::io::{CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::io::{read_more, write_outbox};
-
 use crate::local::{CatchUnwind, Notify, Outbox, SeqMap};
 use crate::session::Pending;
 use crate::stats::Stats;
-use crate::thrift::{frame_len, parse_frame, patch_request, restore_reply, FrameInfo};
+use crate::thrift::{frame_len, parse_frame, patch_request, restore_reply, FrameError, FrameInfo};
+
+/// How much of an oversized reply is buffered to find out which request it answers.
+const PEEK_LIMIT: usize = 320 * 1024;
+/// Largest step by which a read buffer grows towards an announced frame length.
+const GROW_STEP: usize = 64 * 1024;
+
+/// Limits one upstream connection works under.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Requests in flight.
+    pub max_inflight: usize,
+    /// Largest reply frame.
+    pub max_frame: usize,
+    /// Bytes queued for writing before the connection counts as full.
+    pub max_write_buffer: usize,
+}
 
 pub struct UpConn {
     /// The endpoint, for log lines and error messages.
     pub peer: Rc<str>,
-    out: Outbox<BytesMut>,
+    out: Outbox,
     pending: RefCell<SeqMap<Pending>>,
-    /// Deadlines by time; entries whose request already completed are skipped lazily.
-    deadlines: RefCell<BinaryHeap<Reverse<(Instant, i32)>>>,
+    /// The deadline the sweeper sleeps until; `None` while it waits for a first request.
+    next_wake: Cell<Option<Instant>>,
+    /// Wakes the sweeper when a request has an earlier deadline than it sleeps until.
     deadline_added: Notify,
     next_seq: Cell<i32>,
-    max_inflight: usize,
+    limits: ConnLimits,
     dead: Cell<bool>,
-    /// Its pool was replaced by a reload: close as soon as nothing is pending.
+    /// Its pool was replaced by a reload, or the server announced `crrst`: take no new
+    /// requests, close as soon as nothing is pending.
     retired: Cell<bool>,
     reader: RefCell<Canceller>,
-    /// Pool-wide notifier: a slot freed or a connection died.
+    /// Pool-wide notifier: a slot freed, the write queue drained, or a connection died.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
-    max_frame: usize,
 }
 
 impl UpConn {
     /// Starts the tasks for a connected stream and returns the connection.
-    pub fn start<S>(
-        stream: S,
-        peer: Rc<str>,
-        max_inflight: usize,
-        max_frame: usize,
-        capacity: Rc<Notify>,
-        stats: Rc<Stats>,
-    ) -> Rc<UpConn>
+    pub fn start<S>(stream: S, peer: Rc<str>, limits: ConnLimits, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<UpConn>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -56,35 +63,31 @@ impl UpConn {
     {
         let conn = Rc::new(UpConn {
             peer,
-            out: Outbox::default(),
+            out: Outbox::with_drain_notify(capacity.clone()),
             pending: RefCell::new(SeqMap::default()),
-            deadlines: RefCell::new(BinaryHeap::new()),
+            next_wake: Cell::new(None),
             deadline_added: Notify::default(),
             next_seq: Cell::new(1),
-            max_inflight,
+            limits,
             dead: Cell::new(false),
             retired: Cell::new(false),
             reader: RefCell::new(Canceller::new()),
             capacity,
             stats,
-            max_frame,
         });
-        let (rd, wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
         let c = conn.clone();
         monoio::spawn(async move {
-            let name = c.peer.clone();
             if let Err(p) = CatchUnwind::new(c.clone().read_loop(rd)).await {
                 c.stats.panics.set(c.stats.panics.get() + 1);
-                log::error!("upstream {name}: reader panicked: {p}");
+                log::error!("upstream {}: reader panicked: {p}", c.peer);
                 c.die("upstream connection failed");
             }
         });
         let c = conn.clone();
         monoio::spawn(async move {
-            if let Err(p) = CatchUnwind::new(c.clone().write_loop(wr)).await {
-                c.stats.panics.set(c.stats.panics.get() + 1);
-                log::error!("upstream {}: writer panicked: {p}", c.peer);
-                c.die("upstream connection failed");
+            if let Err(e) = write_outbox(&mut wr, &c.out).await {
+                c.die(&format!("upstream write failed ({e})"));
             }
         });
         let c = conn.clone();
@@ -103,7 +106,15 @@ impl UpConn {
     }
 
     pub fn has_capacity(&self) -> bool {
-        !self.dead.get() && !self.retired.get() && self.inflight() < self.max_inflight
+        !self.dead.get()
+            && !self.retired.get()
+            && self.inflight() < self.limits.max_inflight
+            && self.out.queued_bytes() < self.limits.max_write_buffer
+    }
+
+    /// Bytes waiting to be written (drain waits for these).
+    pub fn queued_bytes(&self) -> usize {
+        self.out.queued_bytes()
     }
 
     fn alloc_seq(&self) -> i32 {
@@ -123,21 +134,25 @@ impl UpConn {
         let seq = self.alloc_seq();
         let frame = patch_request(frame, info, seq);
         if let Some(p) = pending {
-            self.deadlines.borrow_mut().push(Reverse((p.deadline, seq)));
+            let deadline = p.deadline;
             self.pending.borrow_mut().insert(seq, p);
-            self.deadline_added.notify_all();
+            if self.next_wake.get().is_none_or(|w| deadline < w) {
+                self.deadline_added.notify_all();
+            }
         }
         self.out.push(frame);
     }
 
-    /// Stops accepting requests and fails everything pending with `why`.
+    /// Stops accepting requests, drops unsent frames (their clients are answered here) and
+    /// fails everything pending with `why`.
     pub fn die(&self, why: &str) {
         if !self.dead.replace(true) {
-            self.out.close();
+            self.out.close_and_clear();
             self.cancel_reader();
             let pending: Vec<Pending> = self.pending.borrow_mut().drain().map(|(_, p)| p).collect();
             if !pending.is_empty() {
                 self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
+                log::warn!("upstream {}: {why}; failing {} requests in flight", self.peer, pending.len());
             }
             let msg = format!("{why}: {} ({} requests in flight)", self.peer, pending.len());
             for p in pending {
@@ -148,15 +163,25 @@ impl UpConn {
         }
     }
 
-    /// Closes the connection once nothing is pending (used when its pool is retired).
-    pub fn close_when_idle(&self) {
+    /// Takes no new requests and closes once nothing is pending (pool retired by a reload,
+    /// or the server said `crrst`).
+    pub fn retire(&self) {
         self.retired.set(true);
         self.close_if_retired_and_idle();
     }
 
+    /// Marks a connection retired without closing it (its opener still sends one request).
+    pub fn mark_retired(&self) {
+        self.retired.set(true);
+    }
+
     fn close_if_retired_and_idle(&self) {
-        if self.retired.get() && self.pending.borrow().is_empty() {
-            self.die("upstream connection retired");
+        if self.retired.get() && self.pending.borrow().is_empty() && !self.dead.get() {
+            // Let the writer finish what is queued (ONEWAY frames), then close.
+            self.dead.set(true);
+            self.out.close();
+            self.cancel_reader();
+            self.capacity.notify_all();
         }
     }
 
@@ -168,14 +193,31 @@ impl UpConn {
 
     async fn read_loop<R: CancelableAsyncReadRent>(self: Rc<Self>, mut rd: R) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        // Bytes of an oversized reply still to be thrown away.
+        let mut skip = 0usize;
         loop {
-            while let Some(len) = frame_len(&buf) {
-                if len > self.max_frame {
-                    log::warn!("upstream {}: reply frame of {len} bytes over the limit", self.peer);
-                    return self.die("upstream sent an oversized frame");
+            if skip > 0 {
+                let n = skip.min(buf.len());
+                buf.advance(n);
+                skip -= n;
+            }
+            while skip == 0 {
+                let Some(len) = frame_len(&buf) else { break };
+                if len > self.limits.max_frame {
+                    match self.refuse_oversized(&buf, len) {
+                        Some(true) => {
+                            skip = len;
+                            let n = skip.min(buf.len());
+                            buf.advance(n);
+                            skip -= n;
+                            continue;
+                        }
+                        Some(false) => return self.die("upstream sent an unparseable oversized reply"),
+                        None => break, // need more of its header
+                    }
                 }
                 if buf.len() < len {
-                    buf.reserve(len - buf.len());
+                    buf.reserve((len - buf.len()).min(GROW_STEP));
                     break;
                 }
                 let frame = buf.split_to(len);
@@ -185,13 +227,32 @@ impl UpConn {
                 return;
             }
             let handle = self.reader.borrow().handle();
-            let res = read_more(&mut rd, &mut buf, handle).await;
-            match res {
+            match read_more(&mut rd, &mut buf, handle).await {
                 Ok(0) => return self.die("upstream connection closed"),
                 Ok(_) => {}
                 Err(e) => return self.die(&format!("upstream read failed ({e})")),
             }
         }
+    }
+
+    /// A reply over the limit fails only its own request; the connection lives on.
+    /// `None`: need more bytes to read its header; `Some(false)`: cannot tell whose it is.
+    fn refuse_oversized(&self, buf: &[u8], len: usize) -> Option<bool> {
+        let info = match parse_frame(&buf[..buf.len().min(PEEK_LIMIT)], 64 * 1024) {
+            Ok(info) => info,
+            Err(FrameError::Incomplete) if buf.len() < PEEK_LIMIT => return None,
+            Err(_) => return Some(false),
+        };
+        log::warn!("upstream {}: reply of {len} bytes over max_frame_size {}", self.peer, self.limits.max_frame);
+        let removed = self.pending.borrow_mut().remove(&info.msg.seq);
+        if let Some(p) = removed {
+            p.fail(&format!(
+                "upstream reply of {len} bytes is over the cluster max_frame_size of {}",
+                self.limits.max_frame
+            ));
+            self.capacity.notify_all();
+        }
+        Some(true)
     }
 
     fn on_reply(&self, frame: BytesMut) {
@@ -202,62 +263,57 @@ impl UpConn {
                 return self.die("upstream sent a malformed reply");
             }
         };
-        let was_full = self.inflight() >= self.max_inflight;
-        let Some(p) = self.pending.borrow_mut().remove(&info.msg.seq) else {
-            self.stats.late_replies.set(self.stats.late_replies.get() + 1);
-            return;
-        };
-        let reply = restore_reply(frame, &info, &p.orig);
-        p.complete(reply);
-        if was_full {
-            self.capacity.notify_all();
+        if info.crrst && !self.retired.get() {
+            log::info!("upstream {}: server announced connection reset (crrst); retiring", self.peer);
+            self.retired.set(true);
+        }
+        let was_full = self.inflight() >= self.limits.max_inflight;
+        let removed = self.pending.borrow_mut().remove(&info.msg.seq);
+        match removed {
+            Some(p) => {
+                let reply = restore_reply(frame, &info, &p.orig);
+                p.complete(reply);
+                if was_full {
+                    self.capacity.notify_all();
+                }
+            }
+            None => self.stats.late_replies.set(self.stats.late_replies.get() + 1),
         }
         self.close_if_retired_and_idle();
     }
 
-    async fn write_loop<W: monoio::io::AsyncWriteRent>(self: Rc<Self>, mut wr: W) {
-        if let Err(e) = write_outbox(&mut wr, &self.out).await {
-            self.die(&format!("upstream write failed ({e})"));
-        }
-    }
-
     async fn sweep_loop(self: Rc<Self>) {
         loop {
-            let next = self.deadlines.borrow().peek().map(|r| r.0 .0);
-            match next {
-                None if self.dead.get() => return,
-                None => self.deadline_added.notified().await,
-                Some(at) => {
-                    let now = Instant::now();
-                    if at > now {
-                        // Wake for the earliest deadline, or sooner if a shorter one arrives.
-                        let wait = (at - now).min(Duration::from_millis(50));
-                        let added = self.deadline_added.notified();
-                        monoio::select! {
-                            _ = monoio::time::sleep(wait) => {},
-                            _ = added => {},
-                        }
-                        continue;
-                    }
-                    let Reverse((deadline, seq)) = self.deadlines.borrow_mut().pop().expect("peeked");
-                    let expired = {
-                        let mut pending = self.pending.borrow_mut();
-                        match pending.get(&seq) {
-                            Some(p) if p.deadline == deadline => pending.remove(&seq),
-                            _ => None,
-                        }
-                    };
-                    if let Some(p) = expired {
-                        self.stats.timeouts.set(self.stats.timeouts.get() + 1);
-                        let was_full = self.inflight() + 1 >= self.max_inflight;
-                        p.fail(&format!("upstream request timed out ({})", self.peer));
-                        if was_full {
-                            self.capacity.notify_all();
-                        }
-                        self.close_if_retired_and_idle();
-                    }
+            let earliest = self.pending.borrow().values().map(|p| p.deadline).min();
+            let Some(at) = earliest else {
+                if self.dead.get() {
+                    return;
                 }
+                self.next_wake.set(None);
+                self.deadline_added.notified().await;
+                continue;
+            };
+            let now = Instant::now();
+            if at > now {
+                self.next_wake.set(Some(at));
+                let added = self.deadline_added.notified();
+                monoio::select! {
+                    _ = monoio::time::sleep_until(at.into()) => {},
+                    _ = added => {},
+                }
+                continue;
             }
+            let expired: Vec<Pending> = {
+                let mut pending = self.pending.borrow_mut();
+                let seqs: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| *s).collect();
+                seqs.iter().filter_map(|s| pending.remove(s)).collect()
+            };
+            for p in expired {
+                self.stats.timeouts.set(self.stats.timeouts.get() + 1);
+                p.fail(&format!("upstream request timed out ({})", self.peer));
+            }
+            self.capacity.notify_all();
+            self.close_if_retired_and_idle();
         }
     }
 }

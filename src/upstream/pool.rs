@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use monoio::net::{TcpStream, UnixStream};
 
-use super::conn::UpConn;
+use super::conn::{ConnLimits, UpConn};
 use crate::config::{Address, ClusterConfig};
 use crate::local::Notify;
 use crate::stats::Stats;
@@ -47,11 +47,13 @@ pub struct Pool {
     /// Woken when a connection frees a slot or dies.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
-    max_frame: usize,
+    /// No new requests after a reload replaced this pool; a connection still opened for a
+    /// waiter is born retired.
+    retired: Cell<bool>,
 }
 
 impl Pool {
-    pub fn new(cluster: Rc<ClusterConfig>, stats: Rc<Stats>, max_frame: usize) -> Pool {
+    pub fn new(cluster: Rc<ClusterConfig>, stats: Rc<Stats>) -> Pool {
         let endpoints = cluster
             .endpoints
             .iter()
@@ -62,7 +64,14 @@ impl Pool {
                 connecting: Cell::new(0),
             })
             .collect();
-        Pool { cluster, endpoints, next: Cell::new(0), capacity: Rc::new(Notify::default()), stats, max_frame }
+        Pool {
+            cluster,
+            endpoints,
+            next: Cell::new(0),
+            capacity: Rc::new(Notify::default()),
+            stats,
+            retired: Cell::new(false),
+        }
     }
 
     /// Returns a live connection with room for one more request, connecting if needed.
@@ -100,6 +109,9 @@ impl Pool {
         let err = |why: String| AcquireError::Connect { endpoint: ep.label.to_string(), why };
         match res {
             Ok(Ok(conn)) => {
+                if self.retired.get() {
+                    conn.mark_retired();
+                }
                 self.stats.upstream_connections.set(self.stats.upstream_connections.get() + 1);
                 ep.conns.borrow_mut().push(conn.clone());
                 // Callers that queued while this connect was in flight may use it too.
@@ -120,28 +132,39 @@ impl Pool {
     }
 
     async fn open(&self, ep: &Endpoint) -> std::io::Result<Rc<UpConn>> {
-        let max = self.cluster.max_requests_per_connection;
+        let limits = ConnLimits {
+            max_inflight: self.cluster.max_requests_per_connection,
+            max_frame: self.cluster.max_frame_size,
+            max_write_buffer: self.cluster.max_write_buffer,
+        };
         let (cap, stats, label) = (self.capacity.clone(), self.stats.clone(), ep.label.clone());
         Ok(match &ep.addr {
             Address::Tcp(a) => {
                 let s = TcpStream::connect_addr(*a).await?;
                 s.set_nodelay(true)?;
-                UpConn::start(s, label, max, self.max_frame, cap, stats)
+                UpConn::start(s, label, limits, cap, stats)
             }
-            Address::Unix(p) => {
-                let s = UnixStream::connect(p).await?;
-                UpConn::start(s, label, max, self.max_frame, cap, stats)
-            }
+            Address::Unix(p) => UpConn::start(UnixStream::connect(p).await?, label, limits, cap, stats),
         })
     }
 
     /// The pool is no longer used for new requests (config changed): close connections as
     /// they become idle.
     pub fn retire(&self) {
+        self.retired.set(true);
         for ep in &self.endpoints {
             for c in ep.conns.borrow().iter() {
-                c.close_when_idle();
+                c.retire();
             }
         }
+        self.capacity.notify_all();
+    }
+
+    /// Bytes queued on this pool's connections and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.endpoints
+            .iter()
+            .flat_map(|ep| ep.conns.borrow().iter().map(|c| c.queued_bytes()).collect::<Vec<_>>())
+            .sum()
     }
 }

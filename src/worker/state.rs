@@ -27,7 +27,7 @@ impl ClusterPools {
         self.pools
             .borrow_mut()
             .entry(dialect)
-            .or_insert_with(|| Rc::new(Pool::new(self.config.clone(), self.stats.clone(), self.config.max_frame_size)))
+            .or_insert_with(|| Rc::new(Pool::new(self.config.clone(), self.stats.clone())))
             .clone()
     }
 
@@ -35,6 +35,10 @@ impl ClusterPools {
         for p in self.pools.borrow().values() {
             p.retire();
         }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.pools.borrow().values().map(|p| p.queued_bytes()).sum()
     }
 }
 
@@ -143,6 +147,11 @@ impl WorkerState {
                 ds.cancel_read();
             }
         }
+    }
+
+    /// Bytes still queued towards upstreams (ONEWAY frames a drain must not drop).
+    pub fn upstream_queued_bytes(&self) -> usize {
+        self.view().clusters.iter().map(|c| c.queued_bytes()).sum()
     }
 
     /// Closes every connection now (drain timeout).

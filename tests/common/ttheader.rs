@@ -227,7 +227,8 @@ fn serve<S: Duplex>(mut s: S, mismatches: &AtomicUsize) {
             if d.msg_type == 4 {
                 continue;
             }
-            let mut payload = binary_message(2, &d.name, d.payload_seq, 0, &format!("{}:{}", d.name, d.text));
+            let text = if d.name.starts_with("big") { "b".repeat(2 << 20) } else { format!("{}:{}", d.name, d.text) };
+            let mut payload = binary_message(2, &d.name, d.payload_seq, 0, &text);
             if inner_framed {
                 let mut p = (payload.len() as u32).to_be_bytes().to_vec();
                 p.extend_from_slice(&payload);

@@ -260,3 +260,126 @@ proptest! {
         prop_assert_eq!(&restored[..], &frame[..]);
     }
 }
+
+#[test]
+fn strict_binary_with_a_nonzero_unused_byte_is_invalid() {
+    let mut f = REF_FRAMED.to_vec();
+    f[6] = 0x01; // 80 01 01 01: Kitex would read type 0x0101
+    assert!(matches!(parse_frame(&f, 4096), Err(FrameError::Invalid(_))));
+}
+
+#[test]
+fn ttheader_framed_inner_length_must_match() {
+    let mut inner = framed(&binary_call(7, "ping"));
+    inner[3] += 1;
+    assert!(matches!(parse_frame(&ttheader(7, &inner), 4096), Err(FrameError::Invalid(_))));
+}
+
+#[test]
+fn streaming_flag_on_a_later_frame_is_refused() {
+    let mut f = REF_TTHEADER.to_vec();
+    f[7] = 0x02;
+    assert!(matches!(parse_frame(&f, 4096), Err(FrameError::Invalid(_))));
+}
+
+#[test]
+fn ttheader_compact_exception_declares_protocol_2() {
+    let mut dst = BytesMut::new();
+    let seq = OriginalSeq::from_parts(&[9], Some(9i32.to_be_bytes()));
+    encode_exception(
+        &mut dst,
+        ReplyFraming::TTHeader { inner_framed: false },
+        Protocol::Compact,
+        b"m",
+        &seq,
+        ExceptionType::InternalError,
+        "x",
+    );
+    assert_eq!(dst[14], 2);
+    assert_eq!(parse_frame(&dst, 4096).unwrap().msg.seq, 9);
+}
+
+/// A TTHeader with a `crc32c` string key over its payload.
+fn ttheader_with_crc(seq: i32, payload: &[u8]) -> Vec<u8> {
+    let crc = crate::thrift::crc32c::crc32c(payload);
+    let mut body = vec![0u8, 0u8, 0x01, 0, 1, 0, 6];
+    body.extend_from_slice(b"crc32c");
+    body.extend_from_slice(&[0, 8]);
+    body.extend_from_slice(format!("{crc:08x}").as_bytes());
+    while body.len() % 4 != 0 {
+        body.push(0);
+    }
+    let mut v = Vec::new();
+    v.put_u32((10 + body.len() + payload.len()) as u32);
+    v.put_u16(0x1000);
+    v.put_u16(0);
+    v.put_i32(seq);
+    v.put_u16((body.len() / 4) as u16);
+    v.put_slice(&body);
+    v.put_slice(payload);
+    v
+}
+
+#[test]
+fn crc32c_follows_the_patched_payload_and_the_restore() {
+    let frame = ttheader_with_crc(7, &binary_call(7, "ping"));
+    let info = parse_frame(&frame, 4096).unwrap();
+    let at = info.crc32c.clone().expect("crc32c key found");
+    let orig = OriginalSeq::capture(&frame, &info);
+    let patched = patch_request(BytesMut::from(&frame[..]), &info, 1234);
+    let want = format!("{:08x}", crate::thrift::crc32c::crc32c(&patched[info.payload_at..]));
+    assert_eq!(&patched[at.clone()], want.as_bytes());
+    assert_ne!(&patched[at.clone()], &frame[at.clone()]);
+    let restored = restore_reply(patched, &info, &orig);
+    assert_eq!(&restored[..], &frame[..]);
+}
+
+#[test]
+fn payload_validators_and_crrst_are_noticed() {
+    let payload = binary_call(7, "ping");
+    let mut f = ttheader_with_crc(7, &payload);
+    let key_at = f.windows(6).position(|w| w == b"crc32c").unwrap();
+    f[key_at..key_at + 6].copy_from_slice(b"PV_abc");
+    assert!(parse_frame(&f, 4096).unwrap().custom_validator);
+    f[key_at - 2..key_at].copy_from_slice(&[0, 5]);
+    f[key_at..key_at + 5].copy_from_slice(b"crrst");
+    // Key shortened by one byte: re-point the value length so the block stays well formed.
+    let mut g = f[..key_at + 5].to_vec();
+    g.extend_from_slice(&f[key_at + 6..]);
+    g.insert(key_at + 5 + 2 + 8, 0);
+    let info = parse_frame(&g, 4096).unwrap();
+    assert!(info.crrst);
+}
+
+proptest! {
+    /// Hostile bytes never panic the detector or the frame parser, whole or truncated.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96), cut in 0usize..96) {
+        let _ = crate::thrift::detect(&bytes, false);
+        let _ = crate::thrift::detect(&bytes, true);
+        let _ = parse_frame(&bytes, 64);
+        let _ = parse_frame(&bytes[..cut.min(bytes.len())], 64);
+    }
+
+    /// Mutating any byte of valid frames never panics the parser either (structure-aware).
+    #[test]
+    fn mutated_frames_never_panic(at in 0usize..80, val in any::<u8>(), kind in 0..4u8) {
+        let mut f = match kind {
+            0 => REF_TTHEADER.to_vec(),
+            1 => REF_THEADER.to_vec(),
+            2 => framed(&compact_call(7, "ping")),
+            _ => ttheader_with_crc(3, &binary_call(3, "ping")),
+        };
+        let at = at % f.len();
+        f[at] = val;
+        if let Ok(info) = parse_frame(&f, 4096) {
+            if frame_len(&f) == Some(f.len()) {
+                let orig = OriginalSeq::capture(&f, &info);
+                let p = patch_request(BytesMut::from(&f[..]), &info, 99);
+                if let Ok(pi) = parse_frame(&p, 4096) {
+                    let _ = restore_reply(p, &pi, &orig);
+                }
+            }
+        }
+    }
+}
