@@ -12,22 +12,34 @@ use crate::local::Outbox;
 
 /// Frames at least this large skip the batch buffer.
 const DIRECT_WRITE: usize = 64 * 1024;
-/// Spare room kept at the end of a read buffer before each read.
-const READ_SPARE: usize = 8 * 1024;
+/// Bounds of the adaptive read size: a quiet connection reads into a small buffer (an idle
+/// connection with a read in flight costs little memory: perf/idle_conns.py), a busy one
+/// whose reads fill the buffer doubles towards the largest size.
+pub const MIN_READ: usize = 1024;
+pub const MAX_READ: usize = 64 * 1024;
 
-/// Reads more bytes onto the end of `buf`. `Ok(0)` is EOF.
+/// Reads more bytes onto the end of `buf`. `Ok(0)` is EOF. `hint` is the connection's read
+/// size, adapted here: doubled when a read fills the room given, halved when reads are small.
 pub async fn read_more<R: CancelableAsyncReadRent>(
     rd: &mut R,
     buf: &mut BytesMut,
     cancel: CancelHandle,
+    hint: &mut usize,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_SPARE {
-        buf.reserve(READ_SPARE * 2);
+    if buf.capacity() - buf.len() < *hint / 2 {
+        buf.reserve(*hint);
     }
     let owned = std::mem::take(buf);
     let (len, cap) = (owned.len(), owned.capacity());
     let (res, slice) = rd.cancelable_read(owned.slice_mut(len..cap), cancel).await;
     *buf = slice.into_inner();
+    if let Ok(n) = res {
+        if n == cap - len {
+            *hint = (*hint * 2).min(MAX_READ);
+        } else if n < *hint / 4 {
+            *hint = (*hint / 2).max(MIN_READ);
+        }
+    }
     res
 }
 
@@ -35,7 +47,8 @@ pub async fn read_more<R: CancelableAsyncReadRent>(
 /// write side. Returns the first write error.
 pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
     let mut batch = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // Grows with what is written; an idle connection keeps only what its last batch needed.
+    let mut buf: Vec<u8> = Vec::new();
     while outbox.take_all(&mut batch).await {
         for frame in batch.drain(..) {
             if frame.len() < DIRECT_WRITE {

@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod io;
 pub mod local;
 pub mod logging;

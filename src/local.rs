@@ -128,20 +128,26 @@ impl Outbox {
     }
 }
 
-/// Runs a future and turns a panic inside it into `Err(message)`, so one connection's bug
-/// closes that connection only and never unwinds through the worker's runtime.
-pub struct CatchUnwind<F>(Pin<Box<F>>);
+pin_project_lite::pin_project! {
+    /// Runs a future and turns a panic inside it into `Err(message)`, so one connection's bug
+    /// closes that connection only and never unwinds through the worker's runtime. The future
+    /// is held inline (no extra allocation per connection).
+    pub struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
 
 impl<F: Future> CatchUnwind<F> {
-    pub fn new(f: F) -> Self {
-        CatchUnwind(Box::pin(f))
+    pub fn new(inner: F) -> Self {
+        CatchUnwind { inner }
     }
 }
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
         match std::panic::catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
@@ -152,6 +158,40 @@ impl<F: Future> Future for CatchUnwind<F> {
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic".into());
                 Poll::Ready(Err(msg))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `CatchUnwind` plus what to do with a panic, as one future. A named future rather than an
+    /// `async` block because rustc stores a captured future twice in an `async` block that
+    /// awaits it (measured: 5376-byte tasks for a 2432-byte connection future).
+    pub struct Guarded<F, P> {
+        #[pin]
+        inner: CatchUnwind<F>,
+        on_panic: Option<P>,
+    }
+}
+
+impl<F: Future, P: FnOnce(String)> Guarded<F, P> {
+    pub fn new(inner: F, on_panic: P) -> Self {
+        Guarded { inner: CatchUnwind::new(inner), on_panic: Some(on_panic) }
+    }
+}
+
+impl<F: Future, P: FnOnce(String)> Future for Guarded<F, P> {
+    type Output = Option<F::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(Some(v)),
+            Poll::Ready(Err(msg)) => {
+                if let Some(f) = this.on_panic.take() {
+                    f(msg);
+                }
+                Poll::Ready(None)
             }
         }
     }

@@ -22,6 +22,12 @@ enum Command {
         #[arg(long, short, default_value = "conf/ringway.toml")]
         config: PathBuf,
     },
+    /// Start an echo backend and ringway on loopback, drive a short load through both, print the table.
+    Demo {
+        /// Length of each measured run
+        #[arg(long, default_value = "2s")]
+        duration: String,
+    },
     /// Validate a config file and print every problem with its key path (exit 2 if invalid).
     Check {
         #[arg(long, short, default_value = "conf/ringway.toml")]
@@ -48,6 +54,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Demo { duration } => {
+            let d = match ringway::config::parse_duration(&duration) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("ringway demo: --duration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match ringway::demo::run(d) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringway demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config: path } => {
             let config = match ringway::config::Config::load(&path) {
                 Ok(c) => c,

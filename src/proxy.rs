@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use crate::io::{read_more, write_outbox};
+use crate::io::{read_more, write_outbox, MIN_READ};
 use crate::route::{route, RouteKey};
 use crate::session::{Downstream, Pending};
 use crate::thrift::exception::ReplyFraming;
@@ -60,13 +60,15 @@ where
     let (ds, state) = (reg.ds.clone(), reg.state.clone());
     let (rd, mut wr) = stream.into_split();
     let writer_ds = ds.clone();
-    let writer = monoio::spawn(async move {
+    let wfut = async move {
         if write_outbox(&mut wr, &writer_ds.out).await.is_err() {
             // Client gone: drop whatever else arrives for it.
             writer_ds.out.close();
         }
-    });
-    let mut conn = Conn { rd, buf: BytesMut::with_capacity(16 * 1024), ds: ds.clone(), state, listener };
+    };
+    let writer = monoio::spawn(wfut);
+    let mut conn =
+        Conn { rd, buf: BytesMut::with_capacity(MIN_READ), read_hint: MIN_READ, ds: ds.clone(), state, listener };
     conn.run().await;
     // Every request in flight has a deadline, so this wait is bounded.
     while ds.inflight.get() > 0 && !ds.out.is_closed() {
@@ -79,6 +81,8 @@ where
 struct Conn<R> {
     rd: R,
     buf: BytesMut,
+    /// Adaptive read size (see `io::read_more`).
+    read_hint: usize,
     ds: Rc<Downstream>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
@@ -94,7 +98,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     /// Reads more bytes; false on EOF, error or cancellation (drain).
     async fn fill(&mut self) -> bool {
         let handle = self.ds.read_canceller.borrow().handle();
-        match read_more(&mut self.rd, &mut self.buf, handle).await {
+        match read_more(&mut self.rd, &mut self.buf, handle, &mut self.read_hint).await {
             Ok(0) => false,
             Ok(_) => {
                 self.ds.last_active.set(Instant::now());
@@ -119,7 +123,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let stats = &self.state.stats;
         match detected {
             Detected::Framed => {}
-            Detected::Unframed(_) => return self.reject_unframed().await,
+            Detected::Unframed(_) => return Box::pin(self.reject_unframed()).await,
             Detected::TTStream => {
                 stats.garbage_connections.set(stats.garbage_connections.get() + 1);
                 log::info!("listener {}: TTHeader Streaming is not supported yet; connection closed", self.listener);
@@ -135,7 +139,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         loop {
             while let Some(len) = frame_len(&self.buf) {
                 if len > lc.max_frame_size {
-                    return self.reject_oversized(len, lc.max_frame_size, lc.max_method_name).await;
+                    return Box::pin(self.reject_oversized(len, lc.max_frame_size, lc.max_method_name)).await;
                 }
                 if self.buf.len() < len {
                     self.buf.reserve((len - self.buf.len()).min(GROW_STEP));
@@ -306,7 +310,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let mut left = budget;
         while left > 0 {
             self.buf.clear();
-            let read = read_more(&mut self.rd, &mut self.buf, self.ds.read_canceller.borrow().handle());
+            let read =
+                read_more(&mut self.rd, &mut self.buf, self.ds.read_canceller.borrow().handle(), &mut self.read_hint);
             match monoio::time::timeout_at(end.into(), read).await {
                 Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
                 _ => break,

@@ -20,7 +20,7 @@ use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 pub use state::{ClusterPools, View, WorkerState};
 
 use crate::config::{Config, DriverKind};
-use crate::local::CatchUnwind;
+use crate::local::Guarded;
 use crate::stats::StatsSnapshot;
 
 /// One immutable version of the config, as handed to every worker.
@@ -253,11 +253,10 @@ where
 {
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
     let reg = crate::proxy::Registration::new(&state);
-    monoio::spawn(async move {
-        let fut = crate::proxy::serve_thrift(stream, listener.clone(), reg);
-        if let Err(p) = CatchUnwind::new(fut).await {
-            state.stats.panics.set(state.stats.panics.get() + 1);
-            log::error!("worker {}: listener {listener}: connection task panicked ({p}); connection closed", state.id);
-        }
-    });
+    // One allocation per connection: the task holds the connection future inline.
+    let serve = crate::proxy::serve_thrift(stream, listener.clone(), reg);
+    monoio::spawn(Guarded::new(serve, move |p| {
+        state.stats.panics.set(state.stats.panics.get() + 1);
+        log::error!("worker {}: listener {listener}: connection task panicked ({p}); connection closed", state.id);
+    }));
 }

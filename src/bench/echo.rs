@@ -85,8 +85,9 @@ async fn serve(stream: TcpStream, delay: Duration) {
     });
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let cancel = Canceller::new();
+    let mut hint = 64 * 1024;
     'conn: loop {
-        match read_more(&mut rd, &mut buf, cancel.handle()).await {
+        match read_more(&mut rd, &mut buf, cancel.handle(), &mut hint).await {
             Ok(n) if n > 0 => {}
             _ => break,
         }

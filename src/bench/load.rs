@@ -219,6 +219,7 @@ async fn closed_loop(
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut seqs = Vec::new();
     let cancel = Canceller::new();
+    let mut hint = 16 * 1024;
     let t0 = Instant::now();
     for _ in 0..spec.inflight {
         encode_request(&mut wbuf, spec.protocol, next_seq, id, spec.payload);
@@ -238,7 +239,7 @@ async fn closed_loop(
         if sent.is_empty() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, cancel.handle()).await {
+        match read_more(&mut stream, &mut rbuf, cancel.handle(), &mut hint).await {
             Ok(n) if n > 0 => {}
             _ => {
                 acc.borrow_mut().error("io");
@@ -325,12 +326,13 @@ async fn open_loop(
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut seqs = Vec::new();
         let cancel = Canceller::new();
+        let mut hint = 16 * 1024;
         // Replies still owed when sending stops get a grace period, then count as timeouts.
         loop {
             if done_sending.get() && sent.borrow().is_empty() {
                 return;
             }
-            let read = read_more(&mut rd, &mut rbuf, cancel.handle());
+            let read = read_more(&mut rd, &mut rbuf, cancel.handle(), &mut hint);
             let res = monoio::time::timeout_at((w.end + Duration::from_secs(2)).into(), read).await;
             match res {
                 Ok(Ok(n)) if n > 0 => {}

@@ -193,6 +193,7 @@ impl UpConn {
 
     async fn read_loop<R: CancelableAsyncReadRent>(self: Rc<Self>, mut rd: R) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut hint = 16 * 1024;
         // Bytes of an oversized reply still to be thrown away.
         let mut skip = 0usize;
         loop {
@@ -227,7 +228,7 @@ impl UpConn {
                 return;
             }
             let handle = self.reader.borrow().handle();
-            match read_more(&mut rd, &mut buf, handle).await {
+            match read_more(&mut rd, &mut buf, handle, &mut hint).await {
                 Ok(0) => return self.die("upstream connection closed"),
                 Ok(_) => {}
                 Err(e) => return self.die(&format!("upstream read failed ({e})")),

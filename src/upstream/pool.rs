@@ -92,7 +92,9 @@ impl Pool {
                     conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
                 };
                 if open {
-                    return self.connect(ep).await;
+                    // Boxed: the connect future is large and rare; keeping it out of line keeps
+                    // every connection task small.
+                    return Box::pin(self.connect(ep)).await;
                 }
             }
             let wait = self.capacity.notified();
