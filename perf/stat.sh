@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Cycles and instructions per request of the ringway process under load (perf stat), plus
+# task-clock ns per request. Where the VM exposes no hardware counters, says so and still
+# reports task-clock; perf/callgrind.sh counts instructions without hardware counters.
+#   perf/stat.sh [--driver auto] [--level 32x10] [--seconds 5]
+source "$(dirname "$0")/lib.sh"
+DRIVER=auto; LEVEL=32x10; SECS=5
+while [ $# -gt 0 ]; do case $1 in
+  --driver) DRIVER=$2; shift 2;; --level) LEVEL=$2; shift 2;; --seconds) SECS=$2; shift 2;;
+  *) echo "unknown flag $1" >&2; exit 2;; esac; done
+command -v perf >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
+start_pair "$DRIVER"
+C=${LEVEL%x*}; M=${LEVEL#*x}
+perf stat -x, -e task-clock,cycles,instructions -p "$RINGWAY_PID" -o "$TMP/stat.csv" -- sleep "$((SECS + 1))" &
+STAT=$!
+sleep 0.3
+load "$C" "$M" "${SECS}s" > "$TMP/load.json"
+wait $STAT
+REQS=$(json_field requests < "$TMP/load.json")
+python3 - "$TMP/stat.csv" "$REQS" <<'PY'
+import sys
+path, reqs = sys.argv[1], int(sys.argv[2])
+print(f"requests: {reqs}")
+for line in open(path):
+    f = line.strip().split(",")
+    if len(f) < 3 or not f[2]:
+        continue
+    value, event = f[0], f[2]
+    if value.startswith("<not"):
+        print(f"{event}: not supported on this machine (no hardware counters); see perf/callgrind.sh")
+        continue
+    v = float(value)
+    unit = "ns" if event == "task-clock" and f[1] == "msec" else ""
+    if event == "task-clock":
+        v *= 1e6  # msec -> ns
+    print(f"{event} per request: {v / max(reqs, 1):.0f}{' ' + unit if unit else ''}")
+PY
