@@ -3,11 +3,11 @@
 # is repeatable on a noisy machine and catches regressions. Runs ringway on the epoll driver
 # (valgrind does not model io_uring), once idle and once with load, and divides the
 # difference by the requests ringway forwarded.
-#   perf/callgrind.sh [--level 4x4] [--seconds 3]
+#   perf/callgrind.sh [--level 4x4] [--seconds 3] [--protocol framed-binary|ttheader|…]
 source "$(dirname "$0")/lib.sh"
-LEVEL=4x4; SECS=3
+LEVEL=4x4; SECS=3; PROTO=framed-binary
 while [ $# -gt 0 ]; do case $1 in
-  --level) LEVEL=$2; shift 2;; --seconds) SECS=$2; shift 2;;
+  --level) LEVEL=$2; shift 2;; --seconds) SECS=$2; shift 2;; --protocol) PROTO=$2; shift 2;;
   *) echo "unknown flag $1" >&2; exit 2;; esac; done
 command -v valgrind >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 C=${LEVEL%x*}; M=${LEVEL#*x}
@@ -15,7 +15,7 @@ C=${LEVEL%x*}; M=${LEVEL#*x}
 measure() {
   start_ringway epoll valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.$1.out"
   sleep 2  # valgrind start-up
-  if [ "$2" = 1 ]; then load "$C" "$M" "${SECS}s" > /dev/null; else sleep "$SECS"; fi
+  if [ "$2" = 1 ]; then load "$C" "$M" "${SECS}s" "$PROTO" > /dev/null; else sleep "$SECS"; fi
   kill -TERM "$RINGWAY_PID"
   wait "$RINGWAY_PID" || true
   grep -E '^(summary|totals):' "$TMP/cg.$1.out" | head -1 | awk '{print $2}' > "$TMP/$1.ir"

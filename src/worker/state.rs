@@ -17,28 +17,31 @@ use crate::upstream::Pool;
 /// One cluster's pools in this worker, one per Thrift dialect seen.
 pub struct ClusterPools {
     pub config: Rc<ClusterConfig>,
-    pools: RefCell<HashMap<Dialect, Rc<Pool>>>,
+    /// A handful of entries at most (one per dialect in use): a scan beats hashing.
+    pools: RefCell<Vec<(Dialect, Rc<Pool>)>>,
     stats: Rc<Stats>,
 }
 
 impl ClusterPools {
     /// The pool for `dialect`, created on first use.
     pub fn pool(&self, dialect: Dialect) -> Rc<Pool> {
-        self.pools
-            .borrow_mut()
-            .entry(dialect)
-            .or_insert_with(|| Rc::new(Pool::new(self.config.clone(), self.stats.clone())))
-            .clone()
+        let mut pools = self.pools.borrow_mut();
+        if let Some((_, p)) = pools.iter().find(|(d, _)| *d == dialect) {
+            return p.clone();
+        }
+        let p = Rc::new(Pool::new(self.config.clone(), self.stats.clone()));
+        pools.push((dialect, p.clone()));
+        p
     }
 
     fn retire(&self) {
-        for p in self.pools.borrow().values() {
+        for (_, p) in self.pools.borrow().iter() {
             p.retire();
         }
     }
 
     fn queued_bytes(&self) -> usize {
-        self.pools.borrow().values().map(|p| p.queued_bytes()).sum()
+        self.pools.borrow().iter().map(|(_, p)| p.queued_bytes()).sum()
     }
 }
 
@@ -79,7 +82,7 @@ impl WorkerState {
             .map(|c| {
                 Rc::new(ClusterPools {
                     config: Rc::new(c.clone()),
-                    pools: RefCell::new(HashMap::new()),
+                    pools: RefCell::new(Vec::new()),
                     stats: stats.clone(),
                 })
             })
@@ -111,7 +114,7 @@ impl WorkerState {
                 Some(o) => o.clone(),
                 None => Rc::new(ClusterPools {
                     config: Rc::new(c.clone()),
-                    pools: RefCell::new(HashMap::new()),
+                    pools: RefCell::new(Vec::new()),
                     stats: self.stats.clone(),
                 }),
             })
