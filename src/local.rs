@@ -246,6 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn guarded_reports_a_panic_once_and_finishes() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        rt.block_on(async {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            let out =
+                monoio::spawn(Guarded::new(async { panic!("bad frame") }, move |m: String| s.borrow_mut().push(m)))
+                    .await;
+            assert_eq!(out, None::<()>);
+            assert_eq!(seen.borrow().as_slice(), ["bad frame"]);
+            assert_eq!(Guarded::new(async { 7 }, |_m: String| unreachable!()).await, Some(7));
+        });
+    }
+
+    #[test]
     fn outbox_drains_in_order_counts_bytes_then_reports_closed() {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
         rt.block_on(async {
