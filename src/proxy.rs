@@ -67,8 +67,15 @@ where
         }
     };
     let writer = monoio::spawn(wfut);
-    let mut conn =
-        Conn { rd, buf: BytesMut::with_capacity(MIN_READ), read_hint: MIN_READ, ds: ds.clone(), state, listener };
+    let mut conn = Conn {
+        rd,
+        buf: BytesMut::with_capacity(MIN_READ),
+        read_hint: MIN_READ,
+        now: Instant::now(),
+        ds: ds.clone(),
+        state,
+        listener,
+    };
     conn.run().await;
     // Every request in flight has a deadline, so this wait is bounded.
     while ds.inflight.get() > 0 && !ds.out.is_closed() {
@@ -83,6 +90,9 @@ struct Conn<R> {
     buf: BytesMut,
     /// Adaptive read size (see `io::read_more`).
     read_hint: usize,
+    /// When the last read completed: the start of every deadline of the requests it carried
+    /// (one clock read per read, not per request).
+    now: Instant,
     ds: Rc<Downstream>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
@@ -101,7 +111,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         match read_more(&mut self.rd, &mut self.buf, handle, &mut self.read_hint).await {
             Ok(0) => false,
             Ok(_) => {
-                self.ds.last_active.set(Instant::now());
+                self.ds.touch();
+                self.now = Instant::now();
                 true
             }
             Err(_) => false,
@@ -229,7 +240,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         if let Some(ms) = info.rpc_timeout_ms.filter(|ms| *ms > 0) {
             timeout = timeout.min(std::time::Duration::from_millis(ms));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = self.now + timeout;
         let pool = cluster.pool(info.dialect);
         let conn = match pool.acquire(deadline).await {
             Ok(c) => c,

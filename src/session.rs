@@ -21,8 +21,11 @@ pub struct Downstream {
     /// Woken when `inflight` drops or the writer drains the outbox, so a reader paused at a
     /// limit resumes.
     pub progress: Rc<Notify>,
-    /// Last time a request was read or a reply queued; drain closes connections idle too long.
-    pub last_active: Cell<Instant>,
+    /// Bumped when a request is read or a reply queued (no clock read on the hot path); the
+    /// drain ticker turns "unchanged since" into an idle time.
+    pub activity: Cell<u64>,
+    /// Drain bookkeeping: the activity count last seen idle, and since when.
+    pub idle_mark: Cell<Option<(u64, Instant)>>,
     /// True while the read buffer holds part of a frame (not idle even if nothing is in flight).
     pub partial: Cell<bool>,
     /// Cancels the reader's in-flight read (drain close, forced close).
@@ -37,11 +40,17 @@ impl Downstream {
             out: Outbox::with_drain_notify(progress.clone()),
             inflight: Cell::new(0),
             progress,
-            last_active: Cell::new(Instant::now()),
+            activity: Cell::new(0),
+            idle_mark: Cell::new(None),
             partial: Cell::new(false),
             read_canceller: RefCell::new(Canceller::new()),
             stats,
         }
+    }
+
+    /// Records activity (a request read, a reply queued).
+    pub fn touch(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
     }
 
     /// Nothing in flight and no partial frame: closing now loses nothing already sent to us.
@@ -58,7 +67,7 @@ impl Downstream {
 
     fn request_done(&self) {
         self.inflight.set(self.inflight.get().saturating_sub(1));
-        self.last_active.set(Instant::now());
+        self.touch();
         self.progress.notify_all();
     }
 

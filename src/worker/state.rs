@@ -146,8 +146,18 @@ impl WorkerState {
     pub fn close_idle(&self, idle: Duration) {
         let now = Instant::now();
         for ds in self.conns.borrow().values() {
-            if ds.is_idle() && now.duration_since(ds.last_active.get()) >= idle {
-                ds.cancel_read();
+            if !ds.is_idle() {
+                ds.idle_mark.set(None);
+                continue;
+            }
+            let seen = ds.activity.get();
+            match ds.idle_mark.get() {
+                Some((s, since)) if s == seen => {
+                    if now.duration_since(since) >= idle {
+                        ds.cancel_read();
+                    }
+                }
+                _ => ds.idle_mark.set(Some((seen, now))),
             }
         }
     }
