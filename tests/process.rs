@@ -265,6 +265,16 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
         assert!(json.contains("\"error_total\":0"), "{proto}: {json}");
         assert!(!json.contains("\"requests\":0,"), "{proto}: {json}");
     }
+    // Open loop: a fixed rate, latency from each request's intended send time.
+    let out = Command::new(bench)
+        .args(["load", "--target", &proxy.addr.to_string(), "--rate", "2000", "-c", "2"])
+        .args(["-d", "500ms", "--warmup", "100ms", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"error_total\":0"), "open loop: {json}");
+    let requests: u64 = json.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+    assert!((700..=1100).contains(&requests), "2000/s for 0.5 s is about 1000 requests: {json}");
     let out =
         Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unary"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
