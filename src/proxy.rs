@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use crate::io::{read_more, write_outbox, MIN_READ};
+use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::route::{route, RouteKey};
 use crate::session::{Downstream, Pending};
 use crate::thrift::exception::ReplyFraming;
@@ -70,7 +70,7 @@ where
     let mut conn = Conn {
         rd,
         buf: BytesMut::with_capacity(MIN_READ),
-        read_hint: MIN_READ,
+        read_hint: ReadHint::new(MIN_READ),
         now: Instant::now(),
         ds: ds.clone(),
         state,
@@ -89,7 +89,7 @@ struct Conn<R> {
     rd: R,
     buf: BytesMut,
     /// Adaptive read size (see `io::read_more`).
-    read_hint: usize,
+    read_hint: ReadHint,
     /// When the last read completed: the start of every deadline of the requests it carried
     /// (one clock read per read, not per request).
     now: Instant,

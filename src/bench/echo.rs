@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use monoio::io::{Canceller, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::io::{read_more, write_outbox};
+use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::Outbox;
 use crate::thrift::message::{CALL, REPLY};
 use crate::thrift::{frame_len, parse_frame, Protocol};
@@ -85,7 +85,7 @@ async fn serve(stream: TcpStream, delay: Duration) {
     });
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let cancel = Canceller::new();
-    let mut hint = 64 * 1024;
+    let mut hint = ReadHint::new(64 * 1024);
     'conn: loop {
         match read_more(&mut rd, &mut buf, cancel.handle(), &mut hint).await {
             Ok(n) if n > 0 => {}

@@ -17,7 +17,7 @@ use monoio::io::{AsyncWriteRentExt, Canceller, Splitable};
 use monoio::net::TcpStream;
 
 use super::wire::{check_reply, encode_request, BenchProtocol};
-use crate::io::read_more;
+use crate::io::{read_more, ReadHint};
 use crate::local::SeqMap;
 use crate::thrift::frame_len;
 
@@ -219,7 +219,7 @@ async fn closed_loop(
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut seqs = Vec::new();
     let cancel = Canceller::new();
-    let mut hint = 16 * 1024;
+    let mut hint = ReadHint::new(16 * 1024);
     let t0 = Instant::now();
     for _ in 0..spec.inflight {
         encode_request(&mut wbuf, spec.protocol, next_seq, id, spec.payload);
@@ -326,7 +326,7 @@ async fn open_loop(
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut seqs = Vec::new();
         let cancel = Canceller::new();
-        let mut hint = 16 * 1024;
+        let mut hint = ReadHint::new(16 * 1024);
         // Replies still owed when sending stops get a grace period, then count as timeouts.
         loop {
             if done_sending.get() && sent.borrow().is_empty() {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use monoio::io::{CancelableAsyncReadRent, Canceller, Splitable};
 
-use crate::io::{read_more, write_outbox};
+use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, Outbox, SeqMap};
 use crate::session::Pending;
 use crate::stats::Stats;
@@ -193,7 +193,7 @@ impl UpConn {
 
     async fn read_loop<R: CancelableAsyncReadRent>(self: Rc<Self>, mut rd: R) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        let mut hint = 16 * 1024;
+        let mut hint = ReadHint::new(16 * 1024);
         // Bytes of an oversized reply still to be thrown away.
         let mut skip = 0usize;
         loop {
