@@ -85,6 +85,19 @@ impl Acc {
     fn error(&mut self, kind: &'static str) {
         *self.errors.entry(kind).or_default() += 1;
     }
+
+    /// Accounts one checked reply: `sent_at` is when its request was (meant to be) sent, or
+    /// `None` when no request of ours had that seqID; `measured` says whether it counts.
+    fn reply(&mut self, sent_at: Option<Instant>, now: Instant, measured: impl Fn(Instant) -> bool) {
+        match sent_at {
+            Some(t) if measured(t) => {
+                let _ = self.hist.record((now - t).as_nanos() as u64);
+                self.requests += 1;
+            }
+            Some(_) => {}
+            None => self.error("mismatched_reply"),
+        }
+    }
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -253,13 +266,11 @@ async fn closed_loop(
         let now = Instant::now();
         let mut a = acc.borrow_mut();
         for &seq in &seqs {
-            let Some(t) = sent.remove(&seq) else {
-                a.error("mismatched_reply");
+            let sent_at = sent.remove(&seq);
+            let known = sent_at.is_some();
+            a.reply(sent_at, now, |t| t >= w.measure_from && now <= w.end);
+            if !known {
                 continue;
-            };
-            if t >= w.measure_from && now <= w.end {
-                let _ = a.hist.record((now - t).as_nanos() as u64);
-                a.requests += 1;
             }
             if now < w.end {
                 encode_request(&mut wbuf, spec.protocol, next_seq, id, spec.payload);
@@ -353,14 +364,8 @@ async fn open_loop(
             let now = Instant::now();
             let mut a = acc.borrow_mut();
             for &seq in &seqs {
-                match sent.borrow_mut().remove(&seq) {
-                    Some(t) if t >= w.measure_from => {
-                        let _ = a.hist.record((now - t).as_nanos() as u64);
-                        a.requests += 1;
-                    }
-                    Some(_) => {}
-                    None => a.error("mismatched_reply"),
-                }
+                let sent_at = sent.borrow_mut().remove(&seq);
+                a.reply(sent_at, now, |t| t >= w.measure_from);
             }
             progress.fetch_add(seqs.len() as u64, Ordering::Relaxed);
         }
