@@ -14,9 +14,10 @@ use crate::session::{Downstream, Pending};
 use crate::thrift::exception::ReplyFraming;
 use crate::thrift::message::{parse_message, split_multiplexed, CALL, ONEWAY};
 use crate::thrift::{
-    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, OriginalSeq, Protocol,
+    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, FrameInfo, OriginalSeq,
+    Protocol,
 };
-use crate::upstream::AcquireError;
+use crate::upstream::{AcquireError, Pool, UpConn};
 use crate::worker::WorkerState;
 
 /// How many bytes we are willing to buffer just to learn the method name and seqID of a frame
@@ -102,6 +103,17 @@ struct Conn<R> {
 enum Next {
     Continue,
     Close,
+    /// Every upstream connection is full or none is open yet: wait (connect) off the hot path.
+    Acquire(Box<Waiting>),
+}
+
+/// A request that found no upstream connection with room.
+struct Waiting {
+    frame: BytesMut,
+    info: FrameInfo,
+    orig: OriginalSeq,
+    deadline: Instant,
+    pool: Rc<Pool>,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -167,8 +179,10 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     self.ds.progress.notified().await;
                 }
                 let frame = self.buf.split_to(len);
-                if let Next::Close = self.on_request(frame, lc.max_method_name).await {
-                    return;
+                match self.on_request(frame, lc.max_method_name) {
+                    Next::Continue => {}
+                    Next::Close => return,
+                    Next::Acquire(w) => Box::pin(self.acquire_and_send(*w)).await,
                 }
             }
             self.ds.partial.set(!self.buf.is_empty());
@@ -178,7 +192,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
     }
 
-    async fn on_request(&mut self, frame: BytesMut, max_name: usize) -> Next {
+    /// Classifies, routes and forwards one request frame, synchronously unless it has to wait
+    /// for an upstream connection (a future moved per request costs a large memcpy).
+    fn on_request(&mut self, frame: BytesMut, max_name: usize) -> Next {
         let ds = &self.ds;
         let stats = &self.state.stats;
         let info = match parse_frame(&frame, max_name) {
@@ -242,30 +258,47 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
         let deadline = self.now + timeout;
         let pool = cluster.pool(info.dialect);
-        let conn = match pool.acquire(deadline).await {
-            Ok(c) => c,
+        match pool.try_acquire() {
+            Some(conn) => {
+                self.send(&conn, frame, &info, orig, deadline);
+                Next::Continue
+            }
+            None => Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool })),
+        }
+    }
+
+    /// The slow path: connect or wait for a slot until the request's deadline.
+    async fn acquire_and_send(&mut self, w: Waiting) {
+        match w.pool.acquire(w.deadline).await {
+            Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline),
             Err(e) => {
+                let stats = &self.state.stats;
                 if matches!(e, AcquireError::Saturated) {
                     stats.timeouts.set(stats.timeouts.get() + 1);
                 }
-                if info.msg.msg_type == CALL {
-                    ds.send_exception(info.dialect, name, &orig, ExceptionType::InternalError, &e.to_string());
+                let name = &w.frame[w.info.msg.name.clone()];
+                if w.info.msg.msg_type == CALL {
+                    let kind = ExceptionType::InternalError;
+                    self.ds.send_exception(w.info.dialect, name, &w.orig, kind, &e.to_string());
                 } else {
                     log::debug!("oneway request dropped: {e}");
                 }
-                return Next::Continue;
             }
-        };
+        }
+    }
+
+    fn send(&self, conn: &UpConn, frame: BytesMut, info: &FrameInfo, orig: OriginalSeq, deadline: Instant) {
+        let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);
         if info.msg.msg_type == ONEWAY {
             stats.oneway.set(stats.oneway.get() + 1);
-            conn.send(frame, &info, None);
-            return Next::Continue;
+            conn.send(frame, info, None);
+            return;
         }
-        let pending = Pending { downstream: ds.clone(), orig, name: name.into(), dialect: info.dialect, deadline };
+        let name = frame[info.msg.name.clone()].into();
+        let pending = Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline };
         ds.inflight.set(ds.inflight.get() + 1);
-        conn.send(frame, &info, Some(pending));
-        Next::Continue
+        conn.send(frame, info, Some(pending));
     }
 
     /// Answers with PROTOCOL_ERROR, naming the request if its header can be read.

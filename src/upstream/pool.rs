@@ -74,6 +74,15 @@ impl Pool {
         }
     }
 
+    /// The hot path: a live connection with room on this turn's endpoint, without connecting
+    /// or waiting. `None` leaves the turn where it is for `acquire` (which may connect).
+    pub fn try_acquire(&self) -> Option<Rc<UpConn>> {
+        let turn = self.next.get();
+        let conn = self.endpoints[turn].conns.borrow().iter().find(|c| c.has_capacity()).cloned()?;
+        self.next.set((turn + 1) % self.endpoints.len());
+        Some(conn)
+    }
+
     /// Returns a live connection with room for one more request, connecting if needed.
     pub async fn acquire(&self, deadline: Instant) -> Result<Rc<UpConn>, AcquireError> {
         let n = self.endpoints.len();
