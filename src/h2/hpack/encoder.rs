@@ -1,0 +1,152 @@
+//! [`Encoder`]: one per connection and direction, writing blocks in the order they go out.
+//!
+//! Policy per field, in order:
+//! 1. `never_indexed` fields stay "literal never indexed" (the name may be an index);
+//! 2. an exact (name, value) match in the static or dynamic table is sent as its index;
+//! 3. fields not worth a table entry are "literal without indexing": values that change per
+//!    request (`grpc-timeout`, `content-length`, `date`, `grpc-message`), binary metadata
+//!    (`*-bin`, which includes `grpc-status-details-bin`), credentials (`authorization`,
+//!    `proxy-authorization`: kept out of a table shared by every client of an upstream
+//!    connection), and values longer than a quarter of the table;
+//! 4. everything else (`:authority`, `:path`, `content-type`, `user-agent`, `te`,
+//!    `grpc-encoding`, `grpc-status`, ...) is a literal with incremental indexing.
+//!
+//! Names are sent as an index whenever the static or dynamic table has them, and strings are
+//! Huffman-encoded only when that is shorter.
+
+use bytes::{BufMut, BytesMut};
+
+use super::list::Field;
+use super::table::{static_find, DynamicTable, ENTRY_OVERHEAD};
+use super::{huffman, integer};
+
+/// The largest dynamic table the encoder keeps, whatever the peer allows: gRPC header sets
+/// are small, and this bounds the memory of every upstream connection. Using less than the
+/// peer's maximum is always allowed (RFC 7541 §4.2); the size in use is announced with a
+/// size update.
+pub const MAX_ENCODER_TABLE_SIZE: usize = 16 * 1024;
+
+/// The dynamic table size both sides start with (RFC 9113 §6.5.2).
+const DEFAULT_TABLE_SIZE: usize = 4096;
+
+/// HPACK encoder state of one connection direction.
+#[derive(Debug)]
+pub struct Encoder {
+    /// Our copy of the table the peer's decoder holds.
+    table: DynamicTable,
+    /// Size updates owed at the start of the next block: (smallest size set since the last
+    /// block, final size).
+    pending_update: Option<(usize, usize)>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Encoder {
+    /// Starts with the RFC default table size 4096.
+    pub fn new() -> Self {
+        Encoder { table: DynamicTable::new(DEFAULT_TABLE_SIZE), pending_update: None }
+    }
+
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE changed: evict as needed and emit a dynamic table
+    /// size update at the start of the next block (RFC 7541 §4.2 / §6.3; if it was lowered and raised
+    /// between blocks, emit the minimum then the final value). Sizes above
+    /// [`MAX_ENCODER_TABLE_SIZE`] are clamped to it.
+    pub fn set_max_table_size(&mut self, n: usize) {
+        let n = n.min(MAX_ENCODER_TABLE_SIZE);
+        if n == self.table.capacity() && self.pending_update.is_none() {
+            return;
+        }
+        self.table.set_capacity(n);
+        let min = self.pending_update.map_or(n, |(min, _)| min.min(n));
+        self.pending_update = Some((min, n));
+    }
+
+    /// Size of the dynamic table (RFC 7541 §4.1), for tests.
+    #[doc(hidden)]
+    pub fn table_size(&self) -> usize {
+        self.table.size()
+    }
+
+    /// Encodes a whole block, appended to `dst`.
+    pub fn encode<'a>(&mut self, fields: impl IntoIterator<Item = Field<'a>>, dst: &mut BytesMut) {
+        if let Some((min, last)) = self.pending_update.take() {
+            if min < last {
+                integer::encode(min, 5, 0x20, dst);
+            }
+            integer::encode(last, 5, 0x20, dst);
+        }
+        for field in fields {
+            self.field(field, dst);
+        }
+    }
+
+    fn field(&mut self, f: Field<'_>, dst: &mut BytesMut) {
+        let (static_full, static_name) = static_find(f.name, f.value);
+        if f.never_indexed {
+            let name = static_name.or_else(|| self.table.find(f.name, f.value).1.map(|i| 62 + i));
+            return literal(0x10, 4, name, f, dst);
+        }
+        if let Some(i) = static_full {
+            return integer::encode(i, 7, 0x80, dst);
+        }
+        let (dynamic_full, dynamic_name) = self.table.find(f.name, f.value);
+        if let Some(i) = dynamic_full {
+            return integer::encode(62 + i, 7, 0x80, dst);
+        }
+        // The index is taken before the insertion below renumbers the dynamic entries, as
+        // the decoder resolves it before inserting too.
+        let name = static_name.or(dynamic_name.map(|i| 62 + i));
+        if self.worth_indexing(f.name, f.value) {
+            literal(0x40, 6, name, f, dst);
+            self.table.insert(f.name, f.value);
+        } else {
+            literal(0x00, 4, name, f, dst);
+        }
+    }
+
+    fn worth_indexing(&self, name: &[u8], value: &[u8]) -> bool {
+        let capacity = self.table.capacity();
+        if name.len() + value.len() + ENTRY_OVERHEAD > capacity || value.len() > capacity / 4 {
+            return false;
+        }
+        !(name.ends_with(b"-bin")
+            || matches!(
+                name,
+                b"grpc-timeout"
+                    | b"content-length"
+                    | b"date"
+                    | b"grpc-message"
+                    | b"authorization"
+                    | b"proxy-authorization"
+            ))
+    }
+}
+
+/// A literal representation: `high` is its pattern above the `prefix`-bit name index
+/// (`0x40`/6 with indexing, `0x00`/4 without, `0x10`/4 never indexed).
+fn literal(high: u8, prefix: u8, name_index: Option<usize>, f: Field<'_>, dst: &mut BytesMut) {
+    match name_index {
+        Some(i) => integer::encode(i, prefix, high, dst),
+        None => {
+            integer::encode(0, prefix, high, dst);
+            string(f.name, dst);
+        }
+    }
+    string(f.value, dst);
+}
+
+/// A string literal, Huffman-encoded when that is shorter.
+fn string(s: &[u8], dst: &mut BytesMut) {
+    let huffman_len = huffman::encoded_len(s);
+    if huffman_len < s.len() {
+        integer::encode(huffman_len, 7, 0x80, dst);
+        huffman::encode(s, dst);
+    } else {
+        integer::encode(s.len(), 7, 0x00, dst);
+        dst.put_slice(s);
+    }
+}
