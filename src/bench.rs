@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod grpc_echo;
+mod grpc_load;
 pub mod load;
 pub mod report;
 pub mod wire;

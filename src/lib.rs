@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod grpc;
 pub mod h2;
 pub mod io;
 pub mod local;

@@ -214,9 +214,14 @@ impl std::hash::Hasher for SeqHasher {
     fn write_i32(&mut self, i: i32) {
         self.0 = (i as u32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub type SeqMap<V> = std::collections::HashMap<i32, V, std::hash::BuildHasherDefault<SeqHasher>>;
+/// HTTP/2 stream id tables.
+pub type StreamMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<SeqHasher>>;
 
 #[cfg(test)]
 mod tests {

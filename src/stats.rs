@@ -64,4 +64,14 @@ counters! {
     unframed_rejected,
     /// Frames over max_frame_size.
     oversized_frames,
+    /// gRPC calls ended by the proxy with a status (no route, deadline, upstream lost, …).
+    grpc_errors,
+    /// gRPC streams cancelled by the client (RST_STREAM).
+    grpc_cancelled,
+    /// gRPC streams reset because a peer kept its window at zero too long.
+    grpc_stalled,
+    /// HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM (abuse limits).
+    grpc_calm,
+    /// Streams opened on upstream HTTP/2 connections.
+    upstream_streams,
 }

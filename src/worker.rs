@@ -194,6 +194,7 @@ async fn next_command(rx: &Receiver<Command>, waker: &AtomicWaker) -> Option<Com
 async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller) {
     state.draining.set(true);
     let _ = accept_cancel.cancel();
+    state.drain_grpc();
     let rt = state.view().snapshot.config.runtime.clone();
     let deadline = Instant::now() + rt.drain_timeout;
     log::info!("worker {}: draining {} connections (up to {:?})", state.id, state.conn_count(), rt.drain_timeout);
@@ -252,11 +253,18 @@ where
     S::OwnedWrite: monoio::io::AsyncWriteRent + 'static,
 {
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
-    let reg = crate::proxy::Registration::new(&state);
+    let protocol = state.view().listener(&listener).map(|l| l.protocol);
+    let s = state.clone();
+    let name = listener.clone();
+    let on_panic = move |p| {
+        s.stats.panics.set(s.stats.panics.get() + 1);
+        log::error!("worker {}: listener {name}: connection task panicked ({p}); connection closed", s.id);
+    };
     // One allocation per connection: the task holds the connection future inline.
-    let serve = crate::proxy::serve_thrift(stream, listener.clone(), reg);
-    monoio::spawn(Guarded::new(serve, move |p| {
-        state.stats.panics.set(state.stats.panics.get() + 1);
-        log::error!("worker {}: listener {listener}: connection task panicked ({p}); connection closed", state.id);
-    }));
+    if protocol == Some(crate::config::ListenerProtocol::Grpc) {
+        monoio::spawn(Guarded::new(crate::grpc::serve_grpc(stream, listener, state), on_panic));
+    } else {
+        let reg = crate::proxy::Registration::new(&state);
+        monoio::spawn(Guarded::new(crate::proxy::serve_thrift(stream, listener, reg), on_panic));
+    }
 }

@@ -242,7 +242,7 @@ fn demo_runs_with_nothing_installed_and_checks_every_reply() {
 }
 
 /// The bench kit's own pieces: every Thrift dialect of the load generator through ringway to
-/// the echo backend, with every reply checked, and a clear refusal for gRPC (not yet).
+/// the echo backend, with every reply checked, and a clear refusal of an unknown protocol.
 #[test]
 fn bench_load_generator_drives_every_dialect_through_ringway() {
     let bench = env!("CARGO_BIN_EXE_ringway-bench");
@@ -276,7 +276,45 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
     let requests: u64 = json.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
     assert!((700..=1100).contains(&requests), "2000/s for 0.5 s is about 1000 requests: {json}");
     let out =
-        Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unary"]).output().unwrap();
+        Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unknown"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
+}
+
+/// The gRPC half of the bench kit: `ringway-bench echo grpc` behind the `ringway` binary,
+/// driven by `ringway-bench load` in all three gRPC modes, every reply message checked.
+#[test]
+fn bench_grpc_load_through_the_ringway_binary() {
+    let bench = env!("CARGO_BIN_EXE_ringway-bench");
+    let mut echo = ChildGuard(
+        Command::new(bench).args(["echo", "grpc", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let echo_addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let dir = temp_dir("grpc-bench");
+    let path = dir.join("ringway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[runtime]\nworkers = 1\n[[listener]]\nname = \"g\"\nprotocol = \"grpc\"\naddress = \"127.0.0.1:0\"\n\
+             routes = [ {{ cluster = \"echo\" }} ]\n[[cluster]]\nname = \"echo\"\nendpoints = [\"{echo_addr}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut ringway = Ringway::start(&path);
+    let target = ringway.addr.to_string();
+    for proto in ["grpc-unary", "grpc-server-stream", "grpc-bidi"] {
+        let out = Command::new(bench)
+            .args(["load", "--target", &target, "--protocol", proto, "-c", "2", "-m", "8"])
+            .args(["-d", "300ms", "--warmup", "100ms", "--json"])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{proto}: {json} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(json.contains("\"error_total\":0"), "{proto}: {json}");
+        assert!(!json.contains("\"requests\":0,"), "{proto}: {json}");
+    }
+    ringway.signal(libc::SIGTERM);
+    assert_eq!(ringway.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
 }

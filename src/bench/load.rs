@@ -75,20 +75,20 @@ impl LoadResult {
     }
 }
 
-struct Acc {
+pub(super) struct Acc {
     hist: Histogram<u64>,
     requests: u64,
     errors: BTreeMap<&'static str, u64>,
 }
 
 impl Acc {
-    fn error(&mut self, kind: &'static str) {
+    pub(super) fn error(&mut self, kind: &'static str) {
         *self.errors.entry(kind).or_default() += 1;
     }
 
     /// Accounts one checked reply: `sent_at` is when its request was (meant to be) sent, or
     /// `None` when no request of ours had that seqID; `measured` says whether it counts.
-    fn reply(&mut self, sent_at: Option<Instant>, now: Instant, measured: impl Fn(Instant) -> bool) {
+    pub(super) fn reply(&mut self, sent_at: Option<Instant>, now: Instant, measured: impl Fn(Instant) -> bool) {
         match sent_at {
             Some(t) if measured(t) => {
                 let _ = self.hist.record((now - t).as_nanos() as u64);
@@ -106,10 +106,10 @@ fn new_hist() -> Histogram<u64> {
 
 /// Shared clock of one run: when measuring starts and when sending stops.
 #[derive(Clone, Copy)]
-struct Window {
-    start: Instant,
-    measure_from: Instant,
-    end: Instant,
+pub(super) struct Window {
+    pub start: Instant,
+    pub measure_from: Instant,
+    pub end: Instant,
 }
 
 /// Runs the load and returns merged results.
@@ -180,6 +180,13 @@ fn run_thread(t: usize, threads: usize, spec: LoadSpec, window: Window, progress
                         return;
                     };
                     let _ = stream.set_nodelay(true);
+                    if spec.protocol.is_grpc() {
+                        if per_conn_rate.is_some() {
+                            acc.borrow_mut().error("open_loop_not_supported_for_grpc");
+                            return;
+                        }
+                        return super::grpc_load::closed_loop(id, stream, &spec, window, &acc, &progress).await;
+                    }
                     match per_conn_rate {
                         None => closed_loop(id, stream, &spec, window, &acc, &progress).await,
                         Some(r) => open_loop(id, stream, &spec, window, r, &acc, &progress).await,

@@ -14,6 +14,9 @@ pub enum BenchProtocol {
     FramedCompact,
     TTHeader,
     THeader,
+    GrpcUnary,
+    GrpcServerStream,
+    GrpcBidi,
 }
 
 impl BenchProtocol {
@@ -23,11 +26,14 @@ impl BenchProtocol {
             "framed-compact" => BenchProtocol::FramedCompact,
             "ttheader" => BenchProtocol::TTHeader,
             "theader" => BenchProtocol::THeader,
-            "grpc-unary" | "grpc-server-stream" | "grpc-bidi" => {
-                return Err(format!("{s}: gRPC load is not implemented yet (it comes with the gRPC proxy)"))
-            }
+            "grpc-unary" | "grpc" => BenchProtocol::GrpcUnary,
+            "grpc-server-stream" => BenchProtocol::GrpcServerStream,
+            "grpc-bidi" => BenchProtocol::GrpcBidi,
             other => {
-                return Err(format!("unknown protocol {other:?} (framed-binary, framed-compact, ttheader, theader)"))
+                return Err(format!(
+                    "unknown protocol {other:?} (framed-binary, framed-compact, ttheader, theader, grpc-unary, \
+                     grpc-server-stream, grpc-bidi)"
+                ))
             }
         })
     }
@@ -38,7 +44,14 @@ impl BenchProtocol {
             BenchProtocol::FramedCompact => "framed-compact",
             BenchProtocol::TTHeader => "ttheader",
             BenchProtocol::THeader => "theader",
+            BenchProtocol::GrpcUnary => "grpc-unary",
+            BenchProtocol::GrpcServerStream => "grpc-server-stream",
+            BenchProtocol::GrpcBidi => "grpc-bidi",
         }
+    }
+
+    pub fn is_grpc(&self) -> bool {
+        matches!(self, BenchProtocol::GrpcUnary | BenchProtocol::GrpcServerStream | BenchProtocol::GrpcBidi)
     }
 }
 

@@ -26,7 +26,7 @@ enum Command {
     Load(LoadArgs),
     /// Run an echo backend until killed.
     Echo {
-        /// thrift (grpc comes with the gRPC proxy)
+        /// thrift | grpc
         kind: String,
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: SocketAddr,
@@ -42,7 +42,7 @@ enum Command {
 struct LoadArgs {
     #[arg(long)]
     target: SocketAddr,
-    /// framed-binary | framed-compact | ttheader | theader (grpc-unary | grpc-server-stream | grpc-bidi: not yet)
+    /// framed-binary | framed-compact | ttheader | theader | grpc-unary | grpc-server-stream | grpc-bidi
     #[arg(long, default_value = "framed-binary")]
     protocol: String,
     /// Connections
@@ -116,8 +116,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Echo { kind, listen, threads, delay } => {
+            if kind == "grpc" {
+                // tonic/hyper on its own tokio runtime; `x-delay-ms` request metadata adds delay.
+                return match ringway::bench::grpc_echo::EchoServer::start(&listen.to_string(), threads) {
+                    Ok(s) => {
+                        println!("echo grpc listening on {}", s.addr);
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("ringway-bench: echo grpc on {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             if kind != "thrift" {
-                eprintln!("ringway-bench: echo {kind}: not implemented yet (thrift only until the gRPC proxy lands)");
+                eprintln!("ringway-bench: echo {kind}: unknown kind (thrift | grpc)");
                 return ExitCode::from(2);
             }
             let delay = match parse_duration(&delay) {

@@ -57,6 +57,17 @@ struct RawListener {
     max_pending_requests: Option<i64>,
     max_method_name: Option<i64>,
     max_write_buffer: Option<StrOrInt>,
+    max_concurrent_streams: Option<i64>,
+    initial_stream_window: Option<StrOrInt>,
+    initial_connection_window: Option<StrOrInt>,
+    max_header_list_size: Option<StrOrInt>,
+    max_continuation_frames: Option<i64>,
+    max_reset_burst: Option<i64>,
+    max_resets_per_second: Option<i64>,
+    max_pending_control_frames: Option<i64>,
+    max_settings_entries: Option<i64>,
+    max_empty_data_frames: Option<i64>,
+    stream_stall_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -206,8 +217,9 @@ impl RawConfig {
             }
             let protocol = match l.protocol.as_deref() {
                 Some("thrift") | None => ListenerProtocol::Thrift,
+                Some("grpc") => ListenerProtocol::Grpc,
                 Some(other) => {
-                    p.add(format!("{path}.protocol"), format!("unknown protocol {other:?} (supported: \"thrift\")"));
+                    p.add(format!("{path}.protocol"), format!("unknown protocol {other:?} (thrift | grpc)"));
                     ListenerProtocol::Thrift
                 }
             };
@@ -270,6 +282,7 @@ impl RawConfig {
                         DEFAULT_MAX_METHOD_NAME,
                         1 << 16,
                     ),
+                    h2: h2_limits(&mut p, &path, l),
                 });
             }
         }
@@ -278,6 +291,102 @@ impl RawConfig {
         } else {
             Err(ConfigErrors(p.0))
         }
+    }
+}
+
+/// The HTTP/2 keys of a listener, each checked against the range the protocol allows.
+fn h2_limits(p: &mut Problems, path: &str, l: &RawListener) -> H2Limits {
+    let d = H2Limits::default();
+    let window = |p: &mut Problems, key: &str, v: &Option<StrOrInt>, default: u32| -> u32 {
+        let n = match v {
+            None => return default,
+            Some(StrOrInt::Int(n)) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
+            Some(StrOrInt::Str(s)) => parse_byte_size(s),
+        };
+        match n {
+            Ok(n) if (65_535..=0x7fff_ffff).contains(&n) => n as u32,
+            Ok(n) => {
+                p.add(format!("{path}.{key}"), format!("{n} is out of range 65535..=2147483647"));
+                default
+            }
+            Err(e) => {
+                p.add(format!("{path}.{key}"), e);
+                default
+            }
+        }
+    };
+    let header_list = match &l.max_header_list_size {
+        None => d.max_header_list_size,
+        Some(v) => {
+            let n = match v {
+                StrOrInt::Int(n) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
+                StrOrInt::Str(s) => parse_byte_size(s),
+            };
+            match n {
+                Ok(n) if (1024..=16 << 20).contains(&n) => n as u32,
+                Ok(n) => {
+                    p.add(format!("{path}.max_header_list_size"), format!("{n} is out of range 1KiB..=16MiB"));
+                    d.max_header_list_size
+                }
+                Err(e) => {
+                    p.add(format!("{path}.max_header_list_size"), e);
+                    d.max_header_list_size
+                }
+            }
+        }
+    };
+    let key = |k: &str| format!("{path}.{k}");
+    H2Limits {
+        max_concurrent_streams: p.positive(
+            key("max_concurrent_streams"),
+            l.max_concurrent_streams,
+            d.max_concurrent_streams as usize,
+            1 << 20,
+        ) as u32,
+        initial_stream_window: window(p, "initial_stream_window", &l.initial_stream_window, d.initial_stream_window),
+        initial_connection_window: window(
+            p,
+            "initial_connection_window",
+            &l.initial_connection_window,
+            d.initial_connection_window,
+        ),
+        max_header_list_size: header_list,
+        max_continuation_frames: p.positive(
+            key("max_continuation_frames"),
+            l.max_continuation_frames,
+            d.max_continuation_frames,
+            1024,
+        ),
+        max_reset_burst: p.positive(key("max_reset_burst"), l.max_reset_burst, d.max_reset_burst as usize, 1 << 20)
+            as u32,
+        max_resets_per_second: p.positive(
+            key("max_resets_per_second"),
+            l.max_resets_per_second,
+            d.max_resets_per_second as usize,
+            1 << 20,
+        ) as u32,
+        max_pending_control_frames: p.positive(
+            key("max_pending_control_frames"),
+            l.max_pending_control_frames,
+            d.max_pending_control_frames,
+            1 << 20,
+        ),
+        max_settings_entries: p.positive(
+            key("max_settings_entries"),
+            l.max_settings_entries,
+            d.max_settings_entries,
+            1024,
+        ),
+        max_empty_data_frames: p.positive(
+            key("max_empty_data_frames"),
+            l.max_empty_data_frames,
+            d.max_empty_data_frames as usize,
+            1 << 20,
+        ) as u32,
+        stream_stall_timeout: match &l.stream_stall_timeout {
+            None => d.stream_stall_timeout,
+            Some(v) => p.duration(key("stream_stall_timeout"), &Some(v.clone()), "30s"),
+        },
     }
 }
 

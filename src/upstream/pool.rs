@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use monoio::net::{TcpStream, UnixStream};
 
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+
 use super::conn::{ConnLimits, UpConn};
 use crate::config::{Address, ClusterConfig};
 use crate::local::Notify;
@@ -33,16 +35,66 @@ impl std::fmt::Display for AcquireError {
     }
 }
 
-struct Endpoint {
+/// A multiplexed upstream connection a pool can hold (Thrift or HTTP/2).
+pub trait Member: Sized + 'static {
+    /// Starts the connection's tasks on a connected stream.
+    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    where
+        S: Splitable + 'static,
+        S::OwnedRead: CancelableAsyncReadRent + 'static,
+        S::OwnedWrite: AsyncWriteRent + 'static;
+    fn is_dead(&self) -> bool;
+    /// Live, not retired or going away, and room for one more request.
+    fn has_capacity(&self) -> bool;
+    /// Takes no new requests; closes once idle.
+    fn retire(&self);
+    /// Like `retire`, but the caller still sends one request first.
+    fn mark_retired(&self);
+    /// Bytes waiting to be written.
+    fn queued_bytes(&self) -> usize;
+}
+
+impl Member for UpConn {
+    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    where
+        S: Splitable + 'static,
+        S::OwnedRead: CancelableAsyncReadRent + 'static,
+        S::OwnedWrite: AsyncWriteRent + 'static,
+    {
+        let limits = ConnLimits {
+            max_inflight: cluster.max_requests_per_connection,
+            max_frame: cluster.max_frame_size,
+            max_write_buffer: cluster.max_write_buffer,
+        };
+        UpConn::start(stream, label, limits, capacity, stats)
+    }
+    fn is_dead(&self) -> bool {
+        UpConn::is_dead(self)
+    }
+    fn has_capacity(&self) -> bool {
+        UpConn::has_capacity(self)
+    }
+    fn retire(&self) {
+        UpConn::retire(self)
+    }
+    fn mark_retired(&self) {
+        UpConn::mark_retired(self)
+    }
+    fn queued_bytes(&self) -> usize {
+        UpConn::queued_bytes(self)
+    }
+}
+
+struct Endpoint<C> {
     addr: Address,
     label: Rc<str>,
-    conns: RefCell<Vec<Rc<UpConn>>>,
+    conns: RefCell<Vec<Rc<C>>>,
     connecting: Cell<usize>,
 }
 
-pub struct Pool {
+pub struct Pool<C: Member = UpConn> {
     cluster: Rc<ClusterConfig>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Endpoint<C>>,
     next: Cell<usize>,
     /// Woken when a connection frees a slot or dies.
     capacity: Rc<Notify>,
@@ -52,8 +104,8 @@ pub struct Pool {
     retired: Cell<bool>,
 }
 
-impl Pool {
-    pub fn new(cluster: Rc<ClusterConfig>, stats: Rc<Stats>) -> Pool {
+impl<C: Member> Pool<C> {
+    pub fn new(cluster: Rc<ClusterConfig>, stats: Rc<Stats>) -> Pool<C> {
         let endpoints = cluster
             .endpoints
             .iter()
@@ -76,7 +128,7 @@ impl Pool {
 
     /// The hot path: a live connection with room on this turn's endpoint, without connecting
     /// or waiting. `None` leaves the turn where it is for `acquire` (which may connect).
-    pub fn try_acquire(&self) -> Option<Rc<UpConn>> {
+    pub fn try_acquire(&self) -> Option<Rc<C>> {
         let turn = self.next.get();
         let conn = self.endpoints[turn].conns.borrow().iter().find(|c| c.has_capacity()).cloned()?;
         self.next.set((turn + 1) % self.endpoints.len());
@@ -84,7 +136,7 @@ impl Pool {
     }
 
     /// Returns a live connection with room for one more request, connecting if needed.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Rc<UpConn>, AcquireError> {
+    pub async fn acquire(&self, deadline: Instant) -> Result<Rc<C>, AcquireError> {
         let n = self.endpoints.len();
         loop {
             let start = self.next.get();
@@ -113,7 +165,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, ep: &Endpoint) -> Result<Rc<UpConn>, AcquireError> {
+    async fn connect(&self, ep: &Endpoint<C>) -> Result<Rc<C>, AcquireError> {
         ep.connecting.set(ep.connecting.get() + 1);
         let res = monoio::time::timeout(self.cluster.connect_timeout, self.open(ep)).await;
         ep.connecting.set(ep.connecting.get() - 1);
@@ -142,20 +194,15 @@ impl Pool {
         }
     }
 
-    async fn open(&self, ep: &Endpoint) -> std::io::Result<Rc<UpConn>> {
-        let limits = ConnLimits {
-            max_inflight: self.cluster.max_requests_per_connection,
-            max_frame: self.cluster.max_frame_size,
-            max_write_buffer: self.cluster.max_write_buffer,
-        };
+    async fn open(&self, ep: &Endpoint<C>) -> std::io::Result<Rc<C>> {
         let (cap, stats, label) = (self.capacity.clone(), self.stats.clone(), ep.label.clone());
         Ok(match &ep.addr {
             Address::Tcp(a) => {
                 let s = TcpStream::connect_addr(*a).await?;
                 s.set_nodelay(true)?;
-                UpConn::start(s, label, limits, cap, stats)
+                C::start(s, label, &self.cluster, cap, stats)
             }
-            Address::Unix(p) => UpConn::start(UnixStream::connect(p).await?, label, limits, cap, stats),
+            Address::Unix(p) => C::start(UnixStream::connect(p).await?, label, &self.cluster, cap, stats),
         })
     }
 

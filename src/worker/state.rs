@@ -14,11 +14,13 @@ use crate::stats::Stats;
 use crate::thrift::Dialect;
 use crate::upstream::Pool;
 
-/// One cluster's pools in this worker, one per Thrift dialect seen.
+/// One cluster's pools in this worker, one per Thrift dialect seen, and one of HTTP/2
+/// connections for gRPC.
 pub struct ClusterPools {
     pub config: Rc<ClusterConfig>,
     /// A handful of entries at most (one per dialect in use): a scan beats hashing.
     pools: RefCell<Vec<(Dialect, Rc<Pool>)>>,
+    grpc: RefCell<Option<Rc<crate::grpc::Pool>>>,
     stats: Rc<Stats>,
 }
 
@@ -34,14 +36,30 @@ impl ClusterPools {
         p
     }
 
+    /// The HTTP/2 pool, created on first use.
+    pub fn grpc_pool(&self) -> Rc<crate::grpc::Pool> {
+        self.grpc
+            .borrow_mut()
+            .get_or_insert_with(|| Rc::new(crate::grpc::Pool::new(self.config.clone(), self.stats.clone())))
+            .clone()
+    }
+
+    fn new(config: ClusterConfig, stats: Rc<Stats>) -> ClusterPools {
+        ClusterPools { config: Rc::new(config), pools: RefCell::new(Vec::new()), grpc: RefCell::new(None), stats }
+    }
+
     fn retire(&self) {
         for (_, p) in self.pools.borrow().iter() {
+            p.retire();
+        }
+        if let Some(p) = self.grpc.borrow().as_ref() {
             p.retire();
         }
     }
 
     fn queued_bytes(&self) -> usize {
-        self.pools.borrow().iter().map(|(_, p)| p.queued_bytes()).sum()
+        let grpc = self.grpc.borrow().as_ref().map_or(0, |p| p.queued_bytes());
+        self.pools.borrow().iter().map(|(_, p)| p.queued_bytes()).sum::<usize>() + grpc
     }
 }
 
@@ -67,6 +85,7 @@ pub struct WorkerState {
     view: RefCell<Rc<View>>,
     pub stats: Rc<Stats>,
     conns: RefCell<HashMap<u64, Rc<Downstream>>>,
+    grpc_conns: RefCell<HashMap<u64, Rc<crate::grpc::DownConn>>>,
     next_conn: Cell<u64>,
     /// Set when a drain starts: accept loops stop, idle connections get closed.
     pub draining: Cell<bool>,
@@ -75,23 +94,14 @@ pub struct WorkerState {
 impl WorkerState {
     pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Self {
         let stats = Rc::new(Stats::default());
-        let clusters = snapshot
-            .config
-            .clusters
-            .iter()
-            .map(|c| {
-                Rc::new(ClusterPools {
-                    config: Rc::new(c.clone()),
-                    pools: RefCell::new(Vec::new()),
-                    stats: stats.clone(),
-                })
-            })
-            .collect();
+        let clusters =
+            snapshot.config.clusters.iter().map(|c| Rc::new(ClusterPools::new(c.clone(), stats.clone()))).collect();
         WorkerState {
             id,
             view: RefCell::new(Rc::new(View { snapshot, clusters })),
             stats,
             conns: RefCell::new(HashMap::new()),
+            grpc_conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
         }
@@ -112,11 +122,7 @@ impl WorkerState {
             .iter()
             .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
                 Some(o) => o.clone(),
-                None => Rc::new(ClusterPools {
-                    config: Rc::new(c.clone()),
-                    pools: RefCell::new(Vec::new()),
-                    stats: self.stats.clone(),
-                }),
+                None => Rc::new(ClusterPools::new(c.clone(), self.stats.clone())),
             })
             .collect();
         for o in &old.clusters {
@@ -138,8 +144,30 @@ impl WorkerState {
         self.conns.borrow_mut().remove(&id);
     }
 
+    pub fn register_grpc(&self, c: Rc<crate::grpc::DownConn>) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        if self.draining.get() {
+            c.start_drain();
+        }
+        self.grpc_conns.borrow_mut().insert(id, c);
+        id
+    }
+
+    pub fn deregister_grpc(&self, id: u64) {
+        self.grpc_conns.borrow_mut().remove(&id);
+    }
+
     pub fn conn_count(&self) -> usize {
-        self.conns.borrow().len()
+        self.conns.borrow().len() + self.grpc_conns.borrow().len()
+    }
+
+    /// Starts the graceful HTTP/2 drain (two-phase GOAWAY) on every gRPC connection.
+    pub fn drain_grpc(&self) {
+        let conns: Vec<_> = self.grpc_conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.start_drain();
+        }
     }
 
     /// Closes connections with nothing in flight that have been quiet for `idle`.
@@ -172,6 +200,10 @@ impl WorkerState {
         for ds in self.conns.borrow().values() {
             ds.cancel_read();
             ds.out.close();
+        }
+        let grpc: Vec<_> = self.grpc_conns.borrow().values().cloned().collect();
+        for c in grpc {
+            c.close_now();
         }
     }
 }

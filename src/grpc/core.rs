@@ -1,0 +1,175 @@
+//! What both ends of the proxy share per HTTP/2 connection: the write queue, the HPACK
+//! contexts, the peer's settings, and connection-level flow control in both directions.
+
+use std::cell::{Cell, RefCell};
+
+use bytes::BytesMut;
+
+use crate::h2::frame::{self, settings::Settings, Reason, DEFAULT_WINDOW, MIN_MAX_FRAME_SIZE};
+use crate::h2::hpack::{Decoder, Encoder, Field};
+use crate::local::Outbox;
+
+/// What the peer announced in its SETTINGS.
+pub struct PeerSettings {
+    pub max_frame_size: Cell<u32>,
+    pub initial_window: Cell<u32>,
+    pub max_concurrent_streams: Cell<u32>,
+}
+
+/// One HTTP/2 connection's shared state (either side).
+pub struct Core {
+    pub out: Outbox,
+    pub enc: RefCell<Encoder>,
+    pub dec: RefCell<Decoder>,
+    pub peer: PeerSettings,
+    /// Bytes we may still send on the connection (peer's connection window).
+    pub send_window: Cell<i64>,
+    /// Bytes the peer may still send us on the connection.
+    pub recv_window: Cell<i64>,
+    /// Bytes forwarded (or dropped) that we have not given back with WINDOW_UPDATE yet.
+    recv_credit: Cell<u32>,
+    /// The connection window we keep granting.
+    pub conn_window: u32,
+    /// Our SETTINGS_INITIAL_WINDOW_SIZE (each stream's receive window).
+    pub stream_window: u32,
+    /// ACKs queued since the write queue was last seen empty (control-frame flood guard).
+    acks_queued: Cell<usize>,
+}
+
+impl Core {
+    pub fn new(out: Outbox, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
+        Core {
+            out,
+            enc: RefCell::new(Encoder::new()),
+            dec: RefCell::new(Decoder::new(header_table)),
+            peer: PeerSettings {
+                max_frame_size: Cell::new(MIN_MAX_FRAME_SIZE),
+                initial_window: Cell::new(DEFAULT_WINDOW),
+                max_concurrent_streams: Cell::new(100),
+            },
+            send_window: Cell::new(DEFAULT_WINDOW as i64),
+            recv_window: Cell::new(conn_window as i64),
+            recv_credit: Cell::new(0),
+            conn_window,
+            stream_window,
+            acks_queued: Cell::new(0),
+        }
+    }
+
+    /// Our opening: SETTINGS, then a WINDOW_UPDATE raising the connection window from the
+    /// protocol's 65,535 to `conn_window`.
+    pub fn opening(&self, s: &Settings, dst: &mut BytesMut) {
+        frame::settings::encode(s, dst);
+        if self.conn_window > DEFAULT_WINDOW {
+            frame::window_update::encode(0, self.conn_window - DEFAULT_WINDOW, dst);
+        }
+    }
+
+    pub fn push(&self, b: BytesMut) {
+        self.out.push(b);
+    }
+
+    /// Encodes a header list with this connection's encoder and queues it as HEADERS (+
+    /// CONTINUATION) on `stream`. Encoding and queueing happen together, so blocks reach the
+    /// socket in the order the encoder produced them (the peer's decoder depends on it).
+    pub fn write_headers<'a>(&self, stream: u32, fields: impl IntoIterator<Item = Field<'a>>, end_stream: bool) {
+        let mut block = BytesMut::with_capacity(256);
+        self.enc.borrow_mut().encode(fields, &mut block);
+        let mut out = BytesMut::with_capacity(block.len() + 2 * frame::HEAD_LEN);
+        frame::headers::encode(stream, &block, end_stream, self.peer.max_frame_size.get() as usize, &mut out);
+        self.push(out);
+    }
+
+    pub fn write_rst(&self, stream: u32, reason: Reason) {
+        let mut b = BytesMut::with_capacity(13);
+        frame::rst_stream::encode(stream, reason, &mut b);
+        self.push(b);
+    }
+
+    pub fn write_window_update(&self, stream: u32, inc: u32) {
+        let mut b = BytesMut::with_capacity(13);
+        frame::window_update::encode(stream, inc, &mut b);
+        self.push(b);
+    }
+
+    /// Accounts a received DATA frame against the connection window.
+    pub fn on_data_received(&self, flow_len: usize) -> Result<(), frame::FrameError> {
+        let left = self.recv_window.get() - flow_len as i64;
+        if left < 0 {
+            return Err(frame::FrameError::Connection(Reason::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
+        }
+        self.recv_window.set(left);
+        Ok(())
+    }
+
+    /// Gives `n` received bytes back to the peer (they were forwarded or dropped), in batches
+    /// of half the connection window.
+    pub fn credit(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let c = self.recv_credit.get() + n as u32;
+        if c >= self.conn_window / 2 {
+            self.recv_credit.set(0);
+            self.recv_window.set(self.recv_window.get() + c as i64);
+            self.write_window_update(0, c);
+        } else {
+            self.recv_credit.set(c);
+        }
+    }
+
+    /// Adds to our send window on the connection; an overflow is a FLOW_CONTROL_ERROR.
+    pub fn grow_send_window(&self, inc: u32) -> Result<(), frame::FrameError> {
+        let w = self.send_window.get() + inc as i64;
+        if w > frame::MAX_WINDOW as i64 {
+            return Err(frame::FrameError::Connection(Reason::FLOW_CONTROL_ERROR, "connection window above 2^31-1"));
+        }
+        self.send_window.set(w);
+        Ok(())
+    }
+
+    /// Queues a PING or SETTINGS acknowledgement. `false`: the peer has made us queue more
+    /// than `max_pending` of them without reading (a flood): the caller closes the connection.
+    pub fn queue_ack(&self, ack: BytesMut, max_pending: usize) -> bool {
+        if self.out.queued_bytes() == 0 {
+            self.acks_queued.set(0);
+        }
+        let n = self.acks_queued.get() + 1;
+        self.acks_queued.set(n);
+        if n > max_pending {
+            return false;
+        }
+        self.push(ack);
+        true
+    }
+
+    /// Sends GOAWAY and closes the write side once it is flushed.
+    pub fn go_away(&self, last_stream: u32, reason: Reason, debug: &str) {
+        let mut b = BytesMut::with_capacity(17 + debug.len());
+        frame::goaway::encode(last_stream, reason, debug.as_bytes(), &mut b);
+        self.push(b);
+        self.out.close();
+    }
+
+    /// Applies a SETTINGS frame from the peer; returns the change of the initial stream
+    /// window (to apply to every stream's send window).
+    pub fn apply_settings(&self, s: &Settings) -> i64 {
+        if let Some(n) = s.header_table_size {
+            self.enc.borrow_mut().set_max_table_size(n as usize);
+        }
+        if let Some(n) = s.max_frame_size {
+            self.peer.max_frame_size.set(n);
+        }
+        if let Some(n) = s.max_concurrent_streams {
+            self.peer.max_concurrent_streams.set(n);
+        }
+        match s.initial_window_size {
+            Some(n) => {
+                let delta = n as i64 - self.peer.initial_window.get() as i64;
+                self.peer.initial_window.set(n);
+                delta
+            }
+            None => 0,
+        }
+    }
+}

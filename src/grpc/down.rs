@@ -1,0 +1,674 @@
+//! The client side of the gRPC proxy: one task per downstream HTTP/2 connection. It reads
+//! frames, keeps the HPACK decoder and flow-control state, opens a stream on a pooled
+//! upstream connection for each request, and answers what goes wrong with a gRPC status or
+//! an HTTP/2 error code. A sweeper task enforces deadlines and the zero-window stall limit.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable};
+
+use super::core::Core;
+use super::stream::{queue_data, Item, Stream};
+use super::up::Pool;
+use super::wire::{check_request, split_path, status_fields, Code};
+use crate::config::H2Limits;
+use crate::h2::block::{Assembler, Block, BlockLimits};
+use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
+use crate::h2::hpack::{DecodeError, HeaderList};
+use crate::io::{read_more, write_outbox, ReadHint};
+use crate::local::{Notify, Outbox, StreamMap};
+use crate::route::{route, RouteKey};
+use crate::stats::Stats;
+use crate::worker::WorkerState;
+
+/// Payload of the PING that follows the first GOAWAY of a graceful drain.
+const DRAIN_PING: [u8; 8] = *b"rw-drain";
+/// Header table size we let clients use.
+const HEADER_TABLE: usize = 4096;
+/// How long the first GOAWAY of a drain waits for the PING round trip.
+const DRAIN_PING_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    Open,
+    /// GOAWAY(2^31-1) and a PING sent.
+    Announced,
+    /// GOAWAY(last id) sent: no new streams; close once the open ones end.
+    Final,
+}
+
+/// A token bucket for stream resets (rapid reset, and resets the client provokes).
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct DownConn {
+    pub core: Core,
+    streams: RefCell<StreamMap<Rc<Stream>>>,
+    /// Highest stream id the client opened.
+    max_seen: Cell<u32>,
+    state: Rc<WorkerState>,
+    listener: Rc<str>,
+    pub limits: H2Limits,
+    assembler: RefCell<Assembler>,
+    drain: Cell<Drain>,
+    resets: RefCell<Bucket>,
+    empty_data: Cell<u32>,
+    /// Wakes the sweeper: a stream got a deadline or started waiting on a zero window.
+    pub sweeper: Notify,
+    reader: RefCell<Canceller>,
+    closed: Cell<bool>,
+}
+
+/// Serves one downstream connection until it closes.
+pub async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+where
+    S: Splitable + 'static,
+    S::OwnedRead: CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: AsyncWriteRent + 'static,
+{
+    let Some(lc) = state.view().listener(&listener).cloned() else { return };
+    let limits = lc.h2;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut hint = ReadHint::new(4096);
+
+    // The preface, or an answer to whatever else came.
+    loop {
+        let n = buf.len().min(frame::PREFACE.len());
+        if buf[..n] != frame::PREFACE[..n] {
+            return refuse_non_h2(&buf, &mut wr, &state, &listener).await;
+        }
+        if n == frame::PREFACE.len() {
+            break;
+        }
+        match read_more(&mut rd, &mut buf, Canceller::new().handle(), &mut hint).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    let _ = buf.split_to(frame::PREFACE.len());
+
+    let conn = Rc::new(DownConn {
+        core: Core::new(
+            Outbox::default(),
+            limits.initial_connection_window,
+            limits.initial_stream_window,
+            HEADER_TABLE,
+        ),
+        streams: RefCell::new(StreamMap::default()),
+        max_seen: Cell::new(0),
+        state: state.clone(),
+        listener,
+        limits,
+        assembler: RefCell::new(Assembler::default()),
+        drain: Cell::new(Drain::Open),
+        resets: RefCell::new(Bucket {
+            tokens: limits.max_reset_burst as f64,
+            last: Instant::now(),
+            rate: limits.max_resets_per_second as f64,
+            burst: limits.max_reset_burst as f64,
+        }),
+        empty_data: Cell::new(0),
+        sweeper: Notify::default(),
+        reader: RefCell::new(Canceller::new()),
+        closed: Cell::new(false),
+    });
+    let mut opening = BytesMut::with_capacity(64);
+    let ours = Settings {
+        max_concurrent_streams: Some(limits.max_concurrent_streams),
+        initial_window_size: Some(limits.initial_stream_window),
+        max_header_list_size: Some(limits.max_header_list_size),
+        enable_push: Some(false),
+        ..Settings::default()
+    };
+    conn.core.opening(&ours, &mut opening);
+    conn.core.push(opening);
+
+    let id = state.register_grpc(conn.clone());
+    let c = conn.clone();
+    monoio::spawn(async move {
+        let _ = write_outbox(&mut wr, &c.core.out).await;
+        // The client stopped reading or the connection ended: stop reading too.
+        c.cancel_reader();
+    });
+    let c = conn.clone();
+    monoio::spawn(async move { c.sweep().await });
+
+    conn.read_loop(&mut rd, buf, hint).await;
+    conn.shutdown();
+    state.deregister_grpc(id);
+}
+
+/// Something other than an HTTP/2 preface arrived: HTTP/1.x gets an HTTP/1.1 answer saying
+/// what this port speaks; anything else a GOAWAY.
+async fn refuse_non_h2<W: AsyncWriteRent>(buf: &[u8], wr: &mut W, state: &WorkerState, listener: &str) {
+    state.stats.garbage_connections.set(state.stats.garbage_connections.get() + 1);
+    let http1 = buf.iter().take(8).take_while(|b| b.is_ascii_uppercase()).count() >= 3
+        && buf.iter().take(9).any(|&b| b == b' ');
+    let reply: Vec<u8> = if http1 {
+        log::debug!("listener {listener}: HTTP/1.x request on a gRPC (h2c) port refused");
+        let body =
+            "This port speaks gRPC over HTTP/2 cleartext with prior knowledge (h2c); HTTP/1.x is not supported.\n";
+        format!(
+            "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    } else {
+        let mut b = BytesMut::new();
+        frame::goaway::encode(0, Reason::PROTOCOL_ERROR, b"invalid HTTP/2 connection preface", &mut b);
+        b.to_vec()
+    };
+    let (_, _) = wr.write_all(reply).await;
+    let _ = wr.shutdown().await;
+}
+
+impl DownConn {
+    pub fn stats(&self) -> &Stats {
+        &self.state.stats
+    }
+
+    fn cancel_reader(&self) {
+        let mut c = self.reader.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    fn block_limits(&self) -> BlockLimits {
+        BlockLimits {
+            max_block: self.limits.max_header_list_size as usize,
+            max_continuations: self.limits.max_continuation_frames,
+        }
+    }
+
+    async fn read_loop<R: CancelableAsyncReadRent>(self: &Rc<Self>, rd: &mut R, mut buf: BytesMut, mut hint: ReadHint) {
+        let mut first = true;
+        loop {
+            loop {
+                let next = match frame::cut(&mut buf, frame::MIN_MAX_FRAME_SIZE) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.frame_error(e);
+                        return;
+                    }
+                };
+                if first && next.0.kind != kind::SETTINGS {
+                    return self.conn_error(Reason::PROTOCOL_ERROR, "the preface must be followed by SETTINGS");
+                }
+                first = false;
+                if let Err(e) = self.on_frame(next.0, next.1) {
+                    if !self.frame_error(e) {
+                        return;
+                    }
+                }
+                if self.closed.get() {
+                    return;
+                }
+            }
+            let handle = self.reader.borrow().handle();
+            match read_more(rd, &mut buf, handle, &mut hint).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Handles a frame error; false when the connection is over.
+    fn frame_error(self: &Rc<Self>, e: FrameError) -> bool {
+        match e {
+            FrameError::Connection(r, why) => {
+                self.conn_error(r, why);
+                false
+            }
+            FrameError::Stream(id, r, why) => {
+                log::debug!("listener {}: stream {id}: {r}: {why}", self.listener);
+                match self.stream(id) {
+                    Some(s) => s.reset(Some(r), Some(Reason::CANCEL)),
+                    None => self.core.write_rst(id, r),
+                }
+                if !self.resets.borrow_mut().take() {
+                    self.conn_error(Reason::ENHANCE_YOUR_CALM, "too many stream errors");
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    fn conn_error(&self, r: Reason, why: &str) {
+        log::debug!("listener {}: connection error {r}: {why}", self.listener);
+        if r == Reason::ENHANCE_YOUR_CALM {
+            self.stats().grpc_calm.set(self.stats().grpc_calm.get() + 1);
+        }
+        self.core.go_away(self.max_seen.get(), r, why);
+        self.closed.set(true);
+    }
+
+    fn stream(&self, id: u32) -> Option<Rc<Stream>> {
+        self.streams.borrow().get(&id).cloned()
+    }
+
+    fn all_streams(&self) -> Vec<Rc<Stream>> {
+        self.streams.borrow().values().cloned().collect()
+    }
+
+    /// A stream ended: forget it (and close if a drain is waiting for that).
+    pub fn forget(&self, id: u32) {
+        self.streams.borrow_mut().remove(&id);
+        self.close_if_drained();
+    }
+
+    fn close_if_drained(&self) {
+        if self.drain.get() == Drain::Final && self.streams.borrow().is_empty() && !self.closed.replace(true) {
+            self.core.out.close();
+            self.cancel_reader();
+        }
+    }
+
+    /// The connection is over: every open stream is cancelled upstream.
+    fn shutdown(self: &Rc<Self>) {
+        self.closed.set(true);
+        for s in self.all_streams() {
+            s.reset(None, Some(Reason::CANCEL));
+        }
+        self.core.out.close();
+        self.sweeper.notify_all();
+    }
+
+    /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
+    /// after a second) names the last stream that will be served.
+    pub fn start_drain(self: &Rc<Self>) {
+        if self.drain.get() != Drain::Open || self.closed.get() {
+            return;
+        }
+        self.drain.set(Drain::Announced);
+        let mut b = BytesMut::with_capacity(40);
+        frame::goaway::encode(MAX_STREAM_ID, Reason::NO_ERROR, b"draining", &mut b);
+        frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
+        self.core.push(b);
+        let c = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(DRAIN_PING_WAIT).await;
+            c.final_goaway();
+        });
+    }
+
+    fn final_goaway(&self) {
+        if self.drain.get() != Drain::Announced {
+            return;
+        }
+        self.drain.set(Drain::Final);
+        let mut b = BytesMut::with_capacity(32);
+        frame::goaway::encode(self.max_seen.get(), Reason::NO_ERROR, b"draining", &mut b);
+        self.core.push(b);
+        self.close_if_drained();
+    }
+
+    /// Forced close (drain timeout).
+    pub fn close_now(self: &Rc<Self>) {
+        if !self.closed.get() {
+            self.core.go_away(self.max_seen.get(), Reason::NO_ERROR, "shutting down");
+            self.closed.set(true);
+        }
+        self.cancel_reader();
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.streams.borrow().len()
+    }
+
+    fn on_frame(self: &Rc<Self>, head: Head, mut frame: BytesMut) -> Result<(), FrameError> {
+        if let Some(s) = self.assembler.borrow().in_progress() {
+            if head.kind != kind::CONTINUATION || head.stream != s {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "frame inside a header block"));
+            }
+        }
+        let payload = &frame[HEAD_LEN..];
+        match head.kind {
+            kind::DATA => self.on_data(head, frame),
+            kind::HEADERS => {
+                let h = frame::headers::parse(&head, payload)?;
+                let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
+                frag.truncate(h.fragment.len());
+                let limits = self.block_limits();
+                let block =
+                    self.assembler.borrow_mut().start(head.stream, h.end_stream, h.end_headers, frag, limits)?;
+                match block {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                }
+            }
+            kind::CONTINUATION => {
+                let c = frame::continuation::parse(&head, payload)?;
+                let limits = self.block_limits();
+                let block = self.assembler.borrow_mut().continuation(
+                    head.stream,
+                    c.end_headers,
+                    &payload[c.fragment],
+                    limits,
+                )?;
+                match block {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                }
+            }
+            kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
+            kind::RST_STREAM => {
+                let r = frame::rst_stream::parse(&head, payload)?;
+                self.on_rst(head.stream, r)
+            }
+            kind::SETTINGS => match frame::settings::parse(&head, payload, self.limits.max_settings_entries)? {
+                frame::settings::Frame::Ack => Ok(()),
+                frame::settings::Frame::Settings(s) => {
+                    let delta = self.core.apply_settings(&s);
+                    if delta != 0 {
+                        for st in self.all_streams() {
+                            let mut x = st.st.borrow_mut();
+                            x.resp.send_window += delta;
+                            if x.resp.send_window > MAX_WINDOW as i64 {
+                                return Err(FrameError::Connection(
+                                    Reason::FLOW_CONTROL_ERROR,
+                                    "stream window above 2^31-1",
+                                ));
+                            }
+                        }
+                    }
+                    let mut ack = BytesMut::with_capacity(HEAD_LEN);
+                    frame::settings::encode_ack(&mut ack);
+                    if !self.core.queue_ack(ack, self.limits.max_pending_control_frames) {
+                        return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "SETTINGS flood"));
+                    }
+                    if delta > 0 {
+                        self.all_streams().iter().for_each(|s| s.flush_resp());
+                    }
+                    Ok(())
+                }
+            },
+            kind::PUSH_PROMISE => {
+                Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "a client must not send PUSH_PROMISE"))
+            }
+            kind::PING => {
+                let p = frame::ping::parse(&head, payload)?;
+                if p.ack {
+                    if p.data == DRAIN_PING {
+                        self.final_goaway();
+                    }
+                    return Ok(());
+                }
+                let mut ack = BytesMut::with_capacity(17);
+                frame::ping::encode(frame::ping::Ping { ack: true, data: p.data }, &mut ack);
+                if !self.core.queue_ack(ack, self.limits.max_pending_control_frames) {
+                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "PING flood"));
+                }
+                Ok(())
+            }
+            kind::GOAWAY => {
+                let g = frame::goaway::parse(&head, payload)?;
+                if g.reason != Reason::NO_ERROR {
+                    log::debug!(
+                        "listener {}: client GOAWAY {}: {}",
+                        self.listener,
+                        g.reason,
+                        String::from_utf8_lossy(&payload[g.debug])
+                    );
+                }
+                Ok(())
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = frame::window_update::parse(&head, payload)?;
+                if head.stream == 0 {
+                    self.core.grow_send_window(inc)?;
+                    for s in self.all_streams() {
+                        s.flush_resp();
+                    }
+                    return Ok(());
+                }
+                match self.stream(head.stream) {
+                    Some(s) => {
+                        let mut st = s.st.borrow_mut();
+                        st.resp.send_window += inc as i64;
+                        if st.resp.send_window > MAX_WINDOW as i64 {
+                            return Err(FrameError::Stream(
+                                head.stream,
+                                Reason::FLOW_CONTROL_ERROR,
+                                "window above 2^31-1",
+                            ));
+                        }
+                        drop(st);
+                        s.flush_resp();
+                        Ok(())
+                    }
+                    None if head.stream > self.max_seen.get() => {
+                        Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()), // unknown frame types are ignored (RFC 9113 §4.1)
+        }
+    }
+
+    fn on_data(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
+        let d = frame::data::parse(&head, &frame[HEAD_LEN..])?;
+        self.core.on_data_received(d.flow_len)?;
+        if d.flow_len == 0 && !d.end_stream {
+            let n = self.empty_data.get() + 1;
+            self.empty_data.set(n);
+            if n > self.limits.max_empty_data_frames {
+                return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
+            }
+        } else {
+            self.empty_data.set(0);
+        }
+        let Some(s) = self.stream(head.stream) else {
+            self.core.credit(d.flow_len);
+            if head.stream > self.max_seen.get() {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+            }
+            return Ok(()); // a stream we already closed or reset: ignored
+        };
+        let mut st = s.st.borrow_mut();
+        if st.req.end_received {
+            drop(st);
+            self.core.credit(d.flow_len);
+            return Err(FrameError::Stream(head.stream, Reason::STREAM_CLOSED, "DATA after END_STREAM"));
+        }
+        if queue_data(&mut st.req, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
+            drop(st);
+            return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
+        }
+        drop(st);
+        s.flush_req();
+        Ok(())
+    }
+
+    fn on_rst(self: &Rc<Self>, id: u32, r: Reason) -> Result<(), FrameError> {
+        if id > self.max_seen.get() {
+            return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
+        }
+        if !self.resets.borrow_mut().take() {
+            return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many stream resets"));
+        }
+        if let Some(s) = self.stream(id) {
+            self.stats().grpc_cancelled.set(self.stats().grpc_cancelled.get() + 1);
+            s.reset(None, Some(if r == Reason::NO_ERROR { Reason::CANCEL } else { r }));
+        }
+        Ok(())
+    }
+
+    fn on_block(self: &Rc<Self>, b: Block) -> Result<(), FrameError> {
+        let mut list = HeaderList::new();
+        let decoded = self.core.dec.borrow_mut().decode(&b.block, self.limits.max_header_list_size as usize, &mut list);
+        let too_large = match decoded {
+            Ok(()) => false,
+            Err(DecodeError::ListTooLarge) => true,
+            Err(DecodeError::Compression(why)) => {
+                return Err(FrameError::Connection(Reason::COMPRESSION_ERROR, why));
+            }
+        };
+        let id = b.stream;
+        if let Some(s) = self.stream(id) {
+            // Trailers from the client.
+            if too_large || !b.end_stream {
+                return Err(FrameError::Stream(id, Reason::PROTOCOL_ERROR, "bad request trailers"));
+            }
+            let mut st = s.st.borrow_mut();
+            if st.req.end_received {
+                return Err(FrameError::Stream(id, Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
+            }
+            st.req.end_received = true;
+            st.req.queue.push_back(Item::Headers(list, true));
+            drop(st);
+            s.flush_req();
+            return Ok(());
+        }
+        if id % 2 == 0 || id <= self.max_seen.get() {
+            return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "new stream id not odd and increasing"));
+        }
+        self.max_seen.set(id);
+        if self.drain.get() == Drain::Final || self.closed.get() {
+            self.core.write_rst(id, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
+        if self.streams.borrow().len() >= self.limits.max_concurrent_streams as usize {
+            return Err(FrameError::Stream(id, Reason::REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS"));
+        }
+        if too_large {
+            let msg = format!("request headers over max_header_list_size ({} bytes)", self.limits.max_header_list_size);
+            self.reply_status(id, b.end_stream, Code::ResourceExhausted, &msg);
+            return Ok(());
+        }
+        let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
+        let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
+        let view = self.state.view();
+        let routed = split_path(path).and_then(|(service, method)| {
+            let key = RouteKey { method, services: [Some(service), None, None] };
+            route(view.routes(&self.listener), &key)
+        });
+        let Some(ci) = routed else {
+            let stats = self.stats();
+            stats.no_route.set(stats.no_route.get() + 1);
+            let msg = format!("no route for {}", String::from_utf8_lossy(path));
+            self.reply_status(id, b.end_stream, Code::Unimplemented, &msg);
+            return Ok(());
+        };
+        let cluster = view.clusters[ci].clone();
+        drop(view);
+        let deadline = info.timeout.map(|t| Instant::now() + t);
+        let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline));
+        self.streams.borrow_mut().insert(id, stream.clone());
+        if deadline.is_some() {
+            self.sweeper.notify_all();
+        }
+        let stats = self.stats();
+        stats.requests.set(stats.requests.get() + 1);
+        let pool = cluster.grpc_pool();
+        match pool.try_acquire() {
+            Some(up) => stream.open_upstream(&up),
+            None => {
+                let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
+                monoio::spawn(open_when_ready(stream, pool, Instant::now() + wait));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a stream that never reached an upstream with a Trailers-Only status.
+    fn reply_status(&self, id: u32, end_stream: bool, code: Code, msg: &str) {
+        let mut fields = HeaderList::new();
+        status_fields(&mut fields, true, code, msg);
+        self.core.write_headers(id, fields.iter(), true);
+        if !end_stream {
+            self.core.write_rst(id, Reason::NO_ERROR);
+        }
+        self.stats().grpc_errors.set(self.stats().grpc_errors.get() + 1);
+    }
+
+    /// Fails streams past their deadline, and resets streams whose data waited on a zero
+    /// window for longer than `stream_stall_timeout`.
+    async fn sweep(self: Rc<Self>) {
+        let stall = self.limits.stream_stall_timeout;
+        loop {
+            if self.closed.get() && self.streams.borrow().is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let mut expired = Vec::new();
+            let mut stalled = Vec::new();
+            for s in self.streams.borrow().values() {
+                let st = s.st.borrow();
+                if let Some(d) = st.deadline {
+                    if d <= now {
+                        expired.push(s.clone());
+                        continue;
+                    }
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+                for since in [st.req.blocked_since, st.resp.blocked_since].into_iter().flatten() {
+                    let at = since + stall;
+                    if at <= now {
+                        stalled.push(s.clone());
+                    } else {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                }
+            }
+            for s in expired {
+                let stats = self.stats();
+                stats.timeouts.set(stats.timeouts.get() + 1);
+                s.fail(Code::DeadlineExceeded, "deadline exceeded at the proxy");
+            }
+            for s in stalled {
+                log::debug!("listener {}: stream {} stalled on a zero window; reset", self.listener, s.down_id);
+                self.stats().grpc_stalled.set(self.stats().grpc_stalled.get() + 1);
+                s.reset(Some(Reason::CANCEL), Some(Reason::CANCEL));
+            }
+            let woken = self.sweeper.notified();
+            match next {
+                Some(at) => {
+                    monoio::select! {
+                        _ = monoio::time::sleep_until(at.into()) => {},
+                        _ = woken => {},
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+}
+
+/// Waits for an upstream connection with a free stream slot (connecting if the pool may),
+/// then opens the stream there; a failure ends the call with UNAVAILABLE.
+async fn open_when_ready(stream: Rc<Stream>, pool: Rc<Pool>, until: Instant) {
+    let got = pool.acquire(until).await;
+    if stream.is_closed() {
+        return;
+    }
+    match got {
+        Ok(up) => stream.open_upstream(&up),
+        Err(e) => stream.fail(Code::Unavailable, &e.to_string()),
+    }
+}

@@ -1,0 +1,430 @@
+//! The upstream side of the gRPC proxy: one multiplexed HTTP/2 client connection per pool
+//! slot. Stream ids are allocated when a request's HEADERS are written; the upstream's own
+//! SETTINGS_MAX_CONCURRENT_STREAMS and the cluster's `max_requests_per_connection` both cap
+//! the streams open on it. A GOAWAY stops new streams at once; a lost connection ends every
+//! stream on it with UNAVAILABLE.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
+
+use super::core::Core;
+use super::stream::{queue_data, Item, Stream};
+use super::wire::{check_response, Code};
+use crate::config::{ClusterConfig, H2Limits};
+use crate::h2::block::{Assembler, Block, BlockLimits};
+use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
+use crate::h2::hpack::{DecodeError, HeaderList};
+use crate::io::{read_more, write_outbox, ReadHint};
+use crate::local::{CatchUnwind, Notify, Outbox, StreamMap};
+use crate::stats::Stats;
+use crate::upstream::pool::Member;
+
+/// A pool of HTTP/2 upstream connections.
+pub type Pool = crate::upstream::Pool<UpConn>;
+
+/// Response header lists larger than this from an upstream fail their stream.
+const MAX_RESPONSE_HEADERS: usize = 64 << 10;
+/// CONTINUATION frames accepted from an upstream per block.
+const MAX_RESPONSE_CONTINUATIONS: usize = 64;
+
+pub struct UpConn {
+    pub core: Core,
+    pub peer: Rc<str>,
+    streams: RefCell<StreamMap<Rc<Stream>>>,
+    next_id: Cell<u32>,
+    max_streams: usize,
+    going_away: Cell<bool>,
+    dead: Cell<bool>,
+    retired: Cell<bool>,
+    assembler: RefCell<Assembler>,
+    capacity: Rc<Notify>,
+    reader: RefCell<Canceller>,
+    stats: Rc<Stats>,
+}
+
+impl Member for UpConn {
+    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    where
+        S: Splitable + 'static,
+        S::OwnedRead: CancelableAsyncReadRent + 'static,
+        S::OwnedWrite: AsyncWriteRent + 'static,
+    {
+        let d = H2Limits::default();
+        let conn = Rc::new(UpConn {
+            core: Core::new(Outbox::default(), d.initial_connection_window, d.initial_stream_window, 4096),
+            peer: label,
+            streams: RefCell::new(StreamMap::default()),
+            next_id: Cell::new(1),
+            max_streams: cluster.max_requests_per_connection,
+            going_away: Cell::new(false),
+            dead: Cell::new(false),
+            retired: Cell::new(false),
+            assembler: RefCell::new(Assembler::default()),
+            capacity,
+            reader: RefCell::new(Canceller::new()),
+            stats,
+        });
+        let mut opening = BytesMut::with_capacity(64);
+        opening.extend_from_slice(frame::PREFACE);
+        let ours = Settings {
+            enable_push: Some(false),
+            initial_window_size: Some(d.initial_stream_window),
+            max_header_list_size: Some(MAX_RESPONSE_HEADERS as u32),
+            ..Settings::default()
+        };
+        conn.core.opening(&ours, &mut opening);
+        conn.core.push(opening);
+        let (rd, mut wr) = stream.into_split();
+        let c = conn.clone();
+        monoio::spawn(async move {
+            if let Err(e) = write_outbox(&mut wr, &c.core.out).await {
+                c.die(&format!("upstream write failed ({e})"));
+            }
+        });
+        let c = conn.clone();
+        monoio::spawn(async move {
+            if CatchUnwind::new(c.clone().read_loop(rd)).await.is_err() {
+                c.stats.panics.set(c.stats.panics.get() + 1);
+                c.die("upstream connection failed (reader panicked)");
+            }
+        });
+        conn
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.get()
+    }
+
+    fn has_capacity(&self) -> bool {
+        !self.dead.get()
+            && !self.going_away.get()
+            && !self.retired.get()
+            && self.next_id.get() < MAX_STREAM_ID - 2
+            && self.streams.borrow().len() < self.max_streams.min(self.core.peer.max_concurrent_streams.get() as usize)
+    }
+
+    fn retire(&self) {
+        self.retired.set(true);
+        self.close_if_idle();
+    }
+
+    fn mark_retired(&self) {
+        self.retired.set(true);
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.core.out.queued_bytes()
+    }
+}
+
+impl UpConn {
+    /// Allocates the next stream id for `stream` (called right before its HEADERS are queued).
+    pub fn register(&self, stream: Rc<Stream>) -> u32 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 2);
+        self.streams.borrow_mut().insert(id, stream);
+        self.stats.upstream_streams.set(self.stats.upstream_streams.get() + 1);
+        id
+    }
+
+    /// A stream ended: its slot is free.
+    pub fn forget(&self, id: u32) {
+        let was_full = !self.has_capacity();
+        self.streams.borrow_mut().remove(&id);
+        if was_full {
+            self.capacity.notify_all();
+        }
+        self.close_if_idle();
+    }
+
+    fn close_if_idle(&self) {
+        if (self.retired.get() || self.going_away.get()) && self.streams.borrow().is_empty() && !self.dead.get() {
+            self.dead.set(true);
+            let mut b = BytesMut::with_capacity(17);
+            frame::goaway::encode(0, Reason::NO_ERROR, b"", &mut b);
+            self.core.push(b);
+            self.core.out.close();
+            self.cancel_reader();
+            self.capacity.notify_all();
+        }
+    }
+
+    fn cancel_reader(&self) {
+        let mut c = self.reader.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    fn all_streams(&self) -> Vec<Rc<Stream>> {
+        self.streams.borrow().values().cloned().collect()
+    }
+
+    fn stream(&self, id: u32) -> Option<Rc<Stream>> {
+        self.streams.borrow().get(&id).cloned()
+    }
+
+    /// The connection is gone: no new streams; every stream on it ends with UNAVAILABLE.
+    fn die(&self, why: &str) {
+        if self.dead.replace(true) && self.streams.borrow().is_empty() {
+            return;
+        }
+        self.core.out.close();
+        self.cancel_reader();
+        let streams = self.all_streams();
+        if !streams.is_empty() {
+            self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
+            log::warn!("upstream {}: {why}; failing {} streams", self.peer, streams.len());
+        }
+        let msg = format!("{why}: {}", self.peer);
+        for s in streams {
+            s.fail(Code::Unavailable, &msg);
+        }
+        self.capacity.notify_all();
+    }
+
+    async fn read_loop<R: CancelableAsyncReadRent>(self: Rc<Self>, mut rd: R) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut hint = ReadHint::new(16 * 1024);
+        loop {
+            loop {
+                let next = match frame::cut(&mut buf, frame::MIN_MAX_FRAME_SIZE) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return self.frame_error(e),
+                };
+                if let Err(e) = self.on_frame(next.0, next.1) {
+                    let fatal = matches!(e, FrameError::Connection(..));
+                    self.frame_error(e);
+                    if fatal {
+                        return;
+                    }
+                }
+            }
+            if self.dead.get() && self.streams.borrow().is_empty() {
+                return;
+            }
+            let handle = self.reader.borrow().handle();
+            match read_more(&mut rd, &mut buf, handle, &mut hint).await {
+                Ok(0) => return self.die("upstream connection closed"),
+                Ok(_) => {}
+                Err(e) => return self.die(&format!("upstream read failed ({e})")),
+            }
+        }
+    }
+
+    fn frame_error(&self, e: FrameError) {
+        match e {
+            FrameError::Connection(r, why) => {
+                log::warn!("upstream {}: protocol error {r}: {why}", self.peer);
+                let mut b = BytesMut::new();
+                frame::goaway::encode(0, r, why.as_bytes(), &mut b);
+                self.core.push(b);
+                self.die(&format!("upstream protocol error ({why})"));
+            }
+            FrameError::Stream(id, r, why) => {
+                log::debug!("upstream {}: stream {id}: {r}: {why}", self.peer);
+                self.core.write_rst(id, r);
+                if let Some(s) = self.stream(id) {
+                    s.fail(Code::Internal, &format!("upstream protocol error: {why}"));
+                }
+            }
+        }
+    }
+
+    fn on_frame(self: &Rc<Self>, head: Head, mut frame: BytesMut) -> Result<(), FrameError> {
+        if let Some(s) = self.assembler.borrow().in_progress() {
+            if head.kind != kind::CONTINUATION || head.stream != s {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "frame inside a header block"));
+            }
+        }
+        let limits = BlockLimits { max_block: MAX_RESPONSE_HEADERS, max_continuations: MAX_RESPONSE_CONTINUATIONS };
+        let payload = &frame[HEAD_LEN..];
+        match head.kind {
+            kind::DATA => self.on_data(head, frame),
+            kind::HEADERS => {
+                let h = frame::headers::parse(&head, payload)?;
+                let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
+                frag.truncate(h.fragment.len());
+                let block =
+                    self.assembler.borrow_mut().start(head.stream, h.end_stream, h.end_headers, frag, limits)?;
+                match block {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                }
+            }
+            kind::CONTINUATION => {
+                let c = frame::continuation::parse(&head, payload)?;
+                let block = self.assembler.borrow_mut().continuation(
+                    head.stream,
+                    c.end_headers,
+                    &payload[c.fragment],
+                    limits,
+                )?;
+                match block {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                }
+            }
+            kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
+            kind::RST_STREAM => {
+                let r = frame::rst_stream::parse(&head, payload)?;
+                if let Some(s) = self.stream(head.stream) {
+                    let st = s.st.borrow();
+                    let early_close = r == Reason::NO_ERROR && st.resp.end_sent;
+                    let client_sending = !st.req.end_received;
+                    drop(st);
+                    if early_close {
+                        // Trailers went out already: the "server finished early" pattern.
+                        s.reset(client_sending.then_some(Reason::NO_ERROR), None);
+                    } else {
+                        s.reset(Some(r), None);
+                    }
+                }
+                Ok(())
+            }
+            kind::SETTINGS => match frame::settings::parse(&head, payload, 64)? {
+                frame::settings::Frame::Ack => Ok(()),
+                frame::settings::Frame::Settings(s) => {
+                    let before = self.has_capacity();
+                    let delta = self.core.apply_settings(&s);
+                    if delta != 0 {
+                        for st in self.all_streams() {
+                            let mut x = st.st.borrow_mut();
+                            x.req.send_window += delta;
+                            if x.req.send_window > MAX_WINDOW as i64 {
+                                return Err(FrameError::Connection(
+                                    Reason::FLOW_CONTROL_ERROR,
+                                    "stream window above 2^31-1",
+                                ));
+                            }
+                        }
+                    }
+                    let mut ack = BytesMut::with_capacity(HEAD_LEN);
+                    frame::settings::encode_ack(&mut ack);
+                    self.core.push(ack);
+                    if delta > 0 {
+                        self.all_streams().iter().for_each(|s| s.flush_req());
+                    }
+                    if !before && self.has_capacity() {
+                        self.capacity.notify_all();
+                    }
+                    Ok(())
+                }
+            },
+            kind::PUSH_PROMISE => {
+                Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "PUSH_PROMISE after ENABLE_PUSH=0"))
+            }
+            kind::PING => {
+                let p = frame::ping::parse(&head, payload)?;
+                if !p.ack {
+                    let mut ack = BytesMut::with_capacity(17);
+                    frame::ping::encode(frame::ping::Ping { ack: true, data: p.data }, &mut ack);
+                    self.core.push(ack);
+                }
+                Ok(())
+            }
+            kind::GOAWAY => {
+                let g = frame::goaway::parse(&head, payload)?;
+                self.on_goaway(g.last_stream, g.reason, &payload[g.debug]);
+                Ok(())
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = frame::window_update::parse(&head, payload)?;
+                if head.stream == 0 {
+                    self.core.grow_send_window(inc)?;
+                    for s in self.all_streams() {
+                        s.flush_req();
+                    }
+                    return Ok(());
+                }
+                if let Some(s) = self.stream(head.stream) {
+                    let mut st = s.st.borrow_mut();
+                    st.req.send_window += inc as i64;
+                    if st.req.send_window > MAX_WINDOW as i64 {
+                        return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "window above 2^31-1"));
+                    }
+                    drop(st);
+                    s.flush_req();
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// GOAWAY: no new streams here; streams above `last` were not processed, so the client
+    /// gets REFUSED_STREAM, which gRPC clients retry transparently.
+    fn on_goaway(&self, last: u32, reason: Reason, debug: &[u8]) {
+        log::info!("upstream {}: GOAWAY {reason} last stream {last} {}", self.peer, String::from_utf8_lossy(debug));
+        self.going_away.set(true);
+        self.capacity.notify_all();
+        let refused: Vec<_> =
+            self.streams.borrow().iter().filter(|(id, _)| **id > last).map(|(_, s)| s.clone()).collect();
+        for s in refused {
+            s.reset(Some(Reason::REFUSED_STREAM), None);
+        }
+        self.close_if_idle();
+    }
+
+    fn on_data(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
+        let d = frame::data::parse(&head, &frame[HEAD_LEN..])?;
+        self.core.on_data_received(d.flow_len)?;
+        let Some(s) = self.stream(head.stream) else {
+            self.core.credit(d.flow_len);
+            return Ok(());
+        };
+        let mut st = s.st.borrow_mut();
+        if st.resp.end_received || !st.resp_headers_seen {
+            drop(st);
+            self.core.credit(d.flow_len);
+            return Err(FrameError::Stream(
+                head.stream,
+                Reason::PROTOCOL_ERROR,
+                "DATA before HEADERS or after END_STREAM",
+            ));
+        }
+        if queue_data(&mut st.resp, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
+            drop(st);
+            return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
+        }
+        drop(st);
+        s.flush_resp();
+        Ok(())
+    }
+
+    fn on_block(self: &Rc<Self>, b: Block) -> Result<(), FrameError> {
+        let mut list = HeaderList::new();
+        match self.core.dec.borrow_mut().decode(&b.block, MAX_RESPONSE_HEADERS, &mut list) {
+            Ok(()) => {}
+            Err(DecodeError::ListTooLarge) => {
+                return Err(FrameError::Stream(b.stream, Reason::CANCEL, "response headers over the limit"));
+            }
+            Err(DecodeError::Compression(why)) => {
+                return Err(FrameError::Connection(Reason::COMPRESSION_ERROR, why));
+            }
+        }
+        let Some(s) = self.stream(b.stream) else { return Ok(()) };
+        let mut st = s.st.borrow_mut();
+        let trailers = st.resp_headers_seen;
+        if st.resp.end_received {
+            return Err(FrameError::Stream(b.stream, Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
+        }
+        if let Err(why) = check_response(&list, trailers) {
+            return Err(FrameError::Stream(b.stream, Reason::PROTOCOL_ERROR, why));
+        }
+        if trailers && !b.end_stream {
+            return Err(FrameError::Stream(b.stream, Reason::PROTOCOL_ERROR, "trailers without END_STREAM"));
+        }
+        st.resp_headers_seen = true;
+        if b.end_stream {
+            st.resp.end_received = true;
+        }
+        st.resp.queue.push_back(Item::Headers(list, b.end_stream));
+        drop(st);
+        s.flush_resp();
+        Ok(())
+    }
+}

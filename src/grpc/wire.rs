@@ -1,0 +1,289 @@
+//! gRPC over HTTP/2, the parts a frame-level proxy needs (ref §4.1): `:path` split for
+//! routing, `grpc-timeout` parse and re-encode, status codes, the fields of proxy-generated
+//! responses, and the request-header checks of RFC 9113 §8.2–8.3.
+
+use std::time::Duration;
+
+use crate::h2::hpack::HeaderList;
+
+/// gRPC status codes the proxy generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    DeadlineExceeded = 4,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "0",
+            Code::Cancelled => "1",
+            Code::Unknown => "2",
+            Code::DeadlineExceeded => "4",
+            Code::ResourceExhausted => "8",
+            Code::Unimplemented => "12",
+            Code::Internal => "13",
+            Code::Unavailable => "14",
+        }
+    }
+}
+
+/// Splits `/pkg.Service/Method` into `("pkg.Service", "Method")`.
+pub fn split_path(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = path.strip_prefix(b"/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let (service, method) = (&rest[..slash], &rest[slash + 1..]);
+    if service.is_empty() || method.is_empty() || method.contains(&b'/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+/// Parses a `grpc-timeout` value: at most 8 ASCII digits and a unit (`H M S m u n`).
+pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Encodes a timeout in the finest unit that fits 8 digits (rounded up, so a forwarded
+/// deadline is never earlier than the time actually left... by more than the unit).
+pub fn encode_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let ns = d.as_nanos();
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
+    for (per, unit) in units {
+        let v = ns.div_ceil(per);
+        if v <= MAX {
+            return format!("{v}{unit}");
+        }
+    }
+    format!("{MAX}H")
+}
+
+/// Percent-encodes a `grpc-message` (ref §4.1: percent-encoded UTF-8).
+pub fn encode_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for &b in msg.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The fields of a Trailers-Only response (or of the trailers after response headers, when
+/// `with_status` is false): `:status 200`, `content-type`, `grpc-status`, `grpc-message`.
+pub fn status_fields(out: &mut HeaderList, with_status: bool, code: Code, msg: &str) {
+    out.clear();
+    if with_status {
+        out.push(b":status", b"200", false);
+        out.push(b"content-type", b"application/grpc", false);
+    }
+    out.push(b"grpc-status", code.as_str().as_bytes(), false);
+    if !msg.is_empty() {
+        out.push(b"grpc-message", encode_message(msg).as_bytes(), false);
+    }
+}
+
+/// Connection-specific fields that must not appear in HTTP/2 (RFC 9113 §8.2.2).
+fn connection_specific(name: &[u8]) -> bool {
+    matches!(name, b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade")
+}
+
+/// What the proxy needs from a request header list once it is known to be well formed.
+#[derive(Debug, Default)]
+pub struct RequestInfo {
+    /// Index of `:path` in the list.
+    pub path: usize,
+    pub timeout: Option<Duration>,
+}
+
+/// Checks a request header list (RFC 9113 §8.3.1): pseudo-headers first, known, not
+/// repeated; `:method`, `:scheme`, `:path` present; lowercase names; no connection-specific
+/// fields; `te` only `trailers`. The error is the reason for a stream PROTOCOL_ERROR.
+pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
+    let mut info = RequestInfo::default();
+    let (mut method, mut scheme, mut path, mut authority) = (false, false, None, false);
+    let mut regular = false;
+    for (i, f) in h.iter().enumerate() {
+        if let Some(pseudo) = f.name.strip_prefix(b":") {
+            if regular {
+                return Err("pseudo-header after a regular field");
+            }
+            let seen = match pseudo {
+                b"method" => &mut method,
+                b"scheme" => &mut scheme,
+                b"authority" => &mut authority,
+                b"path" => {
+                    if path.is_some() {
+                        return Err("repeated :path");
+                    }
+                    if f.value.is_empty() {
+                        return Err("empty :path");
+                    }
+                    path = Some(i);
+                    continue;
+                }
+                _ => return Err("unknown or response pseudo-header in a request"),
+            };
+            if std::mem::replace(seen, true) {
+                return Err("repeated pseudo-header");
+            }
+            continue;
+        }
+        regular = true;
+        if f.name.iter().any(u8::is_ascii_uppercase) {
+            return Err("uppercase field name");
+        }
+        if connection_specific(f.name) {
+            return Err("connection-specific header field");
+        }
+        if f.name == b"te" && f.value != b"trailers" {
+            return Err("te other than trailers");
+        }
+        if f.name == b"grpc-timeout" {
+            info.timeout = parse_timeout(f.value);
+        }
+    }
+    if !method || !scheme {
+        return Err("missing :method or :scheme");
+    }
+    info.path = path.ok_or("missing :path")?;
+    Ok(info)
+}
+
+/// Checks a response header list or trailers from an upstream: no request pseudo-headers,
+/// `:status` only in the first block, no connection-specific fields.
+pub fn check_response(h: &HeaderList, trailers: bool) -> Result<(), &'static str> {
+    let mut regular = false;
+    let mut status = false;
+    for f in h.iter() {
+        if f.name.starts_with(b":") {
+            if trailers {
+                return Err("pseudo-header in trailers");
+            }
+            if f.name != b":status" || regular || std::mem::replace(&mut status, true) {
+                return Err("bad response pseudo-header");
+            }
+            continue;
+        }
+        regular = true;
+        if connection_specific(f.name) {
+            return Err("connection-specific header field");
+        }
+    }
+    if !trailers && !status {
+        return Err("response without :status");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(split_path(b"/pkg.Echo/Unary"), Some((&b"pkg.Echo"[..], &b"Unary"[..])));
+        assert_eq!(split_path(b"pkg.Echo/Unary"), None);
+        assert_eq!(split_path(b"/pkg.Echo/"), None);
+        assert_eq!(split_path(b"//Unary"), None);
+        assert_eq!(split_path(b"/a/b/c"), None);
+    }
+
+    #[test]
+    fn timeouts_parse_and_re_encode() {
+        assert_eq!(parse_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout(b"5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_timeout(b"123456789n"), None, "more than 8 digits");
+        assert_eq!(parse_timeout(b"10x"), None);
+        assert_eq!(parse_timeout(b"m"), None);
+        assert_eq!(parse_timeout(b"-1m"), None);
+        for d in [Duration::from_nanos(7), Duration::from_millis(1500), Duration::from_secs(86_400 * 30)] {
+            let back = parse_timeout(encode_timeout(d).as_bytes()).unwrap();
+            assert!(back >= d && back - d <= d / 1_000_000 + Duration::from_nanos(1), "{d:?} -> {back:?}");
+        }
+        assert_eq!(encode_timeout(Duration::from_millis(250)), "250000u");
+    }
+
+    #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(encode_message("no route for /a.B/C"), "no route for /a.B/C");
+        assert_eq!(encode_message("50% ümlaut\n"), "50%25 %C3%BCmlaut%0A");
+    }
+
+    fn list(fields: &[(&str, &str)]) -> HeaderList {
+        let mut h = HeaderList::new();
+        for (n, v) in fields {
+            h.push(n.as_bytes(), v.as_bytes(), false);
+        }
+        h
+    }
+
+    #[test]
+    fn request_headers_are_checked() {
+        let ok = list(&[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/a.B/C"),
+            (":authority", "x"),
+            ("te", "trailers"),
+            ("grpc-timeout", "5S"),
+        ]);
+        let info = check_request(&ok).unwrap();
+        assert_eq!((info.path, info.timeout), (2, Some(Duration::from_secs(5))));
+        for (bad, why) in [
+            (list(&[(":method", "POST"), (":scheme", "http")]), "missing :path"),
+            (list(&[(":method", "POST"), ("x", "1"), (":scheme", "http"), (":path", "/a/b")]), "pseudo-header after"),
+            (
+                list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a/b"), ("connection", "close")]),
+                "connection",
+            ),
+            (list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a/b"), ("te", "gzip")]), "te other"),
+            (list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a/b"), (":status", "200")]), "unknown"),
+            (list(&[(":method", "POST"), (":method", "GET"), (":scheme", "http"), (":path", "/a/b")]), "repeated"),
+            (list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a/b"), ("X-Up", "1")]), "uppercase"),
+        ] {
+            let err = check_request(&bad).unwrap_err();
+            assert!(err.contains(why), "{err} should mention {why}");
+        }
+    }
+
+    #[test]
+    fn response_headers_and_trailers_are_checked() {
+        assert!(check_response(&list(&[(":status", "200"), ("content-type", "application/grpc")]), false).is_ok());
+        assert!(check_response(&list(&[("grpc-status", "0")]), true).is_ok());
+        assert!(check_response(&list(&[(":status", "200")]), true).is_err());
+        assert!(check_response(&list(&[("content-type", "x")]), false).is_err());
+        assert!(check_response(&list(&[(":path", "/")]), false).is_err());
+    }
+}

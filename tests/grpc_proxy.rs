@@ -1,0 +1,234 @@
+//! gRPC through ringway with real peers: tonic client → ringway → tonic server (and the
+//! PyPI grpcio peers), on both drivers. The echo service is `ringway::bench::grpc_echo`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringway::bench::grpc_echo::{EchoClient, EchoServer};
+use ringway::config::Config;
+use ringway::control::Server;
+use tonic::Code;
+
+/// ringway with one gRPC listener named "grpc" routing everything to cluster "echo".
+struct GrpcProxy {
+    server: Option<Server>,
+    addr: SocketAddr,
+}
+
+impl GrpcProxy {
+    fn start(driver: &str, listener_extra: &str, routes: &str, clusters: &str) -> GrpcProxy {
+        let toml = format!(
+            r#"
+[runtime]
+workers = 2
+driver = "{driver}"
+drain_timeout = "5s"
+drain_idle_close = "50ms"
+[[listener]]
+name = "grpc"
+protocol = "grpc"
+address = "127.0.0.1:0"
+{listener_extra}
+routes = [ {routes} ]
+{clusters}
+"#
+        );
+        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"));
+        let server = Server::start(config).expect("proxy starts");
+        let addr = server.local_addr("grpc").unwrap();
+        GrpcProxy { server: Some(server), addr }
+    }
+
+    /// Everything to one echo backend.
+    fn to(driver: &str, backend: SocketAddr) -> GrpcProxy {
+        GrpcProxy::start(driver, "", r#"{ cluster = "echo" }"#, &common::cluster("echo", &[backend.to_string()], ""))
+    }
+
+    fn stop(mut self) -> ringway::stats::StatsSnapshot {
+        self.server.take().unwrap().shutdown()
+    }
+}
+
+impl Drop for GrpcProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+fn backend() -> EchoServer {
+    EchoServer::start("127.0.0.1:0", 2).expect("echo server starts")
+}
+
+fn client(addr: SocketAddr) -> EchoClient {
+    EchoClient::connect(addr).expect("client connects")
+}
+
+both_drivers! {
+    fn unary_and_all_streaming_modes_pass_through(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"hello"), &[], None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"hello"));
+        let msgs = c.server_stream(Bytes::from_static(b"s"), &[("x-count", "50")], None).unwrap();
+        assert_eq!(msgs.len(), 50);
+        assert!(msgs.iter().all(|m| m == &Bytes::from_static(b"s")));
+        let parts: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("part{i};"))).collect();
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(c.client_stream(parts.clone(), &[], None).unwrap(), Bytes::from(joined));
+        assert_eq!(c.bidi(parts.clone(), &[], None).unwrap(), parts);
+        let stats = proxy.stop();
+        assert_eq!(stats.requests, 4);
+        assert_eq!(stats.grpc_errors, 0);
+    }
+
+    fn metadata_binary_metadata_and_trailers_pass_unchanged(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let md = [("x-echo-token", "abc-123"), ("x-echo-raw-bin", "\u{1}\u{2}bytes\u{0}"), ("x-other", "v")];
+        let (headers, reply, trailers) = c.unary("Unary", Bytes::from_static(b"m"), &md, None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"m"));
+        assert_eq!(headers.get("x-echo-token").unwrap(), "abc-123");
+        assert_eq!(trailers.get("x-echo-token").unwrap(), "abc-123");
+        let bin = trailers.get_bin("x-echo-raw-bin").unwrap().to_bytes().unwrap();
+        assert_eq!(&bin[..], "\u{1}\u{2}bytes\u{0}".as_bytes());
+        // The upstream saw the client's own metadata and path.
+        let seen = echo.stats().last_request_headers.unwrap();
+        assert_eq!(seen.get("x-other").unwrap(), "v");
+    }
+
+    fn status_from_the_backend_and_trailers_only_responses_arrive(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let err = c
+            .unary("Unary", Bytes::from_static(b"x"), &[("x-status", "7"), ("x-message", "go away: no")], None)
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert_eq!(err.message(), "go away: no");
+    }
+
+    fn no_route_is_unimplemented_and_the_connection_lives_on(driver: &str) {
+        let echo = backend();
+        let routes = r#"{ service = "ringway.test.Echo", method = "Unary", cluster = "echo" }"#;
+        let proxy = GrpcProxy::start(driver, "", routes, &common::cluster("echo", &[echo.addr.to_string()], ""));
+        let c = client(proxy.addr);
+        let err = c.server_stream(Bytes::from_static(b"x"), &[], None).unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+        assert!(err.message().contains("/ringway.test.Echo/ServerStream"), "{}", err.message());
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"still here"), &[], None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"still here"));
+    }
+
+    fn four_mib_messages_both_ways(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let (_, reply, _) = c.unary("Unary", Bytes::from(big.clone()), &[], None).unwrap();
+        assert_eq!(reply.len(), big.len());
+        assert!(reply == big, "4 MiB echo differs");
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"x"), &[("x-size", "4194304")], None).unwrap();
+        assert_eq!(reply.len(), 4 << 20);
+    }
+
+    fn hundreds_of_concurrent_streams_over_few_connections(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::start(
+            driver,
+            "",
+            r#"{ cluster = "echo" }"#,
+            &common::cluster("echo", &[echo.addr.to_string()], "max_connections_per_endpoint = 2\nmax_requests_per_connection = 100"),
+        );
+        let c = client(proxy.addr);
+        assert_eq!(c.concurrent_unary(500, 100), 500);
+        let stats = echo.stats();
+        assert!(stats.connections <= 4, "2 workers x 2 connections at most, got {}", stats.connections);
+    }
+
+    fn deadline_is_forwarded_reduced_and_enforced(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let t0 = Instant::now();
+        let err = c
+            .unary("Unary", Bytes::from_static(b"x"), &[("x-delay-ms", "5000")], Some(Duration::from_millis(300)))
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        let seen = echo.stats().last_grpc_timeout.expect("grpc-timeout forwarded");
+        let fwd = ringway::grpc::wire::parse_timeout(seen.as_bytes()).expect("valid grpc-timeout");
+        assert!(fwd <= Duration::from_millis(300) && fwd > Duration::from_millis(100), "forwarded {seen}");
+    }
+
+    fn client_cancel_reaches_the_upstream(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        c.cancel_after("Bidi", Duration::from_millis(200));
+        assert!(
+            common::eventually(Duration::from_secs(5), || echo.stats().streams_cancelled >= 1),
+            "upstream never saw the cancel: {:?}",
+            echo.stats()
+        );
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"after"), &[], None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"after"));
+    }
+
+    fn unreachable_upstream_is_unavailable_with_a_reason(driver: &str) {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let proxy = GrpcProxy::to(driver, dead);
+        let c = client(proxy.addr);
+        let err = c.unary("Unary", Bytes::from_static(b"x"), &[], None).unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(err.message().contains("connect to upstream"), "{}", err.message());
+    }
+}
+
+both_drivers! {
+    fn drain_lets_open_streams_finish_then_closes(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let addr = proxy.addr;
+        let call = std::thread::spawn(move || {
+            let c = client(addr);
+            c.unary("Unary", Bytes::from_static(b"slow"), &[("x-delay-ms", "700")], None)
+        });
+        assert!(common::eventually(Duration::from_secs(5), || echo.stats().streams_started >= 1));
+        let stats = proxy.stop();
+        let (_, reply, _) = call.join().unwrap().expect("the open stream finished during the drain");
+        assert_eq!(reply, Bytes::from_static(b"slow"));
+        assert_eq!(stats.grpc_errors, 0);
+    }
+
+    fn upstream_graceful_goaway_fails_no_request_in_flight(driver: &str) {
+        let echo = backend();
+        let echo_addr = echo.addr;
+        let proxy = GrpcProxy::to(driver, echo_addr);
+        let addr = proxy.addr;
+        let c = client(addr);
+        let (_, warm, _) = c.unary("Unary", Bytes::from_static(b"warm"), &[], None).unwrap();
+        assert_eq!(warm, Bytes::from_static(b"warm"));
+        let call = std::thread::spawn(move || {
+            let c = client(addr);
+            c.unary("Unary", Bytes::from_static(b"in flight"), &[("x-delay-ms", "500")], None)
+        });
+        assert!(common::eventually(Duration::from_secs(5), || echo.stats().streams_started >= 2));
+        // tonic's graceful shutdown: GOAWAY, then finish the streams it has.
+        echo.shutdown(Duration::from_secs(5));
+        let (_, reply, _) = call.join().unwrap().expect("the in-flight call survives the upstream GOAWAY");
+        assert_eq!(reply, Bytes::from_static(b"in flight"));
+        // A new backend on the same port: new streams go to a new connection.
+        let again = EchoServer::start(&echo_addr.to_string(), 1).expect("rebind the backend port");
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"next"), &[], None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"next"));
+        assert!(again.stats().streams_started >= 1);
+        assert_eq!(proxy.stop().grpc_errors, 0);
+    }
+}
