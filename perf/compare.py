@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Side-by-side Thrift benchmark: direct path vs ringway vs nginx `stream` vs HAProxy `mode tcp`.
+"""Side-by-side benchmark: direct path vs ringway vs nginx vs HAProxy.
+
+Thrift (framed-binary, ttheader, …): nginx `stream` and HAProxy `mode tcp` (L4 splices).
+gRPC (--protocols grpc-unary,grpc-server-stream,grpc-bidi): nginx `grpc_pass` and HAProxy
+`mode http` with `proto h2` on both sides; the backend is `ringway-bench echo grpc` (tonic).
 
 One run, same load for every peer, peers alternated, several repeats, medians reported.
 Proxies are pinned to core 0; the echo backend and the load generator share core 1.
@@ -99,7 +103,7 @@ class Peer:
                 self.proc.wait()
 
 
-def start_ringway(tmp, backend_port, driver):
+def start_ringway(tmp, backend_port, driver, grpc=False):
     port = free_port()
     conf = os.path.join(tmp, "ringway.toml")
     with open(conf, "w") as f:
@@ -108,7 +112,8 @@ workers = 1
 driver = "{driver}"
 drain_timeout = "2s"
 [[listener]]
-name = "thrift"
+name = "bench"
+protocol = "{'grpc' if grpc else 'thrift'}"
 address = "127.0.0.1:{port}"
 routes = [ {{ cluster = "echo" }} ]
 [[cluster]]
@@ -123,7 +128,7 @@ max_requests_per_connection = 512
     return Peer("ringway", port, p)
 
 
-def start_nginx(tmp, backend_port):
+def start_nginx(tmp, backend_port, grpc=False):
     if not shutil.which("nginx"):
         return None
     port = free_port()
@@ -138,7 +143,22 @@ daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 8192; }}
-stream {{
+""")
+        if grpc:
+            f.write(f"""http {{
+    access_log off;
+    upstream echo {{ server 127.0.0.1:{backend_port}; keepalive 64; keepalive_requests 1000000000; }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        http2_max_concurrent_streams 1024;
+        http2_max_requests 1000000000;
+        keepalive_requests 1000000000;
+        location / {{ grpc_pass grpc://echo; }}
+    }}
+}}
+""")
+        else:
+            f.write(f"""stream {{
     upstream echo {{ server 127.0.0.1:{backend_port}; }}
     server {{ listen 127.0.0.1:{port}; proxy_pass echo; }}
 }}
@@ -148,7 +168,7 @@ stream {{
     return Peer("nginx", port, p)
 
 
-def start_haproxy(tmp, backend_port):
+def start_haproxy(tmp, backend_port, grpc=False):
     if not shutil.which("haproxy"):
         return None
     port = free_port()
@@ -158,15 +178,15 @@ def start_haproxy(tmp, backend_port):
     nbthread 1
     maxconn 8000
 defaults
-    mode tcp
+    mode {'http' if grpc else 'tcp'}
     timeout connect 5s
     timeout client 60s
     timeout server 60s
 frontend f
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{' proto h2' if grpc else ''}
     default_backend b
 backend b
-    server echo 127.0.0.1:{backend_port}
+    server echo 127.0.0.1:{backend_port}{' proto h2' if grpc else ''}
 """)
     p = subprocess.Popen(["taskset", "-c", "0", "haproxy", "-db", "-f", conf], stderr=subprocess.DEVNULL)
     wait_port(port, p, "haproxy")
@@ -234,30 +254,37 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ringway-compare-")
     peers, backend = [], None
     try:
+        protocols = args.protocols.split(",")
+        grpc = all(p.startswith("grpc") for p in protocols)
+        if not grpc and any(p.startswith("grpc") for p in protocols):
+            sys.exit("run gRPC and Thrift protocols separately (they need different backends)")
         bport = free_port()
-        backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "ringway-bench"), "echo", "thrift",
+        backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "ringway-bench"), "echo",
+                                    "grpc" if grpc else "thrift",
                                     "--listen", f"127.0.0.1:{bport}", "--threads", "1"], stdout=subprocess.DEVNULL)
         wait_port(bport, backend, "echo backend")
         for name in wanted:
             if name == "direct":
                 peers.append(Peer("direct", bport))
             elif name == "ringway":
-                peers.append(start_ringway(tmp, bport, args.driver))
+                peers.append(start_ringway(tmp, bport, args.driver, grpc))
             elif name == "nginx":
-                p = start_nginx(tmp, bport)
+                p = start_nginx(tmp, bport, grpc)
                 peers.append(p) if p else print("nginx not installed: skipped")
             elif name == "haproxy":
-                p = start_haproxy(tmp, bport)
+                p = start_haproxy(tmp, bport, grpc)
                 peers.append(p) if p else print("haproxy not installed: skipped")
 
         hp = open(HALTPOLL).read().strip() if os.path.exists(HALTPOLL) else "n/a"
         print(f"# ringway compare — {time.strftime('%Y-%m-%d %H:%M')} — {os.cpu_count()} cores, kernel {os.uname().release}")
         print(f"# proxies pinned to core 0; echo backend and load generator on core 1")
+        if grpc:
+            print("# gRPC: nginx http2 + grpc_pass (keepalive 64), HAProxy mode http proto h2 both sides; "
+                  "grpc-server-stream counts reply messages (10 per call) as requests")
         print(f"# guest_halt_poll_ns = {hp}" + (f" (raised from {old_haltpoll} for this run)" if args.raise_haltpoll is not None else ""))
         print(f"# {args.repeats} repeats x {args.duration} (+{args.warmup} warm-up run), payload {args.payload} B, peers alternated, medians shown", flush=True)
 
         levels = [tuple(int(x) for x in l.split("x")) for l in args.levels.split(",")]
-        protocols = args.protocols.split(",")
         runs = []
         for rep in range(args.repeats):
             for (c, m) in levels:

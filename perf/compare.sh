@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Thrift side by side, one run: direct path, ringway, nginx `stream`, HAProxy `mode tcp`.
+# Side by side, one run: direct path, ringway, nginx, HAProxy (Thrift: L4; gRPC: grpc_pass / proto h2).
 # Installs nginx/HAProxy with apt-get when missing (as root). Proxies on core 0, backend and
 # load generator on core 1. Examples:
 #   perf/compare.sh                          # 3 repeats, 1x1 and 32x10, framed-binary and ttheader
 #   perf/compare.sh --raise-haltpoll         # raise guest_halt_poll_ns for the run, restore after
 #   perf/compare.sh --repeats 5 --duration 10s --json /tmp/compare.json
+#   perf/compare.sh --protocols grpc-unary,grpc-server-stream   # gRPC: nginx grpc_pass, HAProxy proto h2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin ringway --bin ringway-bench

@@ -232,3 +232,47 @@ both_drivers! {
         assert_eq!(proxy.stop().grpc_errors, 0);
     }
 }
+
+/// The PyPI grpcio cases, each a separate run of `tests/py/grpc_peer.py client`.
+const PY_CASES: [&str; 9] =
+    ["unary", "server_stream", "client_stream", "bidi", "metadata", "deadline", "status", "large", "concurrent"];
+
+both_drivers! {
+    fn grpcio_client_through_ringway_to_tonic(driver: &str) {
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        for case in PY_CASES {
+            let r = common::grpc::python_grpc_client(proxy.addr, case);
+            assert!(r.is_ok(), "grpcio client case {case}: {r:?}");
+        }
+        assert_eq!(proxy.stop().panics, 0);
+    }
+
+    fn tonic_client_through_ringway_to_grpcio(driver: &str) {
+        let (_py, port) = common::grpc::python_grpc_server();
+        let backend: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let proxy = GrpcProxy::to(driver, backend);
+        let c = client(proxy.addr);
+        let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"to python"), &[], None).unwrap();
+        assert_eq!(reply, Bytes::from_static(b"to python"));
+        let msgs = c.server_stream(Bytes::from_static(b"p"), &[("x-count", "7")], None).unwrap();
+        assert_eq!(msgs.len(), 7);
+        let parts: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("{i}"))).collect();
+        assert_eq!(c.bidi(parts.clone(), &[], None).unwrap(), parts);
+        let md = [("x-echo-k", "v1"), ("x-echo-k-bin", "\u{0}\u{1}")];
+        let (headers, _, trailers) = c.unary("Unary", Bytes::from_static(b"m"), &md, None).unwrap();
+        assert_eq!(headers.get("x-echo-k").unwrap(), "v1");
+        assert_eq!(trailers.get("x-echo-k").unwrap(), "v1");
+        assert_eq!(&trailers.get_bin("x-echo-k-bin").unwrap().to_bytes().unwrap()[..], b"\x00\x01");
+        let err = c.unary("Unary", Bytes::from_static(b"x"), &[("x-status", "9"), ("x-message", "nope")], None).unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "nope"));
+        let err = c
+            .unary("Unary", Bytes::from_static(b"x"), &[("x-delay-ms", "3000")], Some(Duration::from_millis(200)))
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        let big = Bytes::from(vec![7u8; 4 << 20]);
+        let (_, reply, _) = c.unary("Unary", big.clone(), &[], None).unwrap();
+        assert!(reply == big);
+        assert_eq!(c.concurrent_unary(200, 64), 200);
+    }
+}

@@ -39,6 +39,9 @@ pub struct UpConn {
     going_away: Cell<bool>,
     dead: Cell<bool>,
     retired: Cell<bool>,
+    /// The upstream's first SETTINGS arrived. Until then only the stream that caused the
+    /// connect is opened (its limits are unknown: it may allow fewer than the default 100).
+    settings_seen: Cell<bool>,
     assembler: RefCell<Assembler>,
     capacity: Rc<Notify>,
     reader: RefCell<Canceller>,
@@ -62,6 +65,7 @@ impl Member for UpConn {
             going_away: Cell::new(false),
             dead: Cell::new(false),
             retired: Cell::new(false),
+            settings_seen: Cell::new(false),
             assembler: RefCell::new(Assembler::default()),
             capacity,
             reader: RefCell::new(Canceller::new()),
@@ -102,6 +106,7 @@ impl Member for UpConn {
         !self.dead.get()
             && !self.going_away.get()
             && !self.retired.get()
+            && self.settings_seen.get()
             && self.next_id.get() < MAX_STREAM_ID - 2
             && self.streams.borrow().len() < self.max_streams.min(self.core.peer.max_concurrent_streams.get() as usize)
     }
@@ -289,6 +294,7 @@ impl UpConn {
                 frame::settings::Frame::Ack => Ok(()),
                 frame::settings::Frame::Settings(s) => {
                     let before = self.has_capacity();
+                    self.settings_seen.set(true);
                     let delta = self.core.apply_settings(&s);
                     if delta != 0 {
                         for st in self.all_streams() {

@@ -1,0 +1,219 @@
+//! The proxy as seen from the upstream: a raw HTTP/2 server (ringway's frame layer and
+//! HPACK, nothing else) records every frame the proxy sends, so these tests can check the
+//! wire: END_STREAM once and on the last piece when DATA is split for a small window or
+//! frame size, the upstream's SETTINGS_MAX_CONCURRENT_STREAMS respected, stream ids
+//! increasing. The client is tonic.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringway::bench::grpc_echo::EchoClient;
+use ringway::config::Config;
+use ringway::control::Server;
+use ringway::h2::frame::{self, flag, kind, settings::Settings, HEAD_LEN};
+use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+
+/// What the raw upstream saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// (stream, payload length, END_STREAM) of every DATA frame, in order.
+    data: Vec<(u32, usize, bool)>,
+    /// Stream ids in the order their HEADERS arrived.
+    opened: Vec<u32>,
+    /// Most streams open at once on one connection.
+    max_open: usize,
+    connections: usize,
+}
+
+struct RawUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Starts the raw upstream: it announces `settings`, answers each request after `delay`
+/// with an echo of its message, and gives window back as it reads.
+fn raw_upstream(settings: Settings, delay: Duration) -> RawUpstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, st2) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !st2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            match l.accept() {
+                Ok((c, _)) => {
+                    let (s3, st3) = (s2.clone(), st2.clone());
+                    s3.lock().unwrap().connections += 1;
+                    std::thread::spawn(move || serve(c, settings, delay, s3, st3));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    RawUpstream { addr, seen, stop }
+}
+
+fn serve(
+    mut c: TcpStream,
+    settings: Settings,
+    delay: Duration,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let mut out = BytesMut::new();
+    frame::settings::encode(&settings, &mut out);
+    c.write_all(&out).unwrap();
+    let (mut dec, mut enc) = (Decoder::new(4096), Encoder::new());
+    let mut buf = BytesMut::new();
+    let mut preface = false;
+    // stream -> (message bytes so far, when to answer)
+    let mut open: std::collections::BTreeMap<u32, (Vec<u8>, Option<Instant>)> = Default::default();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+        let mut tmp = [0u8; 65536];
+        match c.read(&mut tmp) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+        if !preface {
+            if buf.len() < 24 {
+                continue;
+            }
+            let _ = buf.split_to(24);
+            preface = true;
+        }
+        let mut out = BytesMut::new();
+        while let Ok(Some((head, f))) = frame::cut(&mut buf, 1 << 24) {
+            let p = &f[HEAD_LEN..];
+            match head.kind {
+                kind::SETTINGS if !head.has(flag::ACK) => frame::settings::encode_ack(&mut out),
+                kind::HEADERS => {
+                    let h = frame::headers::parse(&head, p).unwrap();
+                    assert!(h.end_headers, "test upstream handles single-frame blocks only");
+                    let mut list = HeaderList::new();
+                    dec.decode(&p[h.fragment], 1 << 20, &mut list).unwrap();
+                    let mut s = seen.lock().unwrap();
+                    s.opened.push(head.stream);
+                    open.insert(head.stream, (Vec::new(), None));
+                    s.max_open = s.max_open.max(open.len());
+                }
+                kind::DATA => {
+                    let d = frame::data::parse(&head, p).unwrap();
+                    seen.lock().unwrap().data.push((head.stream, d.data.len(), d.end_stream));
+                    if d.flow_len > 0 {
+                        frame::window_update::encode(0, d.flow_len as u32, &mut out);
+                        frame::window_update::encode(head.stream, d.flow_len as u32, &mut out);
+                    }
+                    if let Some(e) = open.get_mut(&head.stream) {
+                        e.0.extend_from_slice(&p[d.data]);
+                        if d.end_stream {
+                            e.1 = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<u32> =
+            open.iter().filter(|(_, (_, at))| at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        for id in due {
+            let (msg, _) = open.remove(&id).unwrap();
+            let mut block = BytesMut::new();
+            let fields = [(":status", "200"), ("content-type", "application/grpc")];
+            enc.encode(
+                fields.iter().map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
+                &mut block,
+            );
+            frame::headers::encode(id, &block, false, 16384, &mut out);
+            for chunk in msg.chunks(16384) {
+                frame::data::encode(id, chunk, false, &mut out);
+            }
+            let mut block = BytesMut::new();
+            enc.encode([Field { name: b"grpc-status", value: b"0", never_indexed: false }], &mut block);
+            frame::headers::encode(id, &block, true, 16384, &mut out);
+        }
+        if !out.is_empty() && c.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn proxy(driver: &str, upstream: SocketAddr, cluster_extra: &str) -> Server {
+    let toml = format!(
+        r#"
+[runtime]
+workers = 1
+driver = "{driver}"
+[[listener]]
+name = "grpc"
+protocol = "grpc"
+address = "127.0.0.1:0"
+routes = [ {{ cluster = "up" }} ]
+{}
+"#,
+        common::cluster("up", &[upstream.to_string()], cluster_extra)
+    );
+    Server::start(Config::parse(&toml).unwrap()).unwrap()
+}
+
+both_drivers! {
+    fn end_stream_moves_to_the_last_piece_of_a_split_data_frame(driver: &str) {
+        // The upstream's window is 1000 bytes per stream: the proxy must cut the client's
+        // 16 KiB DATA frames into pieces that fit, and END_STREAM must ride only the last.
+        let up = raw_upstream(Settings { initial_window_size: Some(1000), ..Default::default() }, Duration::ZERO);
+        let server = proxy(driver, up.addr, "");
+        let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+        // A first call makes the proxy connect and learn the upstream's SETTINGS (before
+        // they arrive it may use the protocol's default window).
+        c.unary("Unary", Bytes::from_static(b"warm"), &[], Some(Duration::from_secs(10))).unwrap();
+        let msg = Bytes::from((0..40_000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+        let (_, reply, _) = c.unary("Unary", msg.clone(), &[], Some(Duration::from_secs(10))).unwrap();
+        assert!(reply == msg, "echo through a 1000-byte window differs");
+        let seen = up.seen.lock().unwrap();
+        let frames: Vec<_> = seen.data.iter().filter(|(s, _, _)| *s == seen.opened[1]).collect();
+        assert!(frames.len() >= 40, "split into window-sized pieces: {}", frames.len());
+        assert!(frames.iter().all(|(_, len, _)| *len <= 1000), "a piece exceeds the window");
+        assert_eq!(frames.iter().map(|(_, len, _)| len).sum::<usize>(), 40_005);
+        assert_eq!(frames.iter().filter(|(_, _, end)| *end).count(), 1, "END_STREAM exactly once");
+        assert!(frames.last().unwrap().2, "END_STREAM on the last piece");
+        drop(seen);
+        server.shutdown();
+    }
+
+    fn upstream_max_concurrent_streams_is_respected(driver: &str) {
+        let up = raw_upstream(Settings { max_concurrent_streams: Some(2), ..Default::default() }, Duration::from_millis(50));
+        let server = proxy(driver, up.addr, "max_connections_per_endpoint = 1");
+        let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+        assert_eq!(c.concurrent_unary(10, 32), 10, "all calls complete, two at a time");
+        let seen = up.seen.lock().unwrap();
+        assert_eq!(seen.connections, 1);
+        assert_eq!(seen.opened.len(), 10);
+        assert!(seen.max_open <= 2, "upstream saw {} streams open at once", seen.max_open);
+        assert!(seen.opened.windows(2).all(|w| w[1] > w[0]), "stream ids increase: {:?}", seen.opened);
+        assert!(seen.opened.iter().all(|id| id % 2 == 1));
+        drop(seen);
+        server.shutdown();
+    }
+}
