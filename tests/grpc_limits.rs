@@ -36,7 +36,7 @@ address = "127.0.0.1:0"
 routes = [ {{ cluster = "echo" }} ]
 {}
 "#,
-            common::cluster("echo", &[backend.to_string()], "")
+            common::cluster("echo", &[backend.to_string()], "max_connections_per_endpoint = 1")
         );
         let config = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         let server = Server::start(config).expect("proxy starts");
@@ -311,5 +311,52 @@ both_drivers! {
         assert!(reply.starts_with("HTTP/1.1 505 "), "{reply}");
         assert!(reply.contains("HTTP/2"), "{reply}");
         still_serves(proxy.addr);
+    }
+}
+
+both_drivers! {
+    fn cancelled_streams_give_their_buffered_bytes_back_to_the_shared_upstream(driver: &str) {
+        // 24 server streams of 64 KiB messages to a client whose window is zero: each fills its
+        // 1 MiB stream window at the proxy, together more than the 16 MiB window of the one
+        // shared upstream connection. The client then cancels them all. If the proxy forgot
+        // to give the dropped bytes back, that upstream connection would stay stuck at zero.
+        let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
+        let proxy = Proxy::start(driver, echo.addr, "");
+        let mut raw = Raw::connect(proxy.addr, Settings { initial_window_size: Some(0), ..Default::default() });
+        let mut b = BytesMut::new();
+        for i in 0..24u32 {
+            let id = 1 + 2 * i;
+            let mut block = BytesMut::new();
+            raw.enc.encode(
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/ringway.test.Echo/ServerStream"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                    ("x-count", "100"),
+                    ("x-size", "65536"),
+                ]
+                .iter()
+                .map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
+                &mut block,
+            );
+            frame::headers::encode(id, &block, false, 16384, &mut b);
+            frame::data::encode(id, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        }
+        raw.send(&b);
+        // Let the upstream fill the windows.
+        assert!(common::eventually(Duration::from_secs(10), || echo.stats().messages_sent >= 240));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut b = BytesMut::new();
+        for i in 0..24u32 {
+            frame::rst_stream::encode(1 + 2 * i, Reason::CANCEL, &mut b);
+        }
+        raw.send(&b);
+        let c = EchoClient::connect(proxy.addr).unwrap();
+        for _ in 0..3 {
+            let r = c.server_stream(Bytes::from_static(b"after"), &[("x-count", "40"), ("x-size", "65536")], Some(Duration::from_secs(5)));
+            assert_eq!(r.map(|m| m.len()).map_err(|e| e.code()), Ok(40), "the shared upstream connection still flows");
+        }
     }
 }

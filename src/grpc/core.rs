@@ -2,12 +2,13 @@
 //! contexts, the peer's settings, and connection-level flow control in both directions.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use bytes::BytesMut;
 
 use crate::h2::frame::{self, settings::Settings, Reason, DEFAULT_WINDOW, MIN_MAX_FRAME_SIZE};
 use crate::h2::hpack::{Decoder, Encoder, Field};
-use crate::local::Outbox;
+use crate::local::{Notify, Outbox};
 
 /// What the peer announced in its SETTINGS.
 pub struct PeerSettings {
@@ -19,6 +20,11 @@ pub struct PeerSettings {
 /// One HTTP/2 connection's shared state (either side).
 pub struct Core {
     pub out: Outbox,
+    /// Woken each time the writer takes what is queued.
+    pub drained: Rc<Notify>,
+    /// Above this many queued bytes, no more DATA is queued here (the senders wait, and are
+    /// not credited) and a client connection stops reading.
+    pub out_limit: usize,
     pub enc: RefCell<Encoder>,
     pub dec: RefCell<Decoder>,
     pub peer: PeerSettings,
@@ -37,9 +43,12 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(out: Outbox, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
+    pub fn new(out_limit: usize, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
+        let drained = Rc::new(Notify::default());
         Core {
-            out,
+            out: Outbox::with_drain_notify(drained.clone()),
+            drained,
+            out_limit,
             enc: RefCell::new(Encoder::new()),
             dec: RefCell::new(Decoder::new(header_table)),
             peer: PeerSettings {

@@ -19,7 +19,7 @@ use crate::h2::block::{Assembler, Block, BlockLimits};
 use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
 use crate::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{Notify, Outbox, StreamMap};
+use crate::local::{CatchUnwind, Notify, StreamMap};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::WorkerState;
@@ -67,6 +67,10 @@ pub struct DownConn {
     streams: RefCell<StreamMap<Rc<Stream>>>,
     /// Highest stream id the client opened.
     max_seen: Cell<u32>,
+    /// The last stream id named by our final GOAWAY (later GOAWAYs must not name more).
+    goaway_last: Cell<Option<u32>>,
+    /// Streams whose responses wait for room on this connection.
+    parked: RefCell<Vec<Rc<Stream>>>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
     pub limits: H2Limits,
@@ -111,13 +115,15 @@ where
 
     let conn = Rc::new(DownConn {
         core: Core::new(
-            Outbox::default(),
+            lc.max_write_buffer,
             limits.initial_connection_window,
             limits.initial_stream_window,
             HEADER_TABLE,
         ),
         streams: RefCell::new(StreamMap::default()),
         max_seen: Cell::new(0),
+        goaway_last: Cell::new(None),
+        parked: RefCell::new(Vec::new()),
         state: state.clone(),
         listener,
         limits,
@@ -146,17 +152,33 @@ where
     conn.core.push(opening);
 
     let id = state.register_grpc(conn.clone());
+    // Every task of the connection runs under CatchUnwind: monoio does not catch panics, and
+    // one connection's bug must not take the worker down.
     let c = conn.clone();
     monoio::spawn(async move {
-        let _ = write_outbox(&mut wr, &c.core.out).await;
+        let _ = CatchUnwind::new(write_outbox(&mut wr, &c.core.out)).await;
         // The client stopped reading or the connection ended: stop reading too.
         c.cancel_reader();
     });
     let c = conn.clone();
-    monoio::spawn(async move { c.sweep().await });
+    monoio::spawn(async move {
+        if CatchUnwind::new(c.clone().sweep()).await.is_err() {
+            c.panicked("sweeper");
+        }
+    });
+    let c = conn.clone();
+    monoio::spawn(async move {
+        if CatchUnwind::new(c.clone().unpark_on_drain()).await.is_err() {
+            c.panicked("writer wake-up");
+        }
+    });
 
-    conn.read_loop(&mut rd, buf, hint).await;
-    conn.shutdown();
+    if CatchUnwind::new(conn.read_loop(&mut rd, buf, hint)).await.is_err() {
+        conn.panicked("reader");
+    }
+    if CatchUnwind::new(async { conn.shutdown() }).await.is_err() {
+        conn.panicked("shutdown");
+    }
     state.deregister_grpc(id);
 }
 
@@ -189,6 +211,42 @@ impl DownConn {
         &self.state.stats
     }
 
+    fn panicked(&self, task: &str) {
+        let stats = self.stats();
+        stats.panics.set(stats.panics.get() + 1);
+        log::error!("listener {}: gRPC connection {task} panicked; connection closed", self.listener);
+        self.closed.set(true);
+        self.core.out.close();
+        self.cancel_reader();
+    }
+
+    /// A stream's response waits for room here (a window, or the write queue).
+    pub fn park(&self, s: Rc<Stream>) {
+        self.parked.borrow_mut().push(s);
+    }
+
+    /// Room again: flush every parked stream (each parks itself again if still blocked).
+    fn unpark_all(&self) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        for s in parked {
+            s.st.borrow_mut().resp.parked = false;
+            s.flush_resp();
+        }
+    }
+
+    /// The writer took what was queued: streams held back by a full queue may go on.
+    async fn unpark_on_drain(self: Rc<Self>) {
+        loop {
+            self.core.drained.notified().await;
+            if self.closed.get() && self.streams.borrow().is_empty() {
+                return;
+            }
+            if !self.parked.borrow().is_empty() {
+                self.unpark_all();
+            }
+        }
+    }
+
     fn cancel_reader(&self) {
         let mut c = self.reader.borrow_mut();
         let old = std::mem::take(&mut *c);
@@ -205,13 +263,18 @@ impl DownConn {
     async fn read_loop<R: CancelableAsyncReadRent>(self: &Rc<Self>, rd: &mut R, mut buf: BytesMut, mut hint: ReadHint) {
         let mut first = true;
         loop {
+            // Backpressure: a client that does not read its answers (or floods requests that
+            // are answered at once) stops being read once its write queue is full.
+            while self.core.out.queued_bytes() > self.core.out_limit && !self.closed.get() {
+                self.core.drained.notified().await;
+            }
             loop {
                 let next = match frame::cut(&mut buf, frame::MIN_MAX_FRAME_SIZE) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => {
-                        self.frame_error(e);
-                        return;
+                    // The oversized frame is still in the buffer: nothing after it can be read.
+                    Err(FrameError::Connection(r, why) | FrameError::Stream(_, r, why)) => {
+                        return self.conn_error(r, why);
                     }
                 };
                 if first && next.0.kind != kind::SETTINGS {
@@ -246,7 +309,9 @@ impl DownConn {
                 log::debug!("listener {}: stream {id}: {r}: {why}", self.listener);
                 match self.stream(id) {
                     Some(s) => s.reset(Some(r), Some(Reason::CANCEL)),
-                    None => self.core.write_rst(id, r),
+                    // Never RST_STREAM an idle stream (RFC 9113 §5.1).
+                    None if id <= self.max_seen.get() => self.core.write_rst(id, r),
+                    None => {}
                 }
                 if !self.resets.borrow_mut().take() {
                     self.conn_error(Reason::ENHANCE_YOUR_CALM, "too many stream errors");
@@ -262,8 +327,13 @@ impl DownConn {
         if r == Reason::ENHANCE_YOUR_CALM {
             self.stats().grpc_calm.set(self.stats().grpc_calm.get() + 1);
         }
-        self.core.go_away(self.max_seen.get(), r, why);
+        self.core.go_away(self.last_stream(), r, why);
         self.closed.set(true);
+    }
+
+    /// The last stream id a GOAWAY may name: frozen by the final GOAWAY of a drain.
+    fn last_stream(&self) -> u32 {
+        self.goaway_last.get().unwrap_or(self.max_seen.get())
     }
 
     fn stream(&self, id: u32) -> Option<Rc<Stream>> {
@@ -295,6 +365,8 @@ impl DownConn {
         }
         self.core.out.close();
         self.sweeper.notify_all();
+        self.core.drained.notify_all();
+        self.parked.borrow_mut().clear();
     }
 
     /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
@@ -311,7 +383,9 @@ impl DownConn {
         let c = self.clone();
         monoio::spawn(async move {
             monoio::time::sleep(DRAIN_PING_WAIT).await;
-            c.final_goaway();
+            if CatchUnwind::new(async { c.final_goaway() }).await.is_err() {
+                c.panicked("drain");
+            }
         });
     }
 
@@ -320,6 +394,7 @@ impl DownConn {
             return;
         }
         self.drain.set(Drain::Final);
+        self.goaway_last.set(Some(self.max_seen.get()));
         let mut b = BytesMut::with_capacity(32);
         frame::goaway::encode(self.max_seen.get(), Reason::NO_ERROR, b"draining", &mut b);
         self.core.push(b);
@@ -329,7 +404,7 @@ impl DownConn {
     /// Forced close (drain timeout).
     pub fn close_now(self: &Rc<Self>) {
         if !self.closed.get() {
-            self.core.go_away(self.max_seen.get(), Reason::NO_ERROR, "shutting down");
+            self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
             self.closed.set(true);
         }
         self.cancel_reader();
@@ -383,6 +458,11 @@ impl DownConn {
                 frame::settings::Frame::Ack => Ok(()),
                 frame::settings::Frame::Settings(s) => {
                     let delta = self.core.apply_settings(&s);
+                    // Changing every stream's window costs a pass over the streams: such
+                    // SETTINGS share the budget of stream errors.
+                    if delta != 0 && !self.resets.borrow_mut().take() {
+                        return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
+                    }
                     if delta != 0 {
                         for st in self.all_streams() {
                             let mut x = st.st.borrow_mut();
@@ -401,7 +481,7 @@ impl DownConn {
                         return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "SETTINGS flood"));
                     }
                     if delta > 0 {
-                        self.all_streams().iter().for_each(|s| s.flush_resp());
+                        self.unpark_all();
                     }
                     Ok(())
                 }
@@ -440,9 +520,7 @@ impl DownConn {
                 let inc = frame::window_update::parse(&head, payload)?;
                 if head.stream == 0 {
                     self.core.grow_send_window(inc)?;
-                    for s in self.all_streams() {
-                        s.flush_resp();
-                    }
+                    self.unpark_all();
                     return Ok(());
                 }
                 match self.stream(head.stream) {
@@ -497,6 +575,7 @@ impl DownConn {
         }
         if queue_data(&mut st.req, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
             drop(st);
+            self.core.credit(d.flow_len);
             return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
         }
         drop(st);
@@ -544,8 +623,13 @@ impl DownConn {
             s.flush_req();
             return Ok(());
         }
-        if id % 2 == 0 || id <= self.max_seen.get() {
-            return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "new stream id not odd and increasing"));
+        if id % 2 == 0 {
+            return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "even stream id from a client"));
+        }
+        if id <= self.max_seen.get() {
+            // A stream we already closed or reset: its block was decoded (HPACK stays in
+            // sync) and is ignored (RFC 9113 §5.1).
+            return Ok(());
         }
         self.max_seen.set(id);
         if self.drain.get() == Drain::Final || self.closed.get() {
@@ -589,7 +673,12 @@ impl DownConn {
             Some(up) => stream.open_upstream(&up),
             None => {
                 let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
-                monoio::spawn(open_when_ready(stream, pool, Instant::now() + wait));
+                monoio::spawn(async move {
+                    let s = stream.clone();
+                    if CatchUnwind::new(open_when_ready(stream, pool, Instant::now() + wait)).await.is_err() {
+                        s.down.panicked("upstream wait");
+                    }
+                });
             }
         }
         Ok(())

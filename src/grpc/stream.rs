@@ -41,8 +41,11 @@ pub struct Dir {
     pub end_received: bool,
     /// END_STREAM went to the receiver.
     pub end_sent: bool,
-    /// Since when data has waited for a zero window (stall guard).
+    /// Since when data has waited without progress for a zero window or a full write queue
+    /// (stall guard).
     pub blocked_since: Option<Instant>,
+    /// On the receiving connection's list of streams to flush when it has room again.
+    pub parked: bool,
 }
 
 impl Dir {
@@ -55,6 +58,7 @@ impl Dir {
             end_received: false,
             end_sent: false,
             blocked_since: None,
+            parked: false,
         }
     }
 
@@ -85,6 +89,9 @@ pub struct StreamState {
     /// The request headers, until the stream is opened upstream.
     pub request: Option<(HeaderList, bool)>,
     pub closed: bool,
+    /// The upstream ended the call early (trailers, then RST_STREAM(NO_ERROR)): once the
+    /// trailers reach the client, tell a client still sending to stop.
+    pub rst_client_after_trailers: bool,
 }
 
 pub struct Stream {
@@ -119,6 +126,7 @@ impl Stream {
                 deadline,
                 request: Some((request, end_stream)),
                 closed: false,
+                rst_client_after_trailers: false,
             }),
         }
     }
@@ -155,12 +163,16 @@ impl Stream {
         let up_id = st.up_id;
         let down = &self.down.core;
         let was_blocked = st.req.blocked_since.is_some();
-        flush(&mut st.req, &up.core, up_id, down, self.down_id);
+        let out = flush(&mut st.req, &up.core, up_id, down, self.down_id);
         if !was_blocked && st.req.blocked_since.is_some() {
             self.down.sweeper.notify_all();
         }
+        let park = out.parked && !std::mem::replace(&mut st.req.parked, out.parked);
         let done = st.req.end_sent && st.resp.end_sent;
         drop(st);
+        if park {
+            up.park(self.clone());
+        }
         if done {
             self.finish();
         }
@@ -173,16 +185,37 @@ impl Stream {
         let up_id = st.up_id;
         let had_headers = st.resp_headers_sent;
         let was_blocked = st.resp.blocked_since.is_some();
-        let sent_headers = flush(&mut st.resp, &self.down.core, self.down_id, &up.core, up_id);
-        st.resp_headers_sent = had_headers || sent_headers;
+        let out = flush(&mut st.resp, &self.down.core, self.down_id, &up.core, up_id);
+        st.resp_headers_sent = had_headers || out.headers;
         if !was_blocked && st.resp.blocked_since.is_some() {
             self.down.sweeper.notify_all();
         }
+        let park = out.parked && !std::mem::replace(&mut st.resp.parked, out.parked);
         let done = st.req.end_sent && st.resp.end_sent;
+        let rst_client = done && st.rst_client_after_trailers && !st.req.end_received;
         drop(st);
+        if park {
+            self.down.park(self.clone());
+        }
+        if rst_client {
+            self.down.core.write_rst(self.down_id, Reason::NO_ERROR);
+        }
         if done {
             self.finish();
         }
+    }
+
+    /// The upstream finished early: its trailers are in (maybe still queued) and it reset the
+    /// stream with NO_ERROR. The request side is over; the response still goes out in full.
+    pub fn upstream_done_early(self: &Rc<Self>) {
+        let mut st = self.st.borrow_mut();
+        let dropped = st.req.queued_bytes();
+        st.req.queue.clear();
+        st.req.end_sent = true;
+        st.rst_client_after_trailers = true;
+        drop(st);
+        self.down.core.credit(dropped);
+        self.flush_resp();
     }
 
     /// Both directions ended: forget the stream on both connections.
@@ -193,11 +226,16 @@ impl Stream {
         }
         let up = st.up.take();
         let up_id = st.up_id;
+        // Bytes still queued were counted against the senders' connection windows: give them
+        // back, or every stream on a shared connection stalls once enough were dropped.
+        let (req_bytes, resp_bytes) = (st.req.queued_bytes(), st.resp.queued_bytes());
         st.req.queue.clear();
         st.resp.queue.clear();
         drop(st);
+        self.down.core.credit(req_bytes);
         self.down.forget(self.down_id);
         if let Some(up) = up {
+            up.core.credit(resp_bytes);
             up.forget(up_id);
         }
     }
@@ -210,13 +248,16 @@ impl Stream {
         if st.closed {
             return;
         }
-        let mut fields = HeaderList::new();
-        status_fields(&mut fields, !st.resp_headers_sent, code, msg);
-        self.down.core.write_headers(self.down_id, fields.iter(), true);
-        st.resp.end_sent = true;
+        if !st.resp.end_sent {
+            let mut fields = HeaderList::new();
+            status_fields(&mut fields, !st.resp_headers_sent, code, msg);
+            self.down.core.write_headers(self.down_id, fields.iter(), true);
+            st.resp.end_sent = true;
+        }
         let client_sending = !st.req.end_received;
         let up = st.up.clone();
-        let (up_id, up_done) = (st.up_id, st.resp.end_received);
+        // The upstream stream is closed only when both of its directions ended.
+        let (up_id, up_done) = (st.up_id, st.resp.end_received && st.req.end_sent);
         drop(st);
         if client_sending {
             self.down.core.write_rst(self.down_id, Reason::NO_ERROR);
@@ -253,11 +294,20 @@ impl Stream {
     }
 }
 
+/// What a flush did.
+struct Flushed {
+    /// A header block was written.
+    headers: bool,
+    /// Data is left that waits for room (a window or the write queue).
+    parked: bool,
+}
+
 /// Moves queued items of one direction to the receiver (`to`, stream `to_id`) as far as its
-/// windows and frame size allow, and gives the forwarded bytes back to the sender (`from`,
-/// stream `from_id`). Returns whether a header block was written.
-fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> bool {
+/// windows, frame size and write queue allow, and gives the forwarded bytes back to the
+/// sender (`from`, stream `from_id`).
+fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> Flushed {
     let mut wrote_headers = false;
+    let mut parked = false;
     let mut forwarded = 0usize;
     while let Some(item) = dir.queue.front_mut() {
         match item {
@@ -274,12 +324,15 @@ fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> boo
                 let len = buf.len() - start;
                 let room = dir.send_window.min(to.send_window.get()).max(0) as usize;
                 let n = len.min(room).min(to.peer.max_frame_size.get() as usize);
-                if n == 0 && len > 0 {
+                if (n == 0 && len > 0) || to.out.queued_bytes() >= to.out_limit {
                     if dir.blocked_since.is_none() {
                         dir.blocked_since = Some(Instant::now());
                     }
+                    parked = true;
                     break;
                 }
+                // Progress: the stall clock restarts when it blocks again.
+                dir.blocked_since = None;
                 let last = n == len;
                 let end_now = last && *end;
                 let flags = if end_now { frame::flag::END_STREAM } else { 0 };
@@ -325,7 +378,7 @@ fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> boo
             }
         }
     }
-    wrote_headers
+    Flushed { headers: wrote_headers, parked }
 }
 
 /// Accounts DATA received on a stream direction and queues it (padding is given back at once).

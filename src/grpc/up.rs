@@ -18,7 +18,7 @@ use crate::h2::block::{Assembler, Block, BlockLimits};
 use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
 use crate::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, Notify, Outbox, StreamMap};
+use crate::local::{CatchUnwind, Notify, StreamMap};
 use crate::stats::Stats;
 use crate::upstream::pool::Member;
 
@@ -43,6 +43,8 @@ pub struct UpConn {
     /// connect is opened (its limits are unknown: it may allow fewer than the default 100).
     settings_seen: Cell<bool>,
     assembler: RefCell<Assembler>,
+    /// Streams whose requests wait for room on this connection.
+    parked: RefCell<Vec<Rc<Stream>>>,
     capacity: Rc<Notify>,
     reader: RefCell<Canceller>,
     stats: Rc<Stats>,
@@ -57,7 +59,7 @@ impl Member for UpConn {
     {
         let d = H2Limits::default();
         let conn = Rc::new(UpConn {
-            core: Core::new(Outbox::default(), d.initial_connection_window, d.initial_stream_window, 4096),
+            core: Core::new(cluster.max_write_buffer, d.initial_connection_window, d.initial_stream_window, 4096),
             peer: label,
             streams: RefCell::new(StreamMap::default()),
             next_id: Cell::new(1),
@@ -67,6 +69,7 @@ impl Member for UpConn {
             retired: Cell::new(false),
             settings_seen: Cell::new(false),
             assembler: RefCell::new(Assembler::default()),
+            parked: RefCell::new(Vec::new()),
             capacity,
             reader: RefCell::new(Canceller::new()),
             stats,
@@ -84,8 +87,20 @@ impl Member for UpConn {
         let (rd, mut wr) = stream.into_split();
         let c = conn.clone();
         monoio::spawn(async move {
-            if let Err(e) = write_outbox(&mut wr, &c.core.out).await {
-                c.die(&format!("upstream write failed ({e})"));
+            match CatchUnwind::new(write_outbox(&mut wr, &c.core.out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let why = format!("upstream write failed ({e})");
+                    let _ = CatchUnwind::new(async { c.die(&why) }).await;
+                }
+                Err(_) => c.stats.panics.set(c.stats.panics.get() + 1),
+            }
+        });
+        let c = conn.clone();
+        monoio::spawn(async move {
+            if CatchUnwind::new(c.clone().unpark_on_drain()).await.is_err() {
+                c.stats.panics.set(c.stats.panics.get() + 1);
+                c.die("upstream connection failed (panic)");
             }
         });
         let c = conn.clone();
@@ -135,6 +150,31 @@ impl UpConn {
         id
     }
 
+    /// A stream's request waits for room here (a window, or the write queue).
+    pub fn park(&self, s: Rc<Stream>) {
+        self.parked.borrow_mut().push(s);
+    }
+
+    fn unpark_all(&self) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        for s in parked {
+            s.st.borrow_mut().req.parked = false;
+            s.flush_req();
+        }
+    }
+
+    async fn unpark_on_drain(self: Rc<Self>) {
+        loop {
+            self.core.drained.notified().await;
+            if self.dead.get() {
+                return;
+            }
+            if !self.parked.borrow().is_empty() {
+                self.unpark_all();
+            }
+        }
+    }
+
     /// A stream ended: its slot is free.
     pub fn forget(&self, id: u32) {
         let was_full = !self.has_capacity();
@@ -178,6 +218,8 @@ impl UpConn {
         }
         self.core.out.close();
         self.cancel_reader();
+        self.parked.borrow_mut().clear();
+        self.core.drained.notify_all();
         let streams = self.all_streams();
         if !streams.is_empty() {
             self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
@@ -198,7 +240,10 @@ impl UpConn {
                 let next = match frame::cut(&mut buf, frame::MIN_MAX_FRAME_SIZE) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => return self.frame_error(e),
+                    // The oversized frame is still in the buffer: the connection is unusable.
+                    Err(FrameError::Connection(r, why) | FrameError::Stream(_, r, why)) => {
+                        return self.frame_error(FrameError::Connection(r, why));
+                    }
                 };
                 if let Err(e) = self.on_frame(next.0, next.1) {
                     let fatal = matches!(e, FrameError::Connection(..));
@@ -231,9 +276,10 @@ impl UpConn {
             }
             FrameError::Stream(id, r, why) => {
                 log::debug!("upstream {}: stream {id}: {r}: {why}", self.peer);
-                self.core.write_rst(id, r);
-                if let Some(s) = self.stream(id) {
-                    s.fail(Code::Internal, &format!("upstream protocol error: {why}"));
+                match self.stream(id) {
+                    // fail() cancels the upstream stream itself.
+                    Some(s) => s.fail(Code::Internal, &format!("upstream protocol error: {why}")),
+                    None => self.core.write_rst(id, r),
                 }
             }
         }
@@ -278,12 +324,12 @@ impl UpConn {
                 let r = frame::rst_stream::parse(&head, payload)?;
                 if let Some(s) = self.stream(head.stream) {
                     let st = s.st.borrow();
-                    let early_close = r == Reason::NO_ERROR && st.resp.end_sent;
-                    let client_sending = !st.req.end_received;
+                    let early_close = r == Reason::NO_ERROR && st.resp.end_received;
                     drop(st);
                     if early_close {
-                        // Trailers went out already: the "server finished early" pattern.
-                        s.reset(client_sending.then_some(Reason::NO_ERROR), None);
+                        // The "server finished early" pattern: its trailers are in; they still
+                        // reach the client, then a client still sending is told to stop.
+                        s.upstream_done_early();
                     } else {
                         s.reset(Some(r), None);
                     }
@@ -312,7 +358,7 @@ impl UpConn {
                     frame::settings::encode_ack(&mut ack);
                     self.core.push(ack);
                     if delta > 0 {
-                        self.all_streams().iter().for_each(|s| s.flush_req());
+                        self.unpark_all();
                     }
                     if !before && self.has_capacity() {
                         self.capacity.notify_all();
@@ -341,9 +387,7 @@ impl UpConn {
                 let inc = frame::window_update::parse(&head, payload)?;
                 if head.stream == 0 {
                     self.core.grow_send_window(inc)?;
-                    for s in self.all_streams() {
-                        s.flush_req();
-                    }
+                    self.unpark_all();
                     return Ok(());
                 }
                 if let Some(s) = self.stream(head.stream) {
@@ -394,6 +438,7 @@ impl UpConn {
         }
         if queue_data(&mut st.resp, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
             drop(st);
+            self.core.credit(d.flow_len);
             return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
         }
         drop(st);
