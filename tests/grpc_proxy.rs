@@ -276,3 +276,20 @@ both_drivers! {
         assert_eq!(c.concurrent_unary(200, 64), 200);
     }
 }
+
+both_drivers! {
+    fn a_long_quiet_stream_is_not_cut(driver: &str) {
+        // No idle cut: a server stream with 1.5 s gaps between messages runs to its end, and
+        // the proxy sends no PING of its own towards the backend meanwhile (none is needed).
+        let echo = backend();
+        let proxy = GrpcProxy::to(driver, echo.addr);
+        let c = client(proxy.addr);
+        let t0 = Instant::now();
+        let msgs = c
+            .server_stream(Bytes::from_static(b"slow"), &[("x-count", "3"), ("x-interval-ms", "1500")], None)
+            .unwrap();
+        assert_eq!(msgs.len(), 3);
+        assert!(t0.elapsed() >= Duration::from_secs(3));
+        assert_eq!(proxy.stop().grpc_errors, 0);
+    }
+}
