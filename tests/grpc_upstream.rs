@@ -217,3 +217,17 @@ both_drivers! {
         server.shutdown();
     }
 }
+
+both_drivers! {
+    fn a_burst_of_calls_waits_for_one_new_connection_instead_of_opening_many(driver: &str) {
+        // Ten calls arrive at once while no upstream connection exists: the first opens one,
+        // the others wait for its SETTINGS (100 streams allowed) instead of each opening
+        // another connection up to max_connections_per_endpoint.
+        let up = raw_upstream(Settings { max_concurrent_streams: Some(100), ..Default::default() }, Duration::from_millis(20));
+        let server = proxy(driver, up.addr, "max_connections_per_endpoint = 4");
+        let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+        assert_eq!(c.concurrent_unary(10, 32), 10);
+        assert_eq!(up.seen.lock().unwrap().connections, 1, "one upstream connection for the burst");
+        server.shutdown();
+    }
+}

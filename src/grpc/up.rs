@@ -51,6 +51,8 @@ pub struct UpConn {
 }
 
 impl Member for UpConn {
+    const SHARE_NEW_CONNECTIONS: bool = true;
+
     fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
         S: Splitable + 'static,
@@ -137,6 +139,10 @@ impl Member for UpConn {
 
     fn queued_bytes(&self) -> usize {
         self.core.out.queued_bytes()
+    }
+
+    fn warming(&self) -> bool {
+        !self.settings_seen.get() && !self.dead.get()
     }
 }
 
@@ -340,7 +346,9 @@ impl UpConn {
                 frame::settings::Frame::Ack => Ok(()),
                 frame::settings::Frame::Settings(s) => {
                     let before = self.has_capacity();
-                    self.settings_seen.set(true);
+                    // Waiters held back while this connection was warming may now use it, or
+                    // open another one.
+                    let first = !self.settings_seen.replace(true);
                     let delta = self.core.apply_settings(&s);
                     if delta != 0 {
                         for st in self.all_streams() {
@@ -360,7 +368,7 @@ impl UpConn {
                     if delta > 0 {
                         self.unpark_all();
                     }
-                    if !before && self.has_capacity() {
+                    if first || (!before && self.has_capacity()) {
                         self.capacity.notify_all();
                     }
                     Ok(())

@@ -37,6 +37,11 @@ impl std::fmt::Display for AcquireError {
 
 /// A multiplexed upstream connection a pool can hold (Thrift or HTTP/2).
 pub trait Member: Sized + 'static {
+    /// One new connection serves a burst of callers (HTTP/2: up to the peer's stream limit),
+    /// so while one is being opened or is warming, callers wait for it instead of each
+    /// opening another.
+    const SHARE_NEW_CONNECTIONS: bool = false;
+
     /// Starts the connection's tasks on a connected stream.
     fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
@@ -52,6 +57,11 @@ pub trait Member: Sized + 'static {
     fn mark_retired(&self);
     /// Bytes waiting to be written.
     fn queued_bytes(&self) -> usize;
+    /// Just connected and not yet able to say how much it takes (HTTP/2 before the peer's
+    /// SETTINGS): callers wait for it rather than open more connections.
+    fn warming(&self) -> bool {
+        false
+    }
 }
 
 impl Member for UpConn {
@@ -150,7 +160,9 @@ impl<C: Member> Pool<C> {
                     if let Some(c) = conns.iter().find(|c| c.has_capacity()) {
                         return Ok(c.clone());
                     }
-                    conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
+                    let pending =
+                        C::SHARE_NEW_CONNECTIONS && (ep.connecting.get() > 0 || conns.iter().any(|c| c.warming()));
+                    !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
                 };
                 if open {
                     // Boxed: the connect future is large and rare; keeping it out of line keeps
