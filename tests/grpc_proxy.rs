@@ -293,3 +293,32 @@ both_drivers! {
         assert_eq!(proxy.stop().grpc_errors, 0);
     }
 }
+
+both_drivers! {
+    fn reload_moves_new_streams_and_lets_open_ones_finish(driver: &str) {
+        let (a, b) = (backend(), backend());
+        let mut proxy = GrpcProxy::to(driver, a.addr);
+        let addr = proxy.addr;
+        let c = client(addr);
+        c.unary("Unary", Bytes::from_static(b"to a"), &[], None).unwrap();
+        let slow = std::thread::spawn(move || {
+            let c = client(addr);
+            c.unary("Unary", Bytes::from_static(b"slow on a"), &[("x-delay-ms", "600")], None)
+        });
+        assert!(common::eventually(Duration::from_secs(5), || a.stats().streams_started >= 2));
+        let toml = format!(
+            "[runtime]\nworkers = 2\ndriver = \"{driver}\"\n[[listener]]\nname = \"grpc\"\nprotocol = \"grpc\"\n\
+             address = \"127.0.0.1:0\"\nroutes = [ {{ cluster = \"echo\" }} ]\n{}",
+            common::cluster("echo", &[b.addr.to_string()], "")
+        );
+        proxy.server.as_mut().unwrap().reload(Config::parse(&toml).unwrap()).unwrap();
+        for _ in 0..4 {
+            c.unary("Unary", Bytes::from_static(b"to b"), &[], None).unwrap();
+        }
+        assert_eq!(b.stats().streams_started, 4, "new streams go to the new cluster");
+        let (_, reply, _) = slow.join().unwrap().expect("the stream open on the old pool finished");
+        assert_eq!(reply, Bytes::from_static(b"slow on a"));
+        assert_eq!(a.stats().streams_started, 2);
+        assert_eq!(proxy.stop().grpc_errors, 0);
+    }
+}
