@@ -248,6 +248,8 @@ impl DownConn {
     }
 
     fn cancel_reader(&self) {
+        // A reader paused on a full write queue waits on `drained`, not on its read.
+        self.core.drained.notify_all();
         let mut c = self.reader.borrow_mut();
         let old = std::mem::take(&mut *c);
         *c = old.cancel();
@@ -267,6 +269,9 @@ impl DownConn {
             // are answered at once) stops being read once its write queue is full.
             while self.core.out.queued_bytes() > self.core.out_limit && !self.closed.get() {
                 self.core.drained.notified().await;
+            }
+            if self.closed.get() {
+                return;
             }
             loop {
                 let next = match frame::cut(&mut buf, frame::MIN_MAX_FRAME_SIZE) {
