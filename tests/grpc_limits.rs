@@ -360,3 +360,41 @@ both_drivers! {
         }
     }
 }
+
+both_drivers! {
+    fn a_slow_reader_slows_the_writer_and_proxy_memory_stays_bounded(driver: &str) {
+        // The client grants the default 64 KiB window and never more; the backend would send
+        // 100,000 messages of 64 KiB. The proxy may hold about one stream window (1 MiB) and
+        // must not credit the backend beyond what it forwarded, so the backend stalls early.
+        let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
+        let proxy = Proxy::start(driver, echo.addr, "");
+        let mut raw = Raw::connect(proxy.addr, Settings::default());
+        let mut block = BytesMut::new();
+        raw.enc.encode(
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/ringway.test.Echo/ServerStream"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("x-count", "100000"),
+                ("x-size", "65536"),
+            ]
+            .iter()
+            .map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
+            &mut block,
+        );
+        let mut b = BytesMut::new();
+        frame::headers::encode(1, &block, false, 16384, &mut b);
+        frame::data::encode(1, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        raw.send(&b);
+        assert!(common::eventually(Duration::from_secs(5), || echo.stats().messages_sent >= 5));
+        std::thread::sleep(Duration::from_millis(1500));
+        let sent = echo.stats().messages_sent;
+        // 1 MiB at the proxy + 64 KiB at the client + the backend's own HTTP/2 send buffer.
+        assert!(sent < 100, "backend was let to send {sent} x 64 KiB to a client that reads nothing");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(echo.stats().messages_sent, sent, "the backend is stalled, not just slow");
+        still_serves(proxy.addr);
+    }
+}
