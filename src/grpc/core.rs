@@ -5,8 +5,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::BytesMut;
+use monoio::io::Canceller;
 
-use crate::h2::frame::{self, settings::Settings, Reason, DEFAULT_WINDOW, MIN_MAX_FRAME_SIZE};
+use super::stream::Stream;
+use crate::h2::block::{Assembler, Block, BlockLimits};
+use crate::h2::frame::{
+    self, kind, settings::Settings, FrameError, Head, Reason, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
+};
 use crate::h2::hpack::{Decoder, Encoder, Field};
 use crate::local::{Notify, Outbox};
 
@@ -17,8 +22,23 @@ pub struct PeerSettings {
     pub max_concurrent_streams: Cell<u32>,
 }
 
+/// Which end of the proxy a connection is: it decides which direction of a stream the
+/// connection receives (client side: responses; upstream side: requests).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
 /// One HTTP/2 connection's shared state (either side).
 pub struct Core {
+    side: Side,
+    /// Cancels the reader's in-flight read.
+    reader: RefCell<Canceller>,
+    /// The header block being assembled from HEADERS + CONTINUATION.
+    assembler: RefCell<Assembler>,
+    /// Streams whose data for this connection waits for room (a window, or the write queue).
+    parked: RefCell<Vec<Rc<Stream>>>,
     pub out: Outbox,
     /// Woken each time the writer takes what is queued.
     pub drained: Rc<Notify>,
@@ -43,9 +63,13 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(out_limit: usize, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
+    pub fn new(side: Side, out_limit: usize, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
         let drained = Rc::new(Notify::default());
         Core {
+            side,
+            reader: RefCell::new(Canceller::new()),
+            assembler: RefCell::new(Assembler::default()),
+            parked: RefCell::new(Vec::new()),
             out: Outbox::with_drain_notify(drained.clone()),
             drained,
             out_limit,
@@ -72,6 +96,96 @@ impl Core {
         if self.conn_window > DEFAULT_WINDOW {
             frame::window_update::encode(0, self.conn_window - DEFAULT_WINDOW, dst);
         }
+    }
+
+    /// A handle that cancels the reader's next read.
+    pub fn read_handle(&self) -> monoio::io::CancelHandle {
+        self.reader.borrow().handle()
+    }
+
+    /// Stops the reader: cancels its read, and wakes it if it is paused on a full write queue.
+    pub fn cancel_reader(&self) {
+        self.drained.notify_all();
+        let mut c = self.reader.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    /// While a header block is open, only CONTINUATION frames of its stream may arrive
+    /// (RFC 9113 §6.10).
+    pub fn check_block_order(&self, head: &Head) -> Result<(), FrameError> {
+        match self.assembler.borrow().in_progress() {
+            Some(s) if head.kind != kind::CONTINUATION || head.stream != s => {
+                Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "frame inside a header block"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Feeds a HEADERS or CONTINUATION frame to the assembler; returns the block once whole.
+    pub fn header_frame(
+        &self,
+        head: &Head,
+        mut frame: BytesMut,
+        limits: BlockLimits,
+    ) -> Result<Option<Block>, FrameError> {
+        let payload = &frame[HEAD_LEN..];
+        let mut asm = self.assembler.borrow_mut();
+        if head.kind == kind::CONTINUATION {
+            let c = frame::continuation::parse(head, payload)?;
+            return asm.continuation(head.stream, c.end_headers, &payload[c.fragment], limits);
+        }
+        let h = frame::headers::parse(head, payload)?;
+        let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
+        frag.truncate(h.fragment.len());
+        asm.start(head.stream, h.end_stream, h.end_headers, frag, limits)
+    }
+
+    /// A stream's data for this connection waits for room.
+    pub fn park(&self, s: Rc<Stream>) {
+        self.parked.borrow_mut().push(s);
+    }
+
+    pub fn clear_parked(&self) {
+        self.parked.borrow_mut().clear();
+    }
+
+    pub fn has_parked(&self) -> bool {
+        !self.parked.borrow().is_empty()
+    }
+
+    /// Room again: flush every parked stream (each parks itself again if still blocked).
+    pub fn unpark_all(&self) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        for s in parked {
+            match self.side {
+                Side::Client => {
+                    s.st.borrow_mut().resp.parked = false;
+                    s.flush_resp();
+                }
+                Side::Upstream => {
+                    s.st.borrow_mut().req.parked = false;
+                    s.flush_req();
+                }
+            }
+        }
+    }
+
+    /// Applies a change of the peer's initial stream window to the send windows of `streams`
+    /// (the direction this connection receives).
+    pub fn shift_stream_windows(&self, delta: i64, streams: &[Rc<Stream>]) -> Result<(), FrameError> {
+        for s in streams {
+            let mut st = s.st.borrow_mut();
+            let dir = match self.side {
+                Side::Client => &mut st.resp,
+                Side::Upstream => &mut st.req,
+            };
+            dir.send_window += delta;
+            if dir.send_window > frame::MAX_WINDOW as i64 {
+                return Err(FrameError::Connection(Reason::FLOW_CONTROL_ERROR, "stream window above 2^31-1"));
+            }
+        }
+        Ok(())
     }
 
     pub fn push(&self, b: BytesMut) {

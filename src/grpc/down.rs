@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable};
 
-use super::core::Core;
+use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
 use super::up::Pool;
 use super::wire::{check_request, split_path, status_fields, Code};
 use crate::config::H2Limits;
-use crate::h2::block::{Assembler, Block, BlockLimits};
+use crate::h2::block::{Block, BlockLimits};
 use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
 use crate::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
@@ -69,18 +69,14 @@ pub struct DownConn {
     max_seen: Cell<u32>,
     /// The last stream id named by our final GOAWAY (later GOAWAYs must not name more).
     goaway_last: Cell<Option<u32>>,
-    /// Streams whose responses wait for room on this connection.
-    parked: RefCell<Vec<Rc<Stream>>>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
     pub limits: H2Limits,
-    assembler: RefCell<Assembler>,
     drain: Cell<Drain>,
     resets: RefCell<Bucket>,
     empty_data: Cell<u32>,
     /// Wakes the sweeper: a stream got a deadline or started waiting on a zero window.
     pub sweeper: Notify,
-    reader: RefCell<Canceller>,
     closed: Cell<bool>,
 }
 
@@ -115,6 +111,7 @@ where
 
     let conn = Rc::new(DownConn {
         core: Core::new(
+            Side::Client,
             lc.max_write_buffer,
             limits.initial_connection_window,
             limits.initial_stream_window,
@@ -123,11 +120,9 @@ where
         streams: RefCell::new(StreamMap::default()),
         max_seen: Cell::new(0),
         goaway_last: Cell::new(None),
-        parked: RefCell::new(Vec::new()),
         state: state.clone(),
         listener,
         limits,
-        assembler: RefCell::new(Assembler::default()),
         drain: Cell::new(Drain::Open),
         resets: RefCell::new(Bucket {
             tokens: limits.max_reset_burst as f64,
@@ -137,7 +132,6 @@ where
         }),
         empty_data: Cell::new(0),
         sweeper: Notify::default(),
-        reader: RefCell::new(Canceller::new()),
         closed: Cell::new(false),
     });
     let mut opening = BytesMut::with_capacity(64);
@@ -158,7 +152,7 @@ where
     monoio::spawn(async move {
         let _ = CatchUnwind::new(write_outbox(&mut wr, &c.core.out)).await;
         // The client stopped reading or the connection ended: stop reading too.
-        c.cancel_reader();
+        c.core.cancel_reader();
     });
     let c = conn.clone();
     monoio::spawn(async move {
@@ -217,21 +211,7 @@ impl DownConn {
         log::error!("listener {}: gRPC connection {task} panicked; connection closed", self.listener);
         self.closed.set(true);
         self.core.out.close();
-        self.cancel_reader();
-    }
-
-    /// A stream's response waits for room here (a window, or the write queue).
-    pub fn park(&self, s: Rc<Stream>) {
-        self.parked.borrow_mut().push(s);
-    }
-
-    /// Room again: flush every parked stream (each parks itself again if still blocked).
-    fn unpark_all(&self) {
-        let parked = std::mem::take(&mut *self.parked.borrow_mut());
-        for s in parked {
-            s.st.borrow_mut().resp.parked = false;
-            s.flush_resp();
-        }
+        self.core.cancel_reader();
     }
 
     /// The writer took what was queued: streams held back by a full queue may go on.
@@ -241,18 +221,10 @@ impl DownConn {
             if self.closed.get() && self.streams.borrow().is_empty() {
                 return;
             }
-            if !self.parked.borrow().is_empty() {
-                self.unpark_all();
+            if self.core.has_parked() {
+                self.core.unpark_all();
             }
         }
-    }
-
-    fn cancel_reader(&self) {
-        // A reader paused on a full write queue waits on `drained`, not on its read.
-        self.core.drained.notify_all();
-        let mut c = self.reader.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
     }
 
     fn block_limits(&self) -> BlockLimits {
@@ -295,7 +267,7 @@ impl DownConn {
                     return;
                 }
             }
-            let handle = self.reader.borrow().handle();
+            let handle = self.core.read_handle();
             match read_more(rd, &mut buf, handle, &mut hint).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -358,7 +330,7 @@ impl DownConn {
     fn close_if_drained(&self) {
         if self.drain.get() == Drain::Final && self.streams.borrow().is_empty() && !self.closed.replace(true) {
             self.core.out.close();
-            self.cancel_reader();
+            self.core.cancel_reader();
         }
     }
 
@@ -371,7 +343,7 @@ impl DownConn {
         self.core.out.close();
         self.sweeper.notify_all();
         self.core.drained.notify_all();
-        self.parked.borrow_mut().clear();
+        self.core.clear_parked();
     }
 
     /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
@@ -412,48 +384,27 @@ impl DownConn {
             self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
             self.closed.set(true);
         }
-        self.cancel_reader();
+        self.core.cancel_reader();
     }
 
     pub fn open_streams(&self) -> usize {
         self.streams.borrow().len()
     }
 
-    fn on_frame(self: &Rc<Self>, head: Head, mut frame: BytesMut) -> Result<(), FrameError> {
-        if let Some(s) = self.assembler.borrow().in_progress() {
-            if head.kind != kind::CONTINUATION || head.stream != s {
-                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "frame inside a header block"));
+    fn on_frame(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
+        self.core.check_block_order(&head)?;
+        match head.kind {
+            kind::DATA => return self.on_data(head, frame),
+            kind::HEADERS | kind::CONTINUATION => {
+                return match self.core.header_frame(&head, frame, self.block_limits())? {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                };
             }
+            _ => {}
         }
         let payload = &frame[HEAD_LEN..];
         match head.kind {
-            kind::DATA => self.on_data(head, frame),
-            kind::HEADERS => {
-                let h = frame::headers::parse(&head, payload)?;
-                let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
-                frag.truncate(h.fragment.len());
-                let limits = self.block_limits();
-                let block =
-                    self.assembler.borrow_mut().start(head.stream, h.end_stream, h.end_headers, frag, limits)?;
-                match block {
-                    Some(b) => self.on_block(b),
-                    None => Ok(()),
-                }
-            }
-            kind::CONTINUATION => {
-                let c = frame::continuation::parse(&head, payload)?;
-                let limits = self.block_limits();
-                let block = self.assembler.borrow_mut().continuation(
-                    head.stream,
-                    c.end_headers,
-                    &payload[c.fragment],
-                    limits,
-                )?;
-                match block {
-                    Some(b) => self.on_block(b),
-                    None => Ok(()),
-                }
-            }
             kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
             kind::RST_STREAM => {
                 let r = frame::rst_stream::parse(&head, payload)?;
@@ -469,16 +420,7 @@ impl DownConn {
                         return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
                     }
                     if delta != 0 {
-                        for st in self.all_streams() {
-                            let mut x = st.st.borrow_mut();
-                            x.resp.send_window += delta;
-                            if x.resp.send_window > MAX_WINDOW as i64 {
-                                return Err(FrameError::Connection(
-                                    Reason::FLOW_CONTROL_ERROR,
-                                    "stream window above 2^31-1",
-                                ));
-                            }
-                        }
+                        self.core.shift_stream_windows(delta, &self.all_streams())?;
                     }
                     let mut ack = BytesMut::with_capacity(HEAD_LEN);
                     frame::settings::encode_ack(&mut ack);
@@ -486,7 +428,7 @@ impl DownConn {
                         return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "SETTINGS flood"));
                     }
                     if delta > 0 {
-                        self.unpark_all();
+                        self.core.unpark_all();
                     }
                     Ok(())
                 }
@@ -525,7 +467,7 @@ impl DownConn {
                 let inc = frame::window_update::parse(&head, payload)?;
                 if head.stream == 0 {
                     self.core.grow_send_window(inc)?;
-                    self.unpark_all();
+                    self.core.unpark_all();
                     return Ok(());
                 }
                 match self.stream(head.stream) {

@@ -171,7 +171,7 @@ impl Stream {
         let done = st.req.end_sent && st.resp.end_sent;
         drop(st);
         if park {
-            up.park(self.clone());
+            up.core.park(self.clone());
         }
         if done {
             self.finish();
@@ -195,7 +195,7 @@ impl Stream {
         let rst_client = done && st.rst_client_after_trailers && !st.req.end_received;
         drop(st);
         if park {
-            self.down.park(self.clone());
+            self.down.core.park(self.clone());
         }
         if rst_client {
             self.down.core.write_rst(self.down_id, Reason::NO_ERROR);

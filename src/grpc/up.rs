@@ -8,13 +8,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use super::core::Core;
+use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
 use super::wire::{check_response, Code};
 use crate::config::{ClusterConfig, H2Limits};
-use crate::h2::block::{Assembler, Block, BlockLimits};
+use crate::h2::block::{Block, BlockLimits};
 use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
 use crate::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
@@ -42,11 +42,7 @@ pub struct UpConn {
     /// The upstream's first SETTINGS arrived. Until then only the stream that caused the
     /// connect is opened (its limits are unknown: it may allow fewer than the default 100).
     settings_seen: Cell<bool>,
-    assembler: RefCell<Assembler>,
-    /// Streams whose requests wait for room on this connection.
-    parked: RefCell<Vec<Rc<Stream>>>,
     capacity: Rc<Notify>,
-    reader: RefCell<Canceller>,
     stats: Rc<Stats>,
 }
 
@@ -61,7 +57,13 @@ impl Member for UpConn {
     {
         let d = H2Limits::default();
         let conn = Rc::new(UpConn {
-            core: Core::new(cluster.max_write_buffer, d.initial_connection_window, d.initial_stream_window, 4096),
+            core: Core::new(
+                Side::Upstream,
+                cluster.max_write_buffer,
+                d.initial_connection_window,
+                d.initial_stream_window,
+                4096,
+            ),
             peer: label,
             streams: RefCell::new(StreamMap::default()),
             next_id: Cell::new(1),
@@ -70,10 +72,7 @@ impl Member for UpConn {
             dead: Cell::new(false),
             retired: Cell::new(false),
             settings_seen: Cell::new(false),
-            assembler: RefCell::new(Assembler::default()),
-            parked: RefCell::new(Vec::new()),
             capacity,
-            reader: RefCell::new(Canceller::new()),
             stats,
         });
         let mut opening = BytesMut::with_capacity(64);
@@ -156,27 +155,14 @@ impl UpConn {
         id
     }
 
-    /// A stream's request waits for room here (a window, or the write queue).
-    pub fn park(&self, s: Rc<Stream>) {
-        self.parked.borrow_mut().push(s);
-    }
-
-    fn unpark_all(&self) {
-        let parked = std::mem::take(&mut *self.parked.borrow_mut());
-        for s in parked {
-            s.st.borrow_mut().req.parked = false;
-            s.flush_req();
-        }
-    }
-
     async fn unpark_on_drain(self: Rc<Self>) {
         loop {
             self.core.drained.notified().await;
             if self.dead.get() {
                 return;
             }
-            if !self.parked.borrow().is_empty() {
-                self.unpark_all();
+            if self.core.has_parked() {
+                self.core.unpark_all();
             }
         }
     }
@@ -198,15 +184,9 @@ impl UpConn {
             frame::goaway::encode(0, Reason::NO_ERROR, b"", &mut b);
             self.core.push(b);
             self.core.out.close();
-            self.cancel_reader();
+            self.core.cancel_reader();
             self.capacity.notify_all();
         }
-    }
-
-    fn cancel_reader(&self) {
-        let mut c = self.reader.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
     }
 
     fn all_streams(&self) -> Vec<Rc<Stream>> {
@@ -223,8 +203,8 @@ impl UpConn {
             return;
         }
         self.core.out.close();
-        self.cancel_reader();
-        self.parked.borrow_mut().clear();
+        self.core.cancel_reader();
+        self.core.clear_parked();
         self.core.drained.notify_all();
         let streams = self.all_streams();
         if !streams.is_empty() {
@@ -262,7 +242,7 @@ impl UpConn {
             if self.dead.get() && self.streams.borrow().is_empty() {
                 return;
             }
-            let handle = self.reader.borrow().handle();
+            let handle = self.core.read_handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
                 Ok(0) => return self.die("upstream connection closed"),
                 Ok(_) => {}
@@ -291,40 +271,22 @@ impl UpConn {
         }
     }
 
-    fn on_frame(self: &Rc<Self>, head: Head, mut frame: BytesMut) -> Result<(), FrameError> {
-        if let Some(s) = self.assembler.borrow().in_progress() {
-            if head.kind != kind::CONTINUATION || head.stream != s {
-                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "frame inside a header block"));
+    fn on_frame(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
+        self.core.check_block_order(&head)?;
+        match head.kind {
+            kind::DATA => return self.on_data(head, frame),
+            kind::HEADERS | kind::CONTINUATION => {
+                let limits =
+                    BlockLimits { max_block: MAX_RESPONSE_HEADERS, max_continuations: MAX_RESPONSE_CONTINUATIONS };
+                return match self.core.header_frame(&head, frame, limits)? {
+                    Some(b) => self.on_block(b),
+                    None => Ok(()),
+                };
             }
+            _ => {}
         }
-        let limits = BlockLimits { max_block: MAX_RESPONSE_HEADERS, max_continuations: MAX_RESPONSE_CONTINUATIONS };
         let payload = &frame[HEAD_LEN..];
         match head.kind {
-            kind::DATA => self.on_data(head, frame),
-            kind::HEADERS => {
-                let h = frame::headers::parse(&head, payload)?;
-                let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
-                frag.truncate(h.fragment.len());
-                let block =
-                    self.assembler.borrow_mut().start(head.stream, h.end_stream, h.end_headers, frag, limits)?;
-                match block {
-                    Some(b) => self.on_block(b),
-                    None => Ok(()),
-                }
-            }
-            kind::CONTINUATION => {
-                let c = frame::continuation::parse(&head, payload)?;
-                let block = self.assembler.borrow_mut().continuation(
-                    head.stream,
-                    c.end_headers,
-                    &payload[c.fragment],
-                    limits,
-                )?;
-                match block {
-                    Some(b) => self.on_block(b),
-                    None => Ok(()),
-                }
-            }
             kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
             kind::RST_STREAM => {
                 let r = frame::rst_stream::parse(&head, payload)?;
@@ -351,22 +313,13 @@ impl UpConn {
                     let first = !self.settings_seen.replace(true);
                     let delta = self.core.apply_settings(&s);
                     if delta != 0 {
-                        for st in self.all_streams() {
-                            let mut x = st.st.borrow_mut();
-                            x.req.send_window += delta;
-                            if x.req.send_window > MAX_WINDOW as i64 {
-                                return Err(FrameError::Connection(
-                                    Reason::FLOW_CONTROL_ERROR,
-                                    "stream window above 2^31-1",
-                                ));
-                            }
-                        }
+                        self.core.shift_stream_windows(delta, &self.all_streams())?;
                     }
                     let mut ack = BytesMut::with_capacity(HEAD_LEN);
                     frame::settings::encode_ack(&mut ack);
                     self.core.push(ack);
                     if delta > 0 {
-                        self.unpark_all();
+                        self.core.unpark_all();
                     }
                     if first || (!before && self.has_capacity()) {
                         self.capacity.notify_all();
@@ -395,7 +348,7 @@ impl UpConn {
                 let inc = frame::window_update::parse(&head, payload)?;
                 if head.stream == 0 {
                     self.core.grow_send_window(inc)?;
-                    self.unpark_all();
+                    self.core.unpark_all();
                     return Ok(());
                 }
                 if let Some(s) = self.stream(head.stream) {
