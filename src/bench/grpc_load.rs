@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
-use monoio::io::{AsyncWriteRentExt, Canceller};
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
-use super::load::{Acc, LoadSpec, Window};
+use super::load::{write_batch, Acc, LoadSpec, Window};
 use super::wire::BenchProtocol;
 use crate::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
 use crate::h2::hpack::{Decoder, Encoder, Field, HeaderList};
@@ -211,10 +211,7 @@ pub(super) async fn closed_loop(
     acc: &RefCell<Acc>,
     progress: &AtomicU64,
 ) {
-    let now = Instant::now();
-    if now < w.start {
-        monoio::time::sleep(w.start - now).await;
-    }
+    w.wait_start().await;
     let mut c = Client {
         id,
         spec,
@@ -239,14 +236,8 @@ pub(super) async fn closed_loop(
     let cancel = Canceller::new();
     let mut hint = ReadHint::new(16 * 1024);
     loop {
-        if !c.wbuf.is_empty() {
-            let (res, b) = stream.write_all(std::mem::take(&mut c.wbuf)).await;
-            c.wbuf = b;
-            c.wbuf.clear();
-            if res.is_err() {
-                acc.borrow_mut().error("io");
-                return;
-            }
+        if !c.wbuf.is_empty() && !write_batch(&mut stream, &mut c.wbuf, acc).await {
+            return;
         }
         if c.calls.is_empty() {
             return;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use monoio::io::{AsyncWriteRentExt, Canceller, Splitable};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Canceller, Splitable};
 use monoio::net::TcpStream;
 
 use super::wire::{check_reply, encode_request, BenchProtocol};
@@ -110,6 +110,29 @@ pub(super) struct Window {
     pub start: Instant,
     pub measure_from: Instant,
     pub end: Instant,
+}
+
+impl Window {
+    /// Sleeps until the run starts (all connections begin together).
+    pub(super) async fn wait_start(&self) {
+        let now = Instant::now();
+        if now < self.start {
+            monoio::time::sleep(self.start - now).await;
+        }
+    }
+}
+
+/// Writes what `wbuf` holds and empties it (keeping its allocation); false on a write error,
+/// which is counted.
+pub(super) async fn write_batch<W: AsyncWriteRent>(wr: &mut W, wbuf: &mut BytesMut, acc: &RefCell<Acc>) -> bool {
+    let (res, b) = wr.write_all(std::mem::take(wbuf)).await;
+    *wbuf = b;
+    wbuf.clear();
+    if res.is_err() {
+        acc.borrow_mut().error("io");
+        return false;
+    }
+    true
 }
 
 /// Runs the load and returns merged results.
@@ -229,10 +252,7 @@ async fn closed_loop(
     acc: &RefCell<Acc>,
     progress: &AtomicU64,
 ) {
-    let now = Instant::now();
-    if now < w.start {
-        monoio::time::sleep(w.start - now).await;
-    }
+    w.wait_start().await;
     let mut sent: SeqMap<Instant> = SeqMap::default();
     let mut next_seq = 1i32;
     let mut wbuf = BytesMut::with_capacity(spec.inflight * (spec.payload + 64));
@@ -247,14 +267,8 @@ async fn closed_loop(
         next_seq += 1;
     }
     loop {
-        if !wbuf.is_empty() {
-            let (res, b) = stream.write_all(std::mem::take(&mut wbuf)).await;
-            wbuf = b;
-            wbuf.clear();
-            if res.is_err() {
-                acc.borrow_mut().error("io");
-                return;
-            }
+        if !wbuf.is_empty() && !write_batch(&mut stream, &mut wbuf, acc).await {
+            return;
         }
         if sent.is_empty() {
             return;
@@ -330,11 +344,7 @@ async fn open_loop(
                 k += 1;
                 due = w.start + offset + interval * k;
             }
-            let (res, b) = wr.write_all(std::mem::take(&mut wbuf)).await;
-            wbuf = b;
-            wbuf.clear();
-            if res.is_err() {
-                acc.borrow_mut().error("io");
+            if !write_batch(&mut wr, &mut wbuf, acc).await {
                 break;
             }
         }

@@ -352,7 +352,9 @@ async fn dispatch(req: http::Request<Body>, call: Arc<CallState>) -> http::Respo
     }
 }
 
-/// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
+/// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n). Parsed here on
+/// purpose rather than with `ringway::grpc::wire::parse_timeout`: this peer checks what the
+/// proxy forwards, so it must not share the proxy's parser.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let unit = value.bytes().last()?;
     let digits = value.get(..value.len() - 1)?;
