@@ -86,11 +86,13 @@ impl Raw {
         let _ = self.s.write_all(b);
     }
 
-    fn request_block(&mut self, extra: &[(&str, &str)]) -> BytesMut {
+    /// A request header block for `/ringway.test.Echo/<method>` with `extra` metadata.
+    fn request_block(&mut self, method: &str, extra: &[(&str, &str)]) -> BytesMut {
+        let path = format!("/ringway.test.Echo/{method}");
         let mut fields: Vec<(&str, &str)> = vec![
             (":method", "POST"),
             (":scheme", "http"),
-            (":path", "/ringway.test.Echo/Unary"),
+            (":path", &path),
             (":authority", "test"),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
@@ -102,6 +104,14 @@ impl Raw {
             &mut block,
         );
         block
+    }
+
+    /// Appends a ServerStream call on `id` asking for `extra` (HEADERS, then a one-byte
+    /// message with END_STREAM).
+    fn server_stream(&mut self, id: u32, extra: &[(&str, &str)], b: &mut BytesMut) {
+        let block = self.request_block("ServerStream", extra);
+        frame::headers::encode(id, &block, false, 16384, b);
+        frame::data::encode(id, &[0, 0, 0, 0, 1, b'z'], true, b);
     }
 
     /// Reads frames until one of interest arrives or `within` passes.
@@ -170,7 +180,7 @@ both_drivers! {
         let mut b = BytesMut::new();
         for i in 0..100u32 {
             let id = 1 + 2 * i;
-            let block = raw.request_block(&[]);
+            let block = raw.request_block("Unary", &[]);
             frame::headers::encode(id, &block, false, 16384, &mut b);
             frame::rst_stream::encode(id, Reason::CANCEL, &mut b);
         }
@@ -185,7 +195,7 @@ both_drivers! {
         let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
         let proxy = Proxy::start(driver, echo.addr, "max_continuation_frames = 8");
         let mut raw = Raw::connect(proxy.addr, Settings::default());
-        let block = raw.request_block(&[]);
+        let block = raw.request_block("Unary", &[]);
         let mut b = BytesMut::new();
         Head::new(kind::HEADERS, 0, 1, 1).encode(&mut b);
         b.extend_from_slice(&block[..1]);
@@ -225,7 +235,7 @@ both_drivers! {
             other => panic!("expected a RESOURCE_EXHAUSTED trailers-only response, got {other:?}"),
         }
         // Same connection, HPACK state still in sync: a normal request works.
-        let block = raw.request_block(&[("x-echo-a", "1")]);
+        let block = raw.request_block("Unary", &[("x-echo-a", "1")]);
         let mut b = BytesMut::new();
         frame::headers::encode(3, &block, false, 16384, &mut b);
         frame::data::encode(3, &[0, 0, 0, 0, 2, b'h', b'i'], true, &mut b);
@@ -261,24 +271,8 @@ both_drivers! {
         let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
         let proxy = Proxy::start(driver, echo.addr, "stream_stall_timeout = \"300ms\"");
         let mut raw = Raw::connect(proxy.addr, Settings { initial_window_size: Some(0), ..Default::default() });
-        let mut block = BytesMut::new();
-        raw.enc.encode(
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", "/ringway.test.Echo/ServerStream"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-                ("x-count", "100000"),
-                ("x-interval-ms", "1"),
-            ]
-            .iter()
-            .map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
-            &mut block,
-        );
         let mut b = BytesMut::new();
-        frame::headers::encode(1, &block, false, 16384, &mut b);
-        frame::data::encode(1, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        raw.server_stream(1, &[("x-count", "100000"), ("x-interval-ms", "1")], &mut b);
         raw.send(&b);
         let t0 = Instant::now();
         loop {
@@ -326,23 +320,7 @@ both_drivers! {
         let mut b = BytesMut::new();
         for i in 0..24u32 {
             let id = 1 + 2 * i;
-            let mut block = BytesMut::new();
-            raw.enc.encode(
-                [
-                    (":method", "POST"),
-                    (":scheme", "http"),
-                    (":path", "/ringway.test.Echo/ServerStream"),
-                    ("content-type", "application/grpc"),
-                    ("te", "trailers"),
-                    ("x-count", "100"),
-                    ("x-size", "65536"),
-                ]
-                .iter()
-                .map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
-                &mut block,
-            );
-            frame::headers::encode(id, &block, false, 16384, &mut b);
-            frame::data::encode(id, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+            raw.server_stream(id, &[("x-count", "100"), ("x-size", "65536")], &mut b);
         }
         raw.send(&b);
         // Let the upstream fill the windows.
@@ -369,24 +347,8 @@ both_drivers! {
         let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
         let proxy = Proxy::start(driver, echo.addr, "");
         let mut raw = Raw::connect(proxy.addr, Settings::default());
-        let mut block = BytesMut::new();
-        raw.enc.encode(
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", "/ringway.test.Echo/ServerStream"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-                ("x-count", "100000"),
-                ("x-size", "65536"),
-            ]
-            .iter()
-            .map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
-            &mut block,
-        );
         let mut b = BytesMut::new();
-        frame::headers::encode(1, &block, false, 16384, &mut b);
-        frame::data::encode(1, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        raw.server_stream(1, &[("x-count", "100000"), ("x-size", "65536")], &mut b);
         raw.send(&b);
         assert!(common::eventually(Duration::from_secs(5), || echo.stats().messages_sent >= 5));
         std::thread::sleep(Duration::from_millis(1500));
