@@ -241,29 +241,42 @@ fn demo_runs_with_nothing_installed_and_checks_every_reply() {
     }
 }
 
+/// Starts `ringway-bench echo KIND` on a free port and returns it with its address.
+fn bench_echo(kind: &str) -> (ChildGuard, SocketAddr) {
+    let bench = env!("CARGO_BIN_EXE_ringway-bench");
+    let mut echo = ChildGuard(
+        Command::new(bench).args(["echo", kind, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    (echo, addr)
+}
+
+/// A short closed-loop `ringway-bench load` of `proto` at `target`: it must succeed with
+/// every reply checked and none missing.
+fn bench_load_checks_out(target: &str, proto: &str, conns: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+        .args(["load", "--target", target, "--protocol", proto, "-c", conns, "-m", "8"])
+        .args(["-d", "300ms", "--warmup", "100ms", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{proto}: {json} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(json.contains("\"error_total\":0"), "{proto}: {json}");
+    assert!(!json.contains("\"requests\":0,"), "{proto}: {json}");
+}
+
 /// The bench kit's own pieces: every Thrift dialect of the load generator through ringway to
 /// the echo backend, with every reply checked, and a clear refusal of an unknown protocol.
 #[test]
 fn bench_load_generator_drives_every_dialect_through_ringway() {
     let bench = env!("CARGO_BIN_EXE_ringway-bench");
-    let mut echo = ChildGuard(
-        Command::new(bench).args(["echo", "thrift", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let echo_addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let (_echo, echo_addr) = bench_echo("thrift");
     let proxy =
         common::Proxy::start("auto", r#"{ cluster = "echo" }"#, &common::cluster("echo", &[echo_addr.to_string()], ""));
     for proto in ["framed-binary", "framed-compact", "ttheader", "theader"] {
-        let out = Command::new(bench)
-            .args(["load", "--target", &proxy.addr.to_string(), "--protocol", proto, "-c", "4", "-m", "8"])
-            .args(["-d", "300ms", "--warmup", "100ms", "--json"])
-            .output()
-            .unwrap();
-        let json = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{proto}: {json} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(json.contains("\"error_total\":0"), "{proto}: {json}");
-        assert!(!json.contains("\"requests\":0,"), "{proto}: {json}");
+        bench_load_checks_out(&proxy.addr.to_string(), proto, "4");
     }
     // Open loop: a fixed rate, latency from each request's intended send time.
     let out = Command::new(bench)
@@ -285,13 +298,7 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
 /// driven by `ringway-bench load` in all three gRPC modes, every reply message checked.
 #[test]
 fn bench_grpc_load_through_the_ringway_binary() {
-    let bench = env!("CARGO_BIN_EXE_ringway-bench");
-    let mut echo = ChildGuard(
-        Command::new(bench).args(["echo", "grpc", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let echo_addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let (_echo, echo_addr) = bench_echo("grpc");
     let dir = temp_dir("grpc-bench");
     let path = dir.join("ringway.toml");
     std::fs::write(
@@ -305,15 +312,7 @@ fn bench_grpc_load_through_the_ringway_binary() {
     let mut ringway = Ringway::start(&path);
     let target = ringway.addr.to_string();
     for proto in ["grpc-unary", "grpc-server-stream", "grpc-bidi"] {
-        let out = Command::new(bench)
-            .args(["load", "--target", &target, "--protocol", proto, "-c", "2", "-m", "8"])
-            .args(["-d", "300ms", "--warmup", "100ms", "--json"])
-            .output()
-            .unwrap();
-        let json = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{proto}: {json} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(json.contains("\"error_total\":0"), "{proto}: {json}");
-        assert!(!json.contains("\"requests\":0,"), "{proto}: {json}");
+        bench_load_checks_out(&target, proto, "2");
     }
     ringway.signal(libc::SIGTERM);
     assert_eq!(ringway.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
