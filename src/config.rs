@@ -140,6 +140,9 @@ pub struct ClusterConfig {
     pub name: String,
     pub endpoints: Vec<Address>,
     pub connect_timeout: Duration,
+    /// After a failed connect, new connections go to the cluster's other endpoints for this
+    /// long (each request still tries every endpoint before it fails).
+    pub connect_failure_backoff: Duration,
     pub request_timeout: Duration,
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,

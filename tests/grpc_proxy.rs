@@ -181,6 +181,21 @@ both_drivers! {
         assert_eq!(reply, Bytes::from_static(b"after"));
     }
 
+    fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let echo = backend();
+        let clusters = common::cluster("half", &[dead.to_string(), echo.addr.to_string()], "connect_failure_backoff = \"30s\"");
+        let proxy = GrpcProxy::start(driver, "", r#"{ cluster = "half" }"#, &clusters);
+        let c = client(proxy.addr);
+        for i in 0..10u8 {
+            let (_, reply, _) = c.unary("Unary", Bytes::from(vec![i; 8]), &[], None).unwrap();
+            assert_eq!(reply, Bytes::from(vec![i; 8]));
+        }
+        // At most one failed connect per worker, then the dead endpoint is left alone.
+        let failures = proxy.stop().connect_failures;
+        assert!((1..=2).contains(&failures), "{failures}");
+    }
+
     fn unreachable_upstream_is_unavailable_with_a_reason(driver: &str) {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let proxy = GrpcProxy::to(driver, dead);

@@ -193,6 +193,57 @@ both_drivers! {
         }
     }
 
+    fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = Backend::start(Wire::Binary, Duration::ZERO);
+        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"30s\"";
+        let clusters = cluster("half", &[closed.to_string(), live.endpoint()], extra);
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "half" }"#, &clusters);
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        for seq in 1..=20 {
+            assert_eq!(c.call("echo", seq, "x"), Reply::Ok("echo:x".into()), "call {seq}");
+        }
+        assert_eq!(live.calls.load(Ordering::SeqCst), 20);
+        // Tried once, then left alone for connect_failure_backoff.
+        assert_eq!(proxy.stop().connect_failures, 1);
+    }
+
+    fn an_endpoint_that_failed_gets_traffic_again_after_the_backoff(driver: &str) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let live = Backend::start(Wire::Binary, Duration::ZERO);
+        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"200ms\"";
+        let clusters = cluster("half", &[format!("127.0.0.1:{port}"), live.endpoint()], extra);
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "half" }"#, &clusters);
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        assert_eq!(c.call("echo", 1, "x"), Reply::Ok("echo:x".into()));
+        let back = Backend::start_on(Wire::Binary, port);
+        std::thread::sleep(Duration::from_millis(300));
+        for seq in 2..=11 {
+            assert_eq!(c.call("echo", seq, "x"), Reply::Ok("echo:x".into()), "call {seq}");
+        }
+        assert!(back.calls.load(Ordering::SeqCst) >= 4, "round-robin resumed: {}", back.calls.load(Ordering::SeqCst));
+        assert_eq!(proxy.stop().connect_failures, 1);
+    }
+
+    fn every_endpoint_failing_is_one_error_after_trying_each(driver: &str) {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let clusters = cluster("gone", &[a.to_string(), b.to_string()], "connect_timeout = \"300ms\"");
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "gone" }"#, &clusters);
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        for seq in 1..=2 {
+            match c.call("echo", seq, "x") {
+                Reply::Exception { kind, message } => {
+                    assert_eq!(kind, ApplicationErrorKind::InternalError);
+                    assert!(message.contains("connect to upstream"), "{message}");
+                }
+                other => panic!("expected INTERNAL_ERROR, got {other:?}"),
+            }
+        }
+        // Both endpoints for each request, even while both are marked down.
+        assert_eq!(proxy.stop().connect_failures, 4);
+    }
+
     fn oversized_frame_gets_protocol_error_then_close(driver: &str) {
         let backend = Backend::start(Wire::Binary, Duration::ZERO);
         let proxy = echo_proxy(driver, &backend, "");

@@ -10,6 +10,7 @@ use super::*;
 const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 const DEFAULT_DRAIN_IDLE_CLOSE: &str = "1s";
 const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
+const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_PENDING: usize = 1024;
@@ -86,6 +87,7 @@ struct RawCluster {
     #[serde(default)]
     endpoints: Vec<String>,
     connect_timeout: Option<String>,
+    connect_failure_backoff: Option<String>,
     request_timeout: Option<String>,
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
@@ -181,6 +183,11 @@ impl RawConfig {
                     format!("{path}.connect_timeout"),
                     &c.connect_timeout,
                     DEFAULT_CONNECT_TIMEOUT,
+                ),
+                connect_failure_backoff: p.duration(
+                    format!("{path}.connect_failure_backoff"),
+                    &c.connect_failure_backoff,
+                    DEFAULT_CONNECT_FAILURE_BACKOFF,
                 ),
                 request_timeout: p.duration(
                     format!("{path}.request_timeout"),

@@ -30,6 +30,7 @@ fn the_issue_example_parses_into_typed_values() {
     assert_eq!(c.listeners[0].routes.len(), 3);
     assert_eq!(c.listeners[0].routes[0].service.as_deref(), Some("Echo"));
     assert_eq!(c.clusters[0].connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.clusters[0].connect_failure_backoff, Duration::from_secs(2), "default");
     assert_eq!(c.clusters[0].endpoints[1], Address::Unix("/run/echo.sock".into()));
     assert_eq!(c.listeners[0].max_frame_size, 16 << 20);
 }

@@ -3,6 +3,11 @@
 //! room takes the request; a new connection is opened only when all are full (up to
 //! `max_connections_per_endpoint`); when an endpoint is saturated the next one is tried, and
 //! when all are, callers wait for a slot until their deadline.
+//!
+//! A failed connect moves the request on to the next endpoint (nothing was sent yet, so this
+//! is always safe), and marks the endpoint down for `connect_failure_backoff`: new
+//! connections avoid it meanwhile, unless every endpoint is down. Connections already open
+//! to it keep serving.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -100,6 +105,18 @@ struct Endpoint<C> {
     label: Rc<str>,
     conns: RefCell<Vec<Rc<C>>>,
     connecting: Cell<usize>,
+    /// Set by a failed connect: no new connections before this instant.
+    down_until: Cell<Option<Instant>>,
+}
+
+fn tried(failed: u128, i: usize) -> bool {
+    i < 128 && failed & (1 << i) != 0
+}
+
+impl<C> Endpoint<C> {
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until.get().is_some_and(|t| now < t)
+    }
 }
 
 pub struct Pool<C: Member = UpConn> {
@@ -124,6 +141,7 @@ impl<C: Member> Pool<C> {
                 label: a.to_string().into(),
                 conns: RefCell::new(Vec::new()),
                 connecting: Cell::new(0),
+                down_until: Cell::new(None),
             })
             .collect();
         Pool {
@@ -145,15 +163,28 @@ impl<C: Member> Pool<C> {
         Some(conn)
     }
 
-    /// Returns a live connection with room for one more request, connecting if needed.
+    /// Returns a live connection with room for one more request, connecting if needed. A
+    /// failed connect goes on to the next endpoint; the error of the last one is returned
+    /// once every endpoint has failed this request.
     pub async fn acquire(&self, deadline: Instant) -> Result<Rc<C>, AcquireError> {
         let n = self.endpoints.len();
-        loop {
+        // Endpoints whose connect failed for this request (bit i; clusters this large are
+        // not seen, and beyond 128 endpoints only the first 128 are remembered).
+        let mut failed: u128 = 0;
+        let mut last_error = None;
+        'scan: loop {
             let start = self.next.get();
             self.next.set((start + 1) % n);
+            let now = Instant::now();
+            // Down endpoints are skipped while another one may still be connected to.
+            let all_down = (0..n).all(|i| tried(failed, i) || self.endpoints[i].is_down(now));
             // This turn's endpoint first; the next ones only when it is full.
             for k in 0..n {
-                let ep = &self.endpoints[(start + k) % n];
+                let i = (start + k) % n;
+                if tried(failed, i) {
+                    continue;
+                }
+                let ep = &self.endpoints[i];
                 let open = {
                     let mut conns = ep.conns.borrow_mut();
                     conns.retain(|c| !c.is_dead());
@@ -164,26 +195,43 @@ impl<C: Member> Pool<C> {
                         C::SHARE_NEW_CONNECTIONS && (ep.connecting.get() > 0 || conns.iter().any(|c| c.warming()));
                     !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
                 };
-                if open {
+                if open && (all_down || !ep.is_down(now)) {
                     // Boxed: the connect future is large and rare; keeping it out of line keeps
                     // every connection task small.
-                    return Box::pin(self.connect(ep)).await;
+                    match Box::pin(self.connect(ep)).await {
+                        Ok(c) => return Ok(c),
+                        Err(e) => {
+                            if i < 128 {
+                                failed |= 1 << i;
+                            }
+                            last_error = Some(e);
+                            if (0..n).all(|i| tried(failed, i)) || Instant::now() >= deadline {
+                                break 'scan;
+                            }
+                            continue 'scan;
+                        }
+                    }
                 }
             }
             let wait = self.capacity.notified();
             if monoio::time::timeout_at(deadline.into(), wait).await.is_err() {
-                return Err(AcquireError::Saturated);
+                break 'scan;
             }
         }
+        Err(last_error.unwrap_or(AcquireError::Saturated))
     }
 
     async fn connect(&self, ep: &Endpoint<C>) -> Result<Rc<C>, AcquireError> {
         ep.connecting.set(ep.connecting.get() + 1);
         let res = monoio::time::timeout(self.cluster.connect_timeout, self.open(ep)).await;
         ep.connecting.set(ep.connecting.get() - 1);
-        let err = |why: String| AcquireError::Connect { endpoint: ep.label.to_string(), why };
+        let err = |why: String| {
+            ep.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
+            AcquireError::Connect { endpoint: ep.label.to_string(), why }
+        };
         match res {
             Ok(Ok(conn)) => {
+                ep.down_until.set(None);
                 if self.retired.get() {
                     conn.mark_retired();
                 }

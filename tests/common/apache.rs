@@ -156,11 +156,12 @@ fn serve(
         if method.starts_with("slow") {
             std::thread::sleep(slow);
         }
+        // Counted before the reply is written: a client that has its reply must see the count.
+        calls.fetch_add(1, Ordering::SeqCst);
         o.write_message_begin(&TMessageIdentifier::new(id.name.clone(), TMessageType::Reply, id.sequence_number))?;
         write_string_struct(o, 0, &format!("{method}:{text}"))?;
         o.write_message_end()?;
         o.flush()?;
-        calls.fetch_add(1, Ordering::SeqCst);
     }
 }
 
