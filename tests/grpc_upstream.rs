@@ -219,15 +219,17 @@ both_drivers! {
 }
 
 both_drivers! {
-    fn a_burst_of_calls_waits_for_one_new_connection_instead_of_opening_many(driver: &str) {
-        // Ten calls arrive at once while no upstream connection exists: the first opens one,
-        // the others wait for its SETTINGS (100 streams allowed) instead of each opening
-        // another connection up to max_connections_per_endpoint.
+    fn a_burst_of_calls_spreads_over_a_few_connections_opened_one_at_a_time(driver: &str) {
+        // Ten calls arrive at once while no upstream connection exists. The first opens one
+        // and the others wait for its SETTINGS instead of each opening its own; then, as every
+        // open connection is busy, one more is opened at a time, up to
+        // max_connections_per_endpoint, and each call goes to the least-loaded connection.
         let up = raw_upstream(Settings { max_concurrent_streams: Some(100), ..Default::default() }, Duration::from_millis(20));
-        let server = proxy(driver, up.addr, "max_connections_per_endpoint = 4");
+        let server = proxy(driver, up.addr, "max_connections_per_endpoint = 3");
         let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
         assert_eq!(c.concurrent_unary(10, 32), 10);
-        assert_eq!(up.seen.lock().unwrap().connections, 1, "one upstream connection for the burst");
+        let connections = up.seen.lock().unwrap().connections;
+        assert!((2..=3).contains(&connections), "spread over 2..=3 connections, saw {connections}");
         server.shutdown();
     }
 }

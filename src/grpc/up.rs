@@ -48,6 +48,11 @@ pub struct UpConn {
 
 impl Member for UpConn {
     const SHARE_NEW_CONNECTIONS: bool = true;
+    const SPREAD: bool = true;
+
+    fn load(&self) -> usize {
+        self.streams.borrow().len()
+    }
 
     fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where

@@ -2,7 +2,9 @@
 //! Requests go round-robin across endpoints; on an endpoint, the first live connection with
 //! room takes the request; a new connection is opened only when all are full (up to
 //! `max_connections_per_endpoint`); when an endpoint is saturated the next one is tried, and
-//! when all are, callers wait for a slot until their deadline.
+//! when all are, callers wait for a slot until their deadline. Pools of HTTP/2 connections
+//! (`Member::SPREAD`) instead open another connection whenever every open one is busy, up
+//! to the same limit, and give each stream to the least-loaded connection.
 //!
 //! A failed connect moves the request on to the next endpoint (nothing was sent yet, so this
 //! is always safe), and marks the endpoint down for `connect_failure_backoff`: new
@@ -46,6 +48,17 @@ pub trait Member: Sized + 'static {
     /// so while one is being opened or is warming, callers wait for it instead of each
     /// opening another.
     const SHARE_NEW_CONNECTIONS: bool = false;
+
+    /// Spread requests over up to `max_connections_per_endpoint` connections, each to the
+    /// least-loaded one, instead of filling one connection before opening the next. HTTP/2:
+    /// a server handles one connection's frames in one task, and 320 streams on one
+    /// connection got answered one at a time (see BENCHMARKS.md).
+    const SPREAD: bool = false;
+
+    /// Requests in flight on this connection (compared only when `SPREAD`).
+    fn load(&self) -> usize {
+        0
+    }
 
     /// Starts the connection's tasks on a connected stream.
     fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
@@ -158,7 +171,17 @@ impl<C: Member> Pool<C> {
     /// or waiting. `None` leaves the turn where it is for `acquire` (which may connect).
     pub fn try_acquire(&self) -> Option<Rc<C>> {
         let turn = self.next.get();
-        let conn = self.endpoints[turn].conns.borrow().iter().find(|c| c.has_capacity()).cloned()?;
+        let ep = &self.endpoints[turn];
+        let conn = if C::SPREAD {
+            let conns = ep.conns.borrow();
+            let best = conns.iter().filter(|c| c.has_capacity()).min_by_key(|c| c.load())?;
+            if best.load() > 0 && ep.connecting.get() == 0 && conns.len() < self.cluster.max_connections_per_endpoint {
+                return None; // busy and there is room for another connection: `acquire` opens it
+            }
+            best.clone()
+        } else {
+            ep.conns.borrow().iter().find(|c| c.has_capacity()).cloned()?
+        };
         self.next.set((turn + 1) % self.endpoints.len());
         Some(conn)
     }
@@ -185,16 +208,23 @@ impl<C: Member> Pool<C> {
                     continue;
                 }
                 let ep = &self.endpoints[i];
-                let open = {
+                let (best, open) = {
                     let mut conns = ep.conns.borrow_mut();
                     conns.retain(|c| !c.is_dead());
-                    if let Some(c) = conns.iter().find(|c| c.has_capacity()) {
-                        return Ok(c.clone());
-                    }
+                    let mut ready = conns.iter().filter(|c| c.has_capacity());
+                    let best = if C::SPREAD { ready.min_by_key(|c| c.load()) } else { ready.next() }.cloned();
                     let pending =
                         C::SHARE_NEW_CONNECTIONS && (ep.connecting.get() > 0 || conns.iter().any(|c| c.warming()));
-                    !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint
+                    (best, !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint)
                 };
+                if let Some(c) = best {
+                    if !(C::SPREAD && open && c.load() > 0 && !ep.is_down(now)) {
+                        return Ok(c);
+                    }
+                    // Spreading: another connection for this request; should it fail, the
+                    // busy one still has room (and the endpoint is now marked down).
+                    return Ok(Box::pin(self.connect(ep)).await.unwrap_or(c));
+                }
                 if open && (all_down || !ep.is_down(now)) {
                     // Boxed: the connect future is large and rare; keeping it out of line keeps
                     // every connection task small.
