@@ -258,7 +258,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
         let deadline = self.now + timeout;
         let pool = cluster.pool(info.dialect);
-        match pool.try_acquire() {
+        match pool.try_acquire(0) {
             Some(conn) => {
                 self.send(&conn, frame, &info, orig, deadline);
                 Next::Continue
@@ -269,7 +269,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
-        match w.pool.acquire(w.deadline).await {
+        match w.pool.acquire(w.deadline, 0).await {
             Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline),
             Err(e) => {
                 let stats = &self.state.stats;

@@ -78,6 +78,13 @@ pub struct DownConn {
     /// Wakes the sweeper: a stream got a deadline or started waiting on a zero window.
     pub sweeper: Notify,
     closed: Cell<bool>,
+    /// Keeps this connection's streams on one upstream connection (`Member::SPREAD`).
+    pub affinity: usize,
+}
+
+thread_local! {
+    /// Affinity keys, handed out in turn to this worker's downstream connections.
+    static NEXT_AFFINITY: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Serves one downstream connection until it closes.
@@ -133,6 +140,7 @@ where
         empty_data: Cell::new(0),
         sweeper: Notify::default(),
         closed: Cell::new(false),
+        affinity: NEXT_AFFINITY.with(|n| n.replace(n.get().wrapping_add(1))),
     });
     let mut opening = BytesMut::with_capacity(64);
     let ours = Settings {
@@ -616,7 +624,7 @@ impl DownConn {
         let stats = self.stats();
         stats.requests.set(stats.requests.get() + 1);
         let pool = cluster.grpc_pool();
-        match pool.try_acquire() {
+        match pool.try_acquire(self.affinity) {
             Some(up) => stream.open_upstream(&up),
             None => {
                 let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
@@ -699,7 +707,7 @@ impl DownConn {
 /// Waits for an upstream connection with a free stream slot (connecting if the pool may),
 /// then opens the stream there; a failure ends the call with UNAVAILABLE.
 async fn open_when_ready(stream: Rc<Stream>, pool: Rc<Pool>, until: Instant) {
-    let got = pool.acquire(until).await;
+    let got = pool.acquire(until, stream.down.affinity).await;
     if stream.is_closed() {
         return;
     }

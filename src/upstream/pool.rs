@@ -49,10 +49,12 @@ pub trait Member: Sized + 'static {
     /// opening another.
     const SHARE_NEW_CONNECTIONS: bool = false;
 
-    /// Spread requests over up to `max_connections_per_endpoint` connections, each to the
-    /// least-loaded one, instead of filling one connection before opening the next. HTTP/2:
-    /// a server handles one connection's frames in one task, and 320 streams on one
-    /// connection got answered one at a time (see BENCHMARKS.md).
+    /// Spread requests over up to `max_connections_per_endpoint` connections instead of
+    /// filling one connection before opening the next. HTTP/2: a server handles one
+    /// connection's frames in one task, and 320 streams on one connection got answered one at
+    /// a time (see BENCHMARKS.md). Each caller passes an affinity key (its downstream
+    /// connection): its requests stay on one upstream connection while that one has room, so
+    /// their replies come back together and leave in one write.
     const SPREAD: bool = false;
 
     /// Requests in flight on this connection (compared only when `SPREAD`).
@@ -167,20 +169,36 @@ impl<C: Member> Pool<C> {
         }
     }
 
+    /// The connection with room a request with affinity `key` should use among `conns`, and
+    /// whether every connection with room is already busy (then a spreading pool opens
+    /// another when it may).
+    fn choose(conns: &[Rc<C>], key: usize) -> (Option<Rc<C>>, bool) {
+        if !C::SPREAD {
+            return (conns.iter().find(|c| c.has_capacity()).cloned(), false);
+        }
+        let mut ready = conns.iter().filter(|c| c.has_capacity()).peekable();
+        if ready.peek().is_none() {
+            return (None, false);
+        }
+        let busy = ready.clone().all(|c| c.load() > 0);
+        let own = conns.get(key % conns.len().max(1)).filter(|c| c.has_capacity());
+        (own.or_else(|| ready.min_by_key(|c| c.load())).cloned(), busy)
+    }
+
     /// The hot path: a live connection with room on this turn's endpoint, without connecting
     /// or waiting. `None` leaves the turn where it is for `acquire` (which may connect).
-    pub fn try_acquire(&self) -> Option<Rc<C>> {
+    /// `key`: affinity (see `Member::SPREAD`); pools that do not spread ignore it.
+    pub fn try_acquire(&self, key: usize) -> Option<Rc<C>> {
         let turn = self.next.get();
         let ep = &self.endpoints[turn];
-        let conn = if C::SPREAD {
+        let conn = {
             let conns = ep.conns.borrow();
-            let best = conns.iter().filter(|c| c.has_capacity()).min_by_key(|c| c.load())?;
-            if best.load() > 0 && ep.connecting.get() == 0 && conns.len() < self.cluster.max_connections_per_endpoint {
-                return None; // busy and there is room for another connection: `acquire` opens it
+            let (best, busy) = Self::choose(&conns, key);
+            let best = best?;
+            if busy && ep.connecting.get() == 0 && conns.len() < self.cluster.max_connections_per_endpoint {
+                return None; // all busy and room for another connection: `acquire` opens it
             }
-            best.clone()
-        } else {
-            ep.conns.borrow().iter().find(|c| c.has_capacity()).cloned()?
+            best
         };
         self.next.set((turn + 1) % self.endpoints.len());
         Some(conn)
@@ -189,7 +207,7 @@ impl<C: Member> Pool<C> {
     /// Returns a live connection with room for one more request, connecting if needed. A
     /// failed connect goes on to the next endpoint; the error of the last one is returned
     /// once every endpoint has failed this request.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Rc<C>, AcquireError> {
+    pub async fn acquire(&self, deadline: Instant, key: usize) -> Result<Rc<C>, AcquireError> {
         let n = self.endpoints.len();
         // Endpoints whose connect failed for this request (bit i; clusters this large are
         // not seen, and beyond 128 endpoints only the first 128 are remembered).
@@ -211,14 +229,15 @@ impl<C: Member> Pool<C> {
                 let (best, open) = {
                     let mut conns = ep.conns.borrow_mut();
                     conns.retain(|c| !c.is_dead());
-                    let mut ready = conns.iter().filter(|c| c.has_capacity());
-                    let best = if C::SPREAD { ready.min_by_key(|c| c.load()) } else { ready.next() }.cloned();
+                    let (best, busy) = Self::choose(&conns, key);
                     let pending =
                         C::SHARE_NEW_CONNECTIONS && (ep.connecting.get() > 0 || conns.iter().any(|c| c.warming()));
-                    (best, !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint)
+                    let open =
+                        !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint;
+                    (best.map(|c| (c, busy)), open)
                 };
-                if let Some(c) = best {
-                    if !(C::SPREAD && open && c.load() > 0 && !ep.is_down(now)) {
+                if let Some((c, busy)) = best {
+                    if !(busy && open && !ep.is_down(now)) {
                         return Ok(c);
                     }
                     // Spreading: another connection for this request; should it fail, the
@@ -314,5 +333,70 @@ impl<C: Member> Pool<C> {
             .iter()
             .flat_map(|ep| ep.conns.borrow().iter().map(|c| c.queued_bytes()).collect::<Vec<_>>())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that only has a load and a yes/no for room.
+    struct Fake<const SPREAD: bool> {
+        load: usize,
+        room: bool,
+    }
+
+    impl<const S: bool> Member for Fake<S> {
+        const SPREAD: bool = S;
+        fn start<T>(_: T, _: Rc<str>, _: &ClusterConfig, _: Rc<Notify>, _: Rc<Stats>) -> Rc<Self>
+        where
+            T: Splitable + 'static,
+            T::OwnedRead: CancelableAsyncReadRent + 'static,
+            T::OwnedWrite: AsyncWriteRent + 'static,
+        {
+            unreachable!("choose() never connects")
+        }
+        fn load(&self) -> usize {
+            self.load
+        }
+        fn is_dead(&self) -> bool {
+            false
+        }
+        fn has_capacity(&self) -> bool {
+            self.room
+        }
+        fn retire(&self) {}
+        fn mark_retired(&self) {}
+        fn queued_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    fn conns<const S: bool>(v: &[(usize, bool)]) -> Vec<Rc<Fake<S>>> {
+        v.iter().map(|&(load, room)| Rc::new(Fake { load, room })).collect()
+    }
+
+    fn pick<const S: bool>(v: &[(usize, bool)], key: usize) -> (Option<usize>, bool) {
+        let cs = conns::<S>(v);
+        let (c, busy) = Pool::<Fake<S>>::choose(&cs, key);
+        (c.map(|c| cs.iter().position(|x| Rc::ptr_eq(x, &c)).unwrap()), busy)
+    }
+
+    #[test]
+    fn spreading_pools_keep_a_key_on_its_connection_while_it_has_room() {
+        assert_eq!(pick::<true>(&[(3, true), (0, true), (5, true)], 2), (Some(2), false));
+        assert_eq!(pick::<true>(&[(3, true), (0, true), (5, true)], 5), (Some(2), false), "key wraps");
+        // Its own connection is full: the least-loaded one with room.
+        assert_eq!(pick::<true>(&[(3, true), (1, true), (5, false)], 2), (Some(1), true));
+        // Every connection with room is busy: the caller may open another.
+        assert_eq!(pick::<true>(&[(3, true), (4, false)], 0), (Some(0), true));
+        assert_eq!(pick::<true>(&[(3, false), (4, false)], 0), (None, false));
+        assert_eq!(pick::<true>(&[], 7), (None, false));
+    }
+
+    #[test]
+    fn filling_pools_take_the_first_connection_with_room() {
+        assert_eq!(pick::<false>(&[(9, false), (7, true), (0, true)], 2), (Some(1), false));
+        assert_eq!(pick::<false>(&[(9, false)], 0), (None, false));
     }
 }
