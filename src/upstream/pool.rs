@@ -124,9 +124,9 @@ struct Endpoint<C> {
     down_until: Cell<Option<Instant>>,
 }
 
-fn tried(failed: u128, i: usize) -> bool {
-    i < 128 && failed & (1 << i) != 0
-}
+/// With twice the least-loaded connection's requests, how many more a spreading pool's
+/// connection may carry and still take its affinity key's next request.
+const AFFINITY_SLACK: usize = 16;
 
 impl<C> Endpoint<C> {
     fn is_down(&self, now: Instant) -> bool {
@@ -171,18 +171,22 @@ impl<C: Member> Pool<C> {
 
     /// The connection with room a request with affinity `key` should use among `conns`, and
     /// whether every connection with room is already busy (then a spreading pool opens
-    /// another when it may).
+    /// another when it may). A spreading pool keeps a key on its own connection while that
+    /// one carries at most twice the least-loaded's requests plus `AFFINITY_SLACK`, so one
+    /// client with many streams still spreads (320 streams over 4 connections: about 138 on
+    /// its own and 61 on each other), while loads that only jitter keep their affinity.
     fn choose(conns: &[Rc<C>], key: usize) -> (Option<Rc<C>>, bool) {
         if !C::SPREAD {
             return (conns.iter().find(|c| c.has_capacity()).cloned(), false);
         }
-        let mut ready = conns.iter().filter(|c| c.has_capacity()).peekable();
-        if ready.peek().is_none() {
+        let Some(least) = conns.iter().filter(|c| c.has_capacity()).min_by_key(|c| c.load()) else {
             return (None, false);
-        }
-        let busy = ready.clone().all(|c| c.load() > 0);
-        let own = conns.get(key % conns.len().max(1)).filter(|c| c.has_capacity());
-        (own.or_else(|| ready.min_by_key(|c| c.load())).cloned(), busy)
+        };
+        let busy = least.load() > 0;
+        let own = conns
+            .get(key % conns.len().max(1))
+            .filter(|c| c.has_capacity() && c.load() <= 2 * least.load() + AFFINITY_SLACK);
+        (Some(own.unwrap_or(least).clone()), busy)
     }
 
     /// The hot path: a live connection with room on this turn's endpoint, without connecting
@@ -195,8 +199,15 @@ impl<C: Member> Pool<C> {
             let conns = ep.conns.borrow();
             let (best, busy) = Self::choose(&conns, key);
             let best = best?;
-            if busy && ep.connecting.get() == 0 && conns.len() < self.cluster.max_connections_per_endpoint {
-                return None; // all busy and room for another connection: `acquire` opens it
+            // All busy and another connection may be opened: `acquire` opens it (the same
+            // test as there, so the slow path is taken only when it will connect).
+            if busy
+                && ep.connecting.get() == 0
+                && conns.len() < self.cluster.max_connections_per_endpoint
+                && !conns.iter().any(|c| c.warming())
+                && !ep.is_down(Instant::now())
+            {
+                return None;
             }
             best
         };
@@ -205,26 +216,26 @@ impl<C: Member> Pool<C> {
     }
 
     /// Returns a live connection with room for one more request, connecting if needed. A
-    /// failed connect goes on to the next endpoint; the error of the last one is returned
-    /// once every endpoint has failed this request.
+    /// failed connect goes on to the next endpoint (the endpoint's open connections still
+    /// serve); the error of the last one is returned once every endpoint has failed this
+    /// request and none has a connection left to wait for, or at the deadline.
     pub async fn acquire(&self, deadline: Instant, key: usize) -> Result<Rc<C>, AcquireError> {
         let n = self.endpoints.len();
-        // Endpoints whose connect failed for this request (bit i; clusters this large are
-        // not seen, and beyond 128 endpoints only the first 128 are remembered).
-        let mut failed: u128 = 0;
+        // Endpoints whose connect failed for this request (allocated on the first failure).
+        let mut failed: Vec<bool> = Vec::new();
+        let tried = |failed: &[bool], i: usize| failed.get(i).copied().unwrap_or(false);
         let mut last_error = None;
         'scan: loop {
             let start = self.next.get();
             self.next.set((start + 1) % n);
             let now = Instant::now();
-            // Down endpoints are skipped while another one may still be connected to.
-            let all_down = (0..n).all(|i| tried(failed, i) || self.endpoints[i].is_down(now));
+            // Down endpoints get no new connection while another one may still get one.
+            let all_down = (0..n).all(|i| tried(&failed, i) || self.endpoints[i].is_down(now));
+            // When a skipped endpoint's backoff ends, look again.
+            let mut wake = deadline;
             // This turn's endpoint first; the next ones only when it is full.
             for k in 0..n {
                 let i = (start + k) % n;
-                if tried(failed, i) {
-                    continue;
-                }
                 let ep = &self.endpoints[i];
                 let (best, open) = {
                     let mut conns = ep.conns.borrow_mut();
@@ -236,46 +247,58 @@ impl<C: Member> Pool<C> {
                         !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint;
                     (best.map(|c| (c, busy)), open)
                 };
-                if let Some((c, busy)) = best {
-                    if !(busy && open && !ep.is_down(now)) {
-                        return Ok(c);
-                    }
-                    // Spreading: another connection for this request; should it fail, the
-                    // busy one still has room (and the endpoint is now marked down).
-                    return Ok(Box::pin(self.connect(ep)).await.unwrap_or(c));
+                let down = ep.is_down(now);
+                if open && down && !all_down && !tried(&failed, i) {
+                    wake = wake.min(ep.down_until.get().unwrap_or(deadline));
                 }
-                if open && (all_down || !ep.is_down(now)) {
-                    // Boxed: the connect future is large and rare; keeping it out of line keeps
-                    // every connection task small.
-                    match Box::pin(self.connect(ep)).await {
-                        Ok(c) => return Ok(c),
-                        Err(e) => {
-                            if i < 128 {
-                                failed |= 1 << i;
-                            }
-                            last_error = Some(e);
-                            if (0..n).all(|i| tried(failed, i)) || Instant::now() >= deadline {
-                                break 'scan;
-                            }
-                            continue 'scan;
+                let may_connect = open && !tried(&failed, i) && (all_down || !down);
+                let busy_one = match best {
+                    Some((c, busy)) if !(busy && may_connect) => return Ok(c),
+                    Some((c, _)) => Some(c), // spreading: open another for this request
+                    None if may_connect => None,
+                    None => continue,
+                };
+                // Boxed: the connect future is large and rare; keeping it out of line keeps
+                // every connection task small.
+                match Box::pin(self.connect(ep, deadline)).await {
+                    Ok(c) => return Ok(c),
+                    // The connection that was busy may have filled or died meanwhile.
+                    Err(_) if busy_one.as_ref().is_some_and(|c| c.has_capacity()) => return Ok(busy_one.unwrap()),
+                    Err(e) => {
+                        if failed.is_empty() {
+                            failed.resize(n, false);
                         }
+                        failed[i] = true;
+                        last_error = Some(e);
+                        let gave_up = failed.iter().all(|&f| f)
+                            && self.endpoints.iter().all(|ep| ep.conns.borrow().iter().all(|c| c.is_dead()));
+                        if gave_up || Instant::now() >= deadline {
+                            break 'scan;
+                        }
+                        continue 'scan;
                     }
                 }
             }
             let wait = self.capacity.notified();
-            if monoio::time::timeout_at(deadline.into(), wait).await.is_err() {
+            if monoio::time::timeout_at(wake.into(), wait).await.is_err() && Instant::now() >= deadline {
                 break 'scan;
             }
         }
         Err(last_error.unwrap_or(AcquireError::Saturated))
     }
 
-    async fn connect(&self, ep: &Endpoint<C>) -> Result<Rc<C>, AcquireError> {
+    /// Opens a connection to `ep`, giving up at `connect_timeout` or the request's deadline,
+    /// whichever is first. A failure marks the endpoint down for `connect_failure_backoff`
+    /// (not a timeout cut short by the deadline).
+    async fn connect(&self, ep: &Endpoint<C>, deadline: Instant) -> Result<Rc<C>, AcquireError> {
+        let limit = self.cluster.connect_timeout.min(deadline.saturating_duration_since(Instant::now()));
         ep.connecting.set(ep.connecting.get() + 1);
-        let res = monoio::time::timeout(self.cluster.connect_timeout, self.open(ep)).await;
+        let res = monoio::time::timeout(limit, self.open(ep)).await;
         ep.connecting.set(ep.connecting.get() - 1);
-        let err = |why: String| {
-            ep.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
+        let err = |why: String, endpoints_fault: bool| {
+            if endpoints_fault {
+                ep.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
+            }
             AcquireError::Connect { endpoint: ep.label.to_string(), why }
         };
         match res {
@@ -293,12 +316,13 @@ impl<C: Member> Pool<C> {
             Ok(Err(e)) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
                 self.capacity.notify_all();
-                Err(err(e.to_string()))
+                Err(err(e.to_string(), true))
             }
             Err(_) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
                 self.capacity.notify_all();
-                Err(err(format!("timed out after {:?}", self.cluster.connect_timeout)))
+                // Cut short by the request's own deadline: not the endpoint's fault.
+                Err(err(format!("timed out after {limit:?}"), limit == self.cluster.connect_timeout))
             }
         }
     }
@@ -392,6 +416,16 @@ mod tests {
         assert_eq!(pick::<true>(&[(3, true), (4, false)], 0), (Some(0), true));
         assert_eq!(pick::<true>(&[(3, false), (4, false)], 0), (None, false));
         assert_eq!(pick::<true>(&[], 7), (None, false));
+    }
+
+    #[test]
+    fn a_key_leaves_its_connection_once_it_carries_far_more_than_the_least_loaded() {
+        // One client with many streams must still spread over the connections.
+        assert_eq!(pick::<true>(&[(20, true), (5, true)], 0), (Some(0), true), "within the slack");
+        assert_eq!(pick::<true>(&[(40, true), (0, true), (10, true)], 0), (Some(1), false));
+        assert_eq!(pick::<true>(&[(17, true), (0, true)], 2), (Some(1), false), "17 > 2 * 0 + 16");
+        assert_eq!(pick::<true>(&[(100, true), (60, true)], 0), (Some(0), true), "jitter keeps affinity");
+        assert_eq!(pick::<true>(&[(137, true), (60, true)], 0), (Some(1), true), "137 > 2 * 60 + 16");
     }
 
     #[test]
