@@ -292,6 +292,13 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
         Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unknown"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
+    // gRPC has no open loop yet: refused up front, not run with every connection erroring.
+    let out = Command::new(bench)
+        .args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unary", "--rate", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented for gRPC"), "{out:?}");
 }
 
 /// The gRPC half of the bench kit: `ringway-bench echo grpc` behind the `ringway` binary,

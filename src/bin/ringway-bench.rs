@@ -82,6 +82,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if protocol.is_grpc() && a.rate.is_some() {
+                eprintln!(
+                    "ringway-bench: --rate (open loop) is not implemented for gRPC yet; use -c and -m (closed loop)"
+                );
+                return ExitCode::from(2);
+            }
             let (duration, warmup) = match (parse_duration(&a.duration), parse_duration(&a.warmup)) {
                 (Ok(d), Ok(w)) => (d, w),
                 (Err(e), _) | (_, Err(e)) => {
