@@ -292,13 +292,13 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
         Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unknown"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
-    // gRPC has no open loop yet: refused up front, not run with every connection erroring.
+    // Bidi has no open loop: refused up front, not run with every connection erroring.
     let out = Command::new(bench)
-        .args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unary", "--rate", "100"])
+        .args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-bidi", "--rate", "100"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented for gRPC"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grpc-bidi is closed loop"), "{out:?}");
 }
 
 /// The gRPC half of the bench kit: `ringway-bench echo grpc` behind the `ringway` binary,
@@ -320,6 +320,19 @@ fn bench_grpc_load_through_the_ringway_binary() {
     let target = ringway.addr.to_string();
     for proto in ["grpc-unary", "grpc-server-stream", "grpc-bidi"] {
         bench_load_checks_out(&target, proto, "2");
+    }
+    // Open loop: calls at a fixed rate whatever the replies do, every reply message checked.
+    for (proto, per_call) in [("grpc-unary", 1), ("grpc-server-stream", 10)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+            .args(["load", "--target", &target, "--protocol", proto, "--rate", "2000", "-c", "2"])
+            .args(["-d", "500ms", "--warmup", "100ms", "--json"])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && json.contains("\"error_total\":0"), "{proto} open loop: {json}");
+        let requests: u64 =
+            json.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+        assert!((700 * per_call..=1100 * per_call).contains(&requests), "{proto}: 2000/s for 0.5 s: {json}");
     }
     ringway.signal(libc::SIGTERM);
     assert_eq!(ringway.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));

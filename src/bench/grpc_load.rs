@@ -1,15 +1,18 @@
 //! The gRPC side of the load generator: a small HTTP/2 client on ringway's own frame layer
-//! and HPACK, closed loop. Unary: each of M slots sends one call and, on its trailers, the
-//! next. Server streaming: each call asks for `STREAM_MESSAGES` replies (each counted).
-//! Bidi: each slot keeps one long stream and plays ping-pong on it. Every reply message is
-//! checked against what was sent (a tag with the connection, stream and sequence number).
+//! and HPACK. Closed loop: unary, each of M slots sends one call and, on its trailers, the
+//! next; server streaming, each call asks for `STREAM_MESSAGES` replies (each counted); bidi,
+//! each slot keeps one long stream and plays ping-pong on it. Open loop (unary and server
+//! streaming): calls start at fixed intended times whatever the replies do, latency counted
+//! from the intended time, up to the peer's stream limit in flight (beyond it a call is
+//! skipped and counted). Every reply message is checked against what was sent (a tag with
+//! the connection, stream and sequence number).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use monoio::io::Canceller;
+use monoio::io::{Canceller, Splitable};
 use monoio::net::TcpStream;
 
 use super::load::{write_batch, Acc, LoadSpec, Window};
@@ -17,7 +20,7 @@ use super::wire::BenchProtocol;
 use crate::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
 use crate::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use crate::io::{read_more, ReadHint};
-use crate::local::StreamMap;
+use crate::local::{Notify, StreamMap};
 
 /// Reply messages per server-streaming call.
 pub const STREAM_MESSAGES: usize = 10;
@@ -44,9 +47,36 @@ struct Client<'a> {
     consumed: u32,
     calls: StreamMap<Call>,
     headers: HeaderList,
+    /// Closed loop: a finished call opens the next one.
+    closed: bool,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 until its SETTINGS say).
+    peer_streams: usize,
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// A client whose first bytes (preface, SETTINGS, connection window) are queued.
+    fn new(id: u32, spec: &'a LoadSpec, closed: bool) -> Client<'a> {
+        let mut c = Client {
+            id,
+            spec,
+            enc: Encoder::new(),
+            dec: Decoder::new(4096),
+            next_stream: 1,
+            next_tag: 1,
+            wbuf: BytesMut::with_capacity(64 * 1024),
+            consumed: 0,
+            calls: StreamMap::default(),
+            headers: HeaderList::new(),
+            closed,
+            peer_streams: 100,
+        };
+        c.wbuf.extend_from_slice(frame::PREFACE);
+        let s = Settings { initial_window_size: Some(WINDOW), enable_push: Some(false), ..Settings::default() };
+        frame::settings::encode(&s, &mut c.wbuf);
+        frame::window_update::encode(0, WINDOW - frame::DEFAULT_WINDOW, &mut c.wbuf);
+        c
+    }
+
     fn method(&self) -> &'static str {
         match self.spec.protocol {
             BenchProtocol::GrpcServerStream => "/ringway.test.Echo/ServerStream",
@@ -104,7 +134,14 @@ impl Client<'_> {
         let p = &f[HEAD_LEN..];
         let mut done = 0u64;
         match head.kind {
-            kind::SETTINGS if !head.has(frame::flag::ACK) => frame::settings::encode_ack(&mut self.wbuf),
+            kind::SETTINGS if !head.has(frame::flag::ACK) => {
+                if let Ok(frame::settings::Frame::Settings(s)) = frame::settings::parse(&head, p, 64) {
+                    if let Some(n) = s.max_concurrent_streams {
+                        self.peer_streams = n as usize;
+                    }
+                }
+                frame::settings::encode_ack(&mut self.wbuf)
+            }
             kind::PING if !head.has(frame::flag::ACK) => {
                 if let Ok(ping) = frame::ping::parse(&head, p) {
                     frame::ping::encode(frame::ping::Ping { ack: true, data: ping.data }, &mut self.wbuf);
@@ -134,6 +171,7 @@ impl Client<'_> {
                 self.consumed += d.flow_len as u32;
                 let bidi = self.spec.protocol == BenchProtocol::GrpcBidi;
                 let id = self.id;
+                let closed = self.closed;
                 let mut next = None;
                 if let Some(c) = self.calls.get_mut(&head.stream) {
                     c.got.extend_from_slice(&p[d.data]);
@@ -150,7 +188,8 @@ impl Client<'_> {
                         }
                         c.messages += 1;
                         if bidi {
-                            acc.borrow_mut().reply(Some(c.sent_at), now, |t| t >= w.measure_from && now <= w.end);
+                            acc.borrow_mut()
+                                .reply(Some(c.sent_at), now, |t| t >= w.measure_from && (!closed || now <= w.end));
                             done += 1;
                             c.sent_at = now;
                             if now < w.end {
@@ -158,7 +197,8 @@ impl Client<'_> {
                             }
                         } else if self.spec.protocol == BenchProtocol::GrpcServerStream {
                             // Each message counts; latency is that of its call.
-                            acc.borrow_mut().reply(Some(c.sent_at), now, |t| t >= w.measure_from && now <= w.end);
+                            acc.borrow_mut()
+                                .reply(Some(c.sent_at), now, |t| t >= w.measure_from && (!closed || now <= w.end));
                             done += 1;
                         }
                     }
@@ -181,6 +221,7 @@ impl Client<'_> {
     /// A call ended (trailers): account it and open the next one.
     fn finish(&mut self, stream: u32, acc: &RefCell<Acc>, w: Window, now: Instant) -> u64 {
         let Some(c) = self.calls.remove(&stream) else { return 0 };
+        let closed = self.closed;
         let mut done = 0;
         let expected = match self.spec.protocol {
             BenchProtocol::GrpcServerStream => STREAM_MESSAGES,
@@ -192,10 +233,10 @@ impl Client<'_> {
         } else if c.messages != expected {
             acc.borrow_mut().error("missing_messages");
         } else if self.spec.protocol == BenchProtocol::GrpcUnary {
-            acc.borrow_mut().reply(Some(c.sent_at), now, |t| t >= w.measure_from && now <= w.end);
+            acc.borrow_mut().reply(Some(c.sent_at), now, |t| t >= w.measure_from && (!closed || now <= w.end));
             done = 1;
         }
-        if now < w.end && self.spec.protocol != BenchProtocol::GrpcBidi {
+        if self.closed && now < w.end && self.spec.protocol != BenchProtocol::GrpcBidi {
             self.open(now);
         }
         done
@@ -212,22 +253,7 @@ pub(super) async fn closed_loop(
     progress: &AtomicU64,
 ) {
     w.wait_start().await;
-    let mut c = Client {
-        id,
-        spec,
-        enc: Encoder::new(),
-        dec: Decoder::new(4096),
-        next_stream: 1,
-        next_tag: 1,
-        wbuf: BytesMut::with_capacity(64 * 1024),
-        consumed: 0,
-        calls: StreamMap::default(),
-        headers: HeaderList::new(),
-    };
-    c.wbuf.extend_from_slice(frame::PREFACE);
-    let s = Settings { initial_window_size: Some(WINDOW), enable_push: Some(false), ..Settings::default() };
-    frame::settings::encode(&s, &mut c.wbuf);
-    frame::window_update::encode(0, WINDOW - frame::DEFAULT_WINDOW, &mut c.wbuf);
+    let mut c = Client::new(id, spec, true);
     let t0 = Instant::now();
     for _ in 0..spec.inflight {
         c.open(t0);
@@ -268,4 +294,124 @@ pub(super) async fn closed_loop(
         }
         progress.fetch_add(done, Ordering::Relaxed);
     }
+}
+
+/// Calls in flight on one connection of the open loop, at most.
+const OPEN_LOOP_BACKLOG: usize = 100_000;
+
+/// One connection of the open loop: the writer starts calls at their intended times (and
+/// flushes what the reader queued: SETTINGS and PING ACKs, WINDOW_UPDATEs); the reader
+/// accounts replies. Replies still owed when sending stops get a grace period, then count
+/// as timeouts.
+pub(super) async fn open_loop(
+    id: u32,
+    stream: TcpStream,
+    spec: &LoadSpec,
+    w: Window,
+    rate: f64,
+    acc: &RefCell<Acc>,
+    progress: &AtomicU64,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let c = RefCell::new(Client::new(id, spec, false));
+    // Woken when the reader queued bytes to write or ended.
+    let wake = Notify::default();
+    let (done_sending, reader_done) = (Cell::new(false), Cell::new(false));
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    // Stagger connections so they do not all fire on the same tick.
+    let offset = interval.mul_f64((id as f64 * 0.618_033_988_7) % 1.0);
+    let writer = async {
+        let mut buf = BytesMut::new();
+        let mut k: u32 = 0;
+        while !reader_done.get() {
+            let woken = wake.notified();
+            let due = w.start + offset + interval * k;
+            let now = Instant::now();
+            if due < w.end {
+                if due > now && c.borrow().wbuf.is_empty() {
+                    monoio::select! {
+                        _ = monoio::time::sleep(due - now) => {}
+                        _ = woken => {}
+                    }
+                }
+            } else {
+                done_sending.set(true);
+                if c.borrow().wbuf.is_empty() {
+                    woken.await;
+                    continue;
+                }
+            }
+            {
+                let now = Instant::now();
+                let mut cl = c.borrow_mut();
+                let mut due = w.start + offset + interval * k;
+                while due <= now && due < w.end {
+                    if cl.calls.len() >= cl.peer_streams.min(OPEN_LOOP_BACKLOG) {
+                        acc.borrow_mut().error("backlog_skipped");
+                    } else {
+                        cl.open(due);
+                    }
+                    k += 1;
+                    due = w.start + offset + interval * k;
+                }
+                std::mem::swap(&mut buf, &mut cl.wbuf);
+            }
+            if !buf.is_empty() && !write_batch(&mut wr, &mut buf, acc).await {
+                return;
+            }
+        }
+    };
+    let reader = async {
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        let cancel = Canceller::new();
+        let mut hint = ReadHint::new(16 * 1024);
+        loop {
+            if done_sending.get() && c.borrow().calls.is_empty() {
+                break;
+            }
+            let read = read_more(&mut rd, &mut rbuf, cancel.handle(), &mut hint);
+            match monoio::time::timeout_at((w.end + Duration::from_secs(2)).into(), read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => {
+                    acc.borrow_mut().error("io");
+                    break;
+                }
+                Err(_) => {
+                    let left = c.borrow().calls.len() as u64;
+                    acc.borrow_mut().errors_n("timeout", left);
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let mut done = 0;
+            let mut alive = true;
+            {
+                let mut cl = c.borrow_mut();
+                while alive {
+                    let (head, f) = match frame::cut(&mut rbuf, frame::MAX_MAX_FRAME_SIZE) {
+                        Ok(Some(x)) => x,
+                        Ok(None) => break,
+                        Err(_) => {
+                            acc.borrow_mut().error("malformed_frame");
+                            alive = false;
+                            break;
+                        }
+                    };
+                    let (ok, n) = cl.on_frame(head, &f, acc, w, now);
+                    done += n;
+                    alive = ok;
+                }
+                if !cl.wbuf.is_empty() {
+                    wake.notify_all();
+                }
+            }
+            progress.fetch_add(done, Ordering::Relaxed);
+            if !alive {
+                break;
+            }
+        }
+        reader_done.set(true);
+        wake.notify_all();
+    };
+    monoio::join!(writer, reader);
 }

@@ -83,7 +83,11 @@ pub(super) struct Acc {
 
 impl Acc {
     pub(super) fn error(&mut self, kind: &'static str) {
-        *self.errors.entry(kind).or_default() += 1;
+        self.errors_n(kind, 1);
+    }
+
+    pub(super) fn errors_n(&mut self, kind: &'static str, n: u64) {
+        *self.errors.entry(kind).or_default() += n;
     }
 
     /// Accounts one checked reply: `sent_at` is when its request was (meant to be) sent, or
@@ -204,11 +208,10 @@ fn run_thread(t: usize, threads: usize, spec: LoadSpec, window: Window, progress
                     };
                     let _ = stream.set_nodelay(true);
                     if spec.protocol.is_grpc() {
-                        if per_conn_rate.is_some() {
-                            acc.borrow_mut().error("open_loop_not_supported_for_grpc");
-                            return;
-                        }
-                        return super::grpc_load::closed_loop(id, stream, &spec, window, &acc, &progress).await;
+                        return match per_conn_rate {
+                            None => super::grpc_load::closed_loop(id, stream, &spec, window, &acc, &progress).await,
+                            Some(r) => super::grpc_load::open_loop(id, stream, &spec, window, r, &acc, &progress).await,
+                        };
                     }
                     match per_conn_rate {
                         None => closed_loop(id, stream, &spec, window, &acc, &progress).await,

@@ -82,10 +82,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if protocol.is_grpc() && a.rate.is_some() {
-                eprintln!(
-                    "ringway-bench: --rate (open loop) is not implemented for gRPC yet; use -c and -m (closed loop)"
-                );
+            if protocol == BenchProtocol::GrpcBidi && a.rate.is_some() {
+                eprintln!("ringway-bench: --rate (open loop) is for grpc-unary and grpc-server-stream; grpc-bidi is closed loop (-c, -m)");
                 return ExitCode::from(2);
             }
             let (duration, warmup) = match (parse_duration(&a.duration), parse_duration(&a.warmup)) {
