@@ -317,20 +317,18 @@ pub(super) async fn open_loop(
     // Woken when the reader queued bytes to write or ended.
     let wake = Notify::default();
     let (done_sending, reader_done) = (Cell::new(false), Cell::new(false));
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-    // Stagger connections so they do not all fire on the same tick.
-    let offset = interval.mul_f64((id as f64 * 0.618_033_988_7) % 1.0);
+    let due = w.schedule(id, rate);
     let writer = async {
         let mut buf = BytesMut::new();
         let mut k: u32 = 0;
         while !reader_done.get() {
             let woken = wake.notified();
-            let due = w.start + offset + interval * k;
+            let next = due(k);
             let now = Instant::now();
-            if due < w.end {
-                if due > now && c.borrow().wbuf.is_empty() {
+            if next < w.end {
+                if next > now && c.borrow().wbuf.is_empty() {
                     monoio::select! {
-                        _ = monoio::time::sleep(due - now) => {}
+                        _ = monoio::time::sleep(next - now) => {}
                         _ = woken => {}
                     }
                 }
@@ -344,15 +342,15 @@ pub(super) async fn open_loop(
             {
                 let now = Instant::now();
                 let mut cl = c.borrow_mut();
-                let mut due = w.start + offset + interval * k;
-                while due <= now && due < w.end {
+                let mut at = due(k);
+                while at <= now && at < w.end {
                     if cl.calls.len() >= cl.peer_streams.min(OPEN_LOOP_BACKLOG) {
                         acc.borrow_mut().error("backlog_skipped");
                     } else {
-                        cl.open(due);
+                        cl.open(at);
                     }
                     k += 1;
-                    due = w.start + offset + interval * k;
+                    at = due(k);
                 }
                 std::mem::swap(&mut buf, &mut cl.wbuf);
             }

@@ -117,6 +117,14 @@ pub(super) struct Window {
 }
 
 impl Window {
+    /// The open loop's send times for connection `id` at `rate` per second: call `k` is due
+    /// at `due(k)`. Connections are staggered so they do not all fire on the same tick.
+    pub(super) fn schedule(&self, id: u32, rate: f64) -> impl Fn(u32) -> Instant {
+        let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let first = self.start + interval.mul_f64((id as f64 * 0.618_033_988_7) % 1.0);
+        move |k| first + interval * k
+    }
+
     /// Sleeps until the run starts (all connections begin together).
     pub(super) async fn wait_start(&self) {
         let now = Instant::now();
@@ -318,15 +326,13 @@ async fn open_loop(
     let (mut rd, mut wr) = stream.into_split();
     let sent: RefCell<SeqMap<Instant>> = RefCell::new(SeqMap::default());
     let done_sending = std::cell::Cell::new(false);
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-    // Stagger connections so they do not all fire on the same tick.
-    let offset = interval.mul_f64((id as f64 * 0.618_033_988_7) % 1.0);
+    let due = w.schedule(id, rate);
     let sender = async {
         let mut wbuf = BytesMut::new();
         let mut k: u32 = 0;
         let mut seq = 1i32;
         loop {
-            let intended = w.start + offset + interval * k;
+            let intended = due(k);
             if intended >= w.end {
                 break;
             }
@@ -335,17 +341,17 @@ async fn open_loop(
                 monoio::time::sleep(intended - now).await;
             }
             let now = Instant::now();
-            let mut due = w.start + offset + interval * k;
-            while due <= now && due < w.end {
+            let mut at = due(k);
+            while at <= now && at < w.end {
                 if sent.borrow().len() >= OPEN_LOOP_BACKLOG {
                     acc.borrow_mut().error("backlog_skipped");
                 } else {
                     encode_request(&mut wbuf, spec.protocol, seq, id, spec.payload);
-                    sent.borrow_mut().insert(seq, due);
+                    sent.borrow_mut().insert(seq, at);
                     seq = if seq == i32::MAX { 1 } else { seq + 1 };
                 }
                 k += 1;
-                due = w.start + offset + interval * k;
+                at = due(k);
             }
             if !write_batch(&mut wr, &mut wbuf, acc).await {
                 break;
