@@ -94,6 +94,16 @@ class Options:
         if self.echo:
             context.set_trailing_metadata(self.echo)
 
+    def answer(self, context, msg):
+        """A unary-reply method's end: the delay, the asked-for status, metadata, the reply."""
+        if not self.wait(context, self.delay):
+            return b""
+        if self.status is not None:
+            self.abort(context)
+        self.headers(context)
+        self.trailers(context)
+        return self.reply(msg)
+
     def abort(self, context):
         """Ends the call with x-status/x-message; trailers-only if nothing was sent yet, with
         x-echo-* in that one header block."""
@@ -103,14 +113,7 @@ class Options:
 
 
 def unary(request, context):
-    opts = Options(context)
-    if not opts.wait(context, opts.delay):
-        return b""
-    if opts.status is not None:
-        opts.abort(context)
-    opts.headers(context)
-    opts.trailers(context)
-    return opts.reply(request)
+    return Options(context).answer(context, request)
 
 
 def server_stream(request, context):
@@ -139,13 +142,7 @@ def client_stream(request_iterator, context):
         if n > MAX_STREAM_MESSAGES:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request stream too long")
         parts.append(msg)
-    if not opts.wait(context, opts.delay):
-        return b""
-    if opts.status is not None:
-        opts.abort(context)
-    opts.headers(context)
-    opts.trailers(context)
-    return opts.reply(str(n).encode() if opts.reply_count else b"".join(parts))
+    return opts.answer(context, str(n).encode() if opts.reply_count else b"".join(parts))
 
 
 def bidi(request_iterator, context):
