@@ -35,6 +35,11 @@ pub struct RuntimeConfig {
     pub drain_timeout: Duration,
     /// During a drain, a downstream connection idle this long is closed.
     pub drain_idle_close: Duration,
+    /// How long a busy worker's event loop waits before blocking, to take events from many
+    /// connections in one turn (zero: never). See `worker/hold.rs`.
+    pub coalesce_wait: Duration,
+    /// gRPC streams open on a worker from which it starts coalescing (it stops below half).
+    pub coalesce_min_streams: u32,
 }
 
 /// Where a listener binds or an endpoint lives.

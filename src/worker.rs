@@ -3,6 +3,7 @@
 //! Workers hear from the control thread only through a crossbeam channel (plus a waker so an
 //! idle worker notices at once) and answer through another.
 
+mod hold;
 mod state;
 
 use std::io;
@@ -17,6 +18,7 @@ use monoio::io::{CancelHandle, Canceller};
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
+pub use hold::InFlight;
 pub use state::{ClusterPools, View, WorkerState};
 
 use crate::config::{Config, DriverKind};
@@ -121,6 +123,7 @@ pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
                 log::warn!("worker {id}: could not pin to core {}; running unpinned", core.id);
             }
         }
+        hold::tighten_timer_slack();
         let (mut rt, driver) = match build_runtime(spec.driver) {
             Ok(x) => x,
             Err(e) => {
@@ -140,6 +143,9 @@ pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
 async fn run(spec: WorkerSpec) {
     let WorkerSpec { id, listeners, snapshot, commands, waker, events, .. } = spec;
     // `Started` (sent before this) already told the control thread the first snapshot is in use.
+    let coalesce =
+        |s: &Snapshot| hold::configure(s.config.runtime.coalesce_wait, s.config.runtime.coalesce_min_streams);
+    coalesce(&snapshot);
     let state = Rc::new(WorkerState::new(id, snapshot));
 
     let accept_cancel = Canceller::new();
@@ -165,6 +171,7 @@ async fn run(spec: WorkerSpec) {
         match cmd {
             Command::Apply(snap) => {
                 let generation = snap.generation;
+                coalesce(&snap);
                 state.apply(snap);
                 let _ = events.send(Event::Applied { worker: id, generation });
             }

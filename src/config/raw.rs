@@ -9,6 +9,10 @@ use super::*;
 
 const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 const DEFAULT_DRAIN_IDLE_CLOSE: &str = "1s";
+const DEFAULT_COALESCE_WAIT: &str = "50us";
+const DEFAULT_COALESCE_MIN_STREAMS: usize = 128;
+/// A longer coalescing wait is a latency cost no proxy should pay: refused.
+const MAX_COALESCE_WAIT: Duration = Duration::from_millis(1);
 const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
@@ -44,6 +48,8 @@ struct RawRuntime {
     driver: Option<String>,
     drain_timeout: Option<String>,
     drain_idle_close: Option<String>,
+    coalesce_wait: Option<String>,
+    coalesce_min_streams: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -427,6 +433,31 @@ impl RawRuntime {
                 &self.drain_idle_close,
                 DEFAULT_DRAIN_IDLE_CLOSE,
             ),
+            coalesce_wait: self.coalesce_wait(p),
+            coalesce_min_streams: p.positive(
+                "runtime.coalesce_min_streams".into(),
+                self.coalesce_min_streams,
+                DEFAULT_COALESCE_MIN_STREAMS,
+                1_000_000,
+            ) as u32,
+        }
+    }
+
+    /// `0` (any unit, or bare) turns coalescing off; otherwise up to 1ms.
+    fn coalesce_wait(&self, p: &mut Problems) -> Duration {
+        let key = "runtime.coalesce_wait";
+        let v = self.coalesce_wait.as_deref().unwrap_or(DEFAULT_COALESCE_WAIT);
+        let d = if v.trim() == "0" { Ok(Duration::ZERO) } else { parse_duration(v) };
+        match d {
+            Ok(d) if d <= MAX_COALESCE_WAIT => d,
+            Ok(d) => {
+                p.add(key, format!("{d:?} is above the 1ms limit (use 0 to turn coalescing off)"));
+                Duration::ZERO
+            }
+            Err(e) => {
+                p.add(key, e);
+                Duration::ZERO
+            }
         }
     }
 }

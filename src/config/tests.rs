@@ -60,3 +60,25 @@ fn units_parse() {
     assert_eq!(parse_byte_size("4096").unwrap(), 4096);
     assert!(parse_byte_size("4 parsecs").is_err());
 }
+
+#[test]
+fn coalescing_keys_default_turn_off_and_refuse_long_waits() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    assert_eq!(c.runtime.coalesce_wait, Duration::from_micros(50), "default");
+    assert_eq!(c.runtime.coalesce_min_streams, 128, "default");
+
+    let with = |lines: &str| EXAMPLE.replace("driver = \"epoll\"\n", &format!("driver = \"epoll\"\n{lines}\n"));
+    let c = Config::parse(&with("coalesce_wait = \"0\"\ncoalesce_min_streams = 8")).unwrap();
+    assert_eq!(c.runtime.coalesce_wait, Duration::ZERO, "0 turns it off");
+    assert_eq!(c.runtime.coalesce_min_streams, 8);
+    let c = Config::parse(&with("coalesce_wait = \"0us\"")).unwrap();
+    assert_eq!(c.runtime.coalesce_wait, Duration::ZERO);
+    let c = Config::parse(&with("coalesce_wait = \"200us\"")).unwrap();
+    assert_eq!(c.runtime.coalesce_wait, Duration::from_micros(200));
+
+    let err = Config::parse(&with("coalesce_wait = \"5ms\"\ncoalesce_min_streams = 0")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("runtime.coalesce_wait:") && p.contains("1ms")), "{err}");
+    assert!(err.0.iter().any(|p| p.starts_with("runtime.coalesce_min_streams:")), "{err}");
+    let err = Config::parse(&with("coalesce_wait = \"fast\"")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("runtime.coalesce_wait:")), "{err}");
+}

@@ -98,6 +98,8 @@ pub struct Stream {
     pub down: Rc<DownConn>,
     pub down_id: u32,
     pub st: RefCell<StreamState>,
+    /// Counts towards the worker's event coalescing while the stream lives.
+    _in_flight: crate::worker::InFlight,
 }
 
 impl Stream {
@@ -116,6 +118,7 @@ impl Stream {
         Stream {
             down,
             down_id,
+            _in_flight: crate::worker::InFlight::new(),
             st: RefCell::new(StreamState {
                 up: None,
                 up_id: 0,

@@ -39,6 +39,8 @@ use std::future::Future;
 pub use blocking::spawn_blocking;
 pub use builder::{Buildable, RuntimeBuilder};
 pub use driver::Driver;
+// ringway patch: a park hold (driver/hold.rs).
+pub use driver::hold::set_park_hold;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub use driver::IoUringDriver;
 #[cfg(feature = "legacy")]

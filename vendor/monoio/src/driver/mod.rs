@@ -19,6 +19,9 @@ mod uring;
 
 mod util;
 
+// ringway patch: a park hold (driver/hold.rs).
+pub(crate) mod hold;
+
 use std::{
     io,
     task::{Context, Poll},

@@ -150,12 +150,28 @@ impl LegacyDriver {
             timeout = Some(Duration::ZERO);
         }
 
+        // ringway patch: a park hold (driver/hold.rs). After it, a poll that does not block
+        // says whether anything arrived meanwhile; only if nothing did, the wait blocks.
+        let held = super::hold::before(&mut timeout, || Ok(()))?;
+        let mut gathered = false;
+
         // here we borrow 2 mut self, but its safe.
         let events = unsafe { &mut (*self.inner.get()).events };
-        match inner.poll.poll(events, timeout) {
-            Ok(_) => {}
-            Err(ref e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if held {
+            match inner.poll.poll(events, Some(Duration::ZERO)) {
+                Ok(_) => {}
+                Err(ref e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            gathered = !events.is_empty();
+            super::hold::after(gathered);
+        }
+        if !gathered {
+            match inner.poll.poll(events, timeout) {
+                Ok(_) => {}
+                Err(ref e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         #[cfg(unix)]
         let iter = events.iter();

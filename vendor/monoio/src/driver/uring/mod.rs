@@ -217,7 +217,7 @@ impl IoUringDriver {
         let _ = unsafe { sq.push(&entry) };
     }
 
-    fn inner_park(&self, timeout: Option<Duration>) -> io::Result<()> {
+    fn inner_park(&self, mut timeout: Option<Duration>) -> io::Result<()> {
         let inner = unsafe { &mut *self.inner.get() };
 
         #[allow(unused_mut)]
@@ -244,6 +244,14 @@ impl IoUringDriver {
                 w.wake();
                 need_wait = false;
             }
+        }
+
+        // ringway patch: a park hold (driver/hold.rs); what is queued is submitted first.
+        let held = need_wait && super::hold::before(&mut timeout, || inner.uring.submit().map(drop))?;
+        if held {
+            // Completions, or task work that will post them at the next enter (TASKRUN_FLAG).
+            let gathered = !inner.uring.completion().is_empty() || inner.uring.submission().taskrun();
+            super::hold::after(gathered);
         }
 
         if need_wait {
