@@ -1,7 +1,7 @@
 //! The park hold in the vendored monoio (`vendor/monoio/src/driver/hold.rs`), on both
 //! drivers: a blocking wait first sleeps for the hold and takes what arrived meanwhile, a
-//! timer due sooner than the hold is not delayed, and a hold that gathered nothing makes the
-//! next wait skip it. Lower bounds are what the hold guarantees; the upper bounds leave
+//! timer due sooner than the hold is not delayed, holds that batch nothing (one event each)
+//! back off, and holds that batch go on. Lower bounds are what the hold guarantees; the upper bounds leave
 //! hundreds of milliseconds for a slow machine.
 
 use std::future::Future;
@@ -104,28 +104,37 @@ async fn timer_not_held() {
     assert!(took < Duration::from_secs(1), "a 20 ms timer must not wait for a 2 s hold: took {took:?}");
 }
 
+/// Each wait gets one byte, so no hold batches anything: holding backs off.
 async fn backoff() {
     let mut peer = Peer::new();
     peer.byte_after(Duration::ZERO).await;
     monoio::set_park_hold(HOLD);
 
-    // Nothing arrives during the hold: the wait then blocks until the byte comes.
+    // Nothing arrives during the first hold: the wait then blocks until the byte comes.
     let late = HOLD + Duration::from_millis(200);
     let first = peer.byte_after(late).await;
     assert!(first >= late, "took {first:?}");
 
-    // That hold gathered nothing, so the next wait skips it.
-    let skipped = peer.byte_after(Duration::from_millis(10)).await;
-    assert!(skipped < UNHELD, "the wait after a useless hold must not hold: took {skipped:?}");
+    let mut took = vec![];
+    for _ in 0..8 {
+        took.push(peer.byte_after(Duration::from_millis(10)).await);
+    }
+    let unheld = took.iter().filter(|t| **t < UNHELD).count();
+    assert!(unheld >= 3, "holds that gather one event each must back off: {took:?}");
+    assert!(took.iter().all(|t| *t < UNHELD || *t >= HOLD), "{took:?}");
+}
 
-    // And the one after that holds again.
-    let again = peer.byte_after(Duration::from_millis(10)).await;
-    assert!(again >= HOLD, "holding must resume after one skip: took {again:?}");
-
-    // That hold gathered the byte (on io_uring: a completion, or task work that will post
-    // one), so the next wait holds too.
-    let still = peer.byte_after(Duration::from_millis(10)).await;
-    assert!(still >= HOLD, "a hold that gathered an event must not be skipped: took {still:?}");
+/// Each wait gets two sockets' bytes: every hold batches, and holding goes on.
+async fn batches_keep_holding() {
+    let (mut p1, mut p2) = (Peer::new(), Peer::new());
+    p1.byte_after(Duration::ZERO).await;
+    p2.byte_after(Duration::ZERO).await;
+    monoio::set_park_hold(HOLD);
+    let soon = Duration::from_millis(10);
+    for round in 0..5 {
+        let (a, b) = monoio::join!(p1.byte_after(soon), p2.byte_after(soon));
+        assert!(a >= HOLD && b >= HOLD, "round {round}: holds that batch two events must go on: {a:?}, {b:?}");
+    }
 }
 
 #[test]
@@ -139,6 +148,11 @@ fn a_timer_due_before_the_hold_ends_is_not_delayed() {
 }
 
 #[test]
-fn a_hold_that_gathered_nothing_is_skipped_once_then_resumes() {
+fn holds_that_batch_nothing_back_off() {
     on_both_drivers(backoff);
+}
+
+#[test]
+fn holds_that_batch_go_on() {
+    on_both_drivers(batches_keep_holding);
 }

@@ -9,7 +9,7 @@ use super::*;
 
 const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 const DEFAULT_DRAIN_IDLE_CLOSE: &str = "1s";
-const DEFAULT_COALESCE_WAIT: &str = "50us";
+const DEFAULT_COALESCE_WAIT: &str = "100us";
 const DEFAULT_COALESCE_MIN_STREAMS: usize = 128;
 /// A longer coalescing wait is a latency cost no proxy should pay: refused.
 const MAX_COALESCE_WAIT: Duration = Duration::from_millis(1);

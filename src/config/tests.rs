@@ -64,7 +64,7 @@ fn units_parse() {
 #[test]
 fn coalescing_keys_default_turn_off_and_refuse_long_waits() {
     let c = Config::parse(EXAMPLE).unwrap();
-    assert_eq!(c.runtime.coalesce_wait, Duration::from_micros(50), "default");
+    assert_eq!(c.runtime.coalesce_wait, Duration::from_micros(100), "default");
     assert_eq!(c.runtime.coalesce_min_streams, 128, "default");
 
     let with = |lines: &str| EXAMPLE.replace("driver = \"epoll\"\n", &format!("driver = \"epoll\"\n{lines}\n"));

@@ -196,10 +196,19 @@ impl Core {
     /// CONTINUATION) on `stream`. Encoding and queueing happen together, so blocks reach the
     /// socket in the order the encoder produced them (the peer's decoder depends on it).
     pub fn write_headers<'a>(&self, stream: u32, fields: impl IntoIterator<Item = Field<'a>>, end_stream: bool) {
-        let mut block = BytesMut::with_capacity(256);
-        self.enc.borrow_mut().encode(fields, &mut block);
-        let mut out = BytesMut::with_capacity(block.len() + 2 * frame::HEAD_LEN);
-        frame::headers::encode(stream, &block, end_stream, self.peer.max_frame_size.get() as usize, &mut out);
+        // The block is encoded behind room for the frame head, so the usual block (one
+        // frame) costs one buffer and no copy.
+        let mut out = BytesMut::with_capacity(256);
+        out.resize(frame::HEAD_LEN, 0);
+        self.enc.borrow_mut().encode(fields, &mut out);
+        let max = self.peer.max_frame_size.get() as usize;
+        if out.len() - frame::HEAD_LEN <= max {
+            frame::headers::head_in_place(stream, end_stream, &mut out);
+        } else {
+            let block = out.split_off(frame::HEAD_LEN);
+            out.clear();
+            frame::headers::encode(stream, &block, end_stream, max, &mut out);
+        }
         self.push(out);
     }
 

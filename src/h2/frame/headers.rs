@@ -41,6 +41,14 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<Headers, FrameError> {
     })
 }
 
+/// Fills in the head of a HEADERS frame (END_HEADERS set) whose block already follows the
+/// first `HEAD_LEN` octets of `frame`; the block must fit in one frame.
+pub fn head_in_place(stream: u32, end_stream: bool, frame: &mut [u8]) {
+    let flags = flag::END_HEADERS | if end_stream { flag::END_STREAM } else { 0 };
+    let len = frame.len() - super::HEAD_LEN;
+    Head::new(kind::HEADERS, flags, stream, len).write_into(frame);
+}
+
 /// Writes a header block as one HEADERS frame plus as many CONTINUATION frames as
 /// `max_frame_size` requires, contiguously (nothing may come between them on the wire).
 pub fn encode(stream: u32, block: &[u8], end_stream: bool, max_frame_size: usize, dst: &mut BytesMut) {

@@ -94,6 +94,19 @@ fn header_blocks_split_into_continuations_at_the_frame_size() {
 }
 
 #[test]
+fn a_head_written_in_place_matches_the_encoded_frame() {
+    let block: Vec<u8> = (0..40u8).collect();
+    for end_stream in [false, true] {
+        let mut expected = BytesMut::new();
+        headers::encode(5, &block, end_stream, 16384, &mut expected);
+        let mut frame = vec![0xee; HEAD_LEN];
+        frame.extend_from_slice(&block);
+        headers::head_in_place(5, end_stream, &mut frame);
+        assert_eq!(frame, &expected[..], "end_stream {end_stream}");
+    }
+}
+
+#[test]
 fn fixed_length_frames_are_checked() {
     let (h, p) = frame(kind::RST_STREAM, 0, 1, &[0, 0, 0, 8]);
     assert_eq!(rst_stream::parse(&h, &p), Ok(Reason::CANCEL));

@@ -59,6 +59,7 @@ impl Decoder {
     /// never build the huge list in memory: an HPACK bomb must cost O(block length) work and memory).
     pub fn decode(&mut self, block: &[u8], max_list_size: usize, out: &mut HeaderList) -> Result<(), DecodeError> {
         out.clear();
+        out.reserve_for_block(block.len(), max_list_size);
         let result = self.fields(block, max_list_size, out);
         if result.is_err() {
             // Whatever was kept so far is not a usable list.

@@ -47,6 +47,15 @@ impl HeaderList {
         self.size = 0;
     }
 
+    /// Makes room for the list a block of `block_len` octets usually decodes to (indexed
+    /// fields expand several times), capped at `max_octets`, so decoding does not grow the
+    /// buffers step by step.
+    pub fn reserve_for_block(&mut self, block_len: usize, max_octets: usize) {
+        let octets = (block_len * 4).clamp(256, max_octets.max(256));
+        self.buf.reserve(octets);
+        self.fields.reserve(16);
+    }
+
     pub fn push(&mut self, name: &[u8], value: &[u8], never_indexed: bool) {
         let start = self.buf.len();
         self.buf.extend_from_slice(name);

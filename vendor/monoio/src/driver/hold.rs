@@ -11,8 +11,9 @@
 //! Nothing is delayed by more than the hold, a park with a shorter timer deadline does not
 //! hold, and a park that must not block (foreign wakers, tasks made ready) never holds.
 //!
-//! A hold that gathered no event was useless (idle, or peers that wait for us): the next
-//! holds are skipped, 1, 2, 4, … up to `MAX_SKIP` parks, until a hold gathers one again.
+//! Holds that gather fewer than two events batch nothing (idle, or one peer that waits for
+//! us). When the moving average of what holds gathered drops below 1.5, the next holds are
+//! skipped, 1, 2, 4, … up to `MAX_SKIP` parks, until holds gather more again.
 //! The application decides when holding is allowed at all (ringway: while enough gRPC
 //! streams are open on the thread) with [`set_park_hold`].
 
@@ -21,6 +22,11 @@ use std::{cell::Cell, time::Duration};
 /// Most parks skipped after repeated useless holds.
 const MAX_SKIP: u32 = 1024;
 
+/// Holds are kept while they gather at least 1.5 events on average (fixed point, 1.0 = 16).
+const AVG_KEEP: u32 = 24;
+/// Where the average starts: holding is given a chance.
+const AVG_START: u32 = 32;
+
 struct Hold {
     /// Zero: off.
     hold: Cell<Duration>,
@@ -28,18 +34,30 @@ struct Hold {
     skip: Cell<u32>,
     /// What `skip` is set to after the next useless hold.
     backoff: Cell<u32>,
+    /// Moving average of what holds gathered (fixed point, 1.0 = 16).
+    avg: Cell<u32>,
 }
 
 thread_local! {
     static HOLD: Hold = const {
-        Hold { hold: Cell::new(Duration::ZERO), skip: Cell::new(0), backoff: Cell::new(1) }
+        Hold {
+            hold: Cell::new(Duration::ZERO),
+            skip: Cell::new(0),
+            backoff: Cell::new(1),
+            avg: Cell::new(AVG_START),
+        }
     };
 }
 
-/// Sets this thread's park hold; `Duration::ZERO` turns it off. Cheap: the application
-/// may call it whenever its load changes.
+/// Sets this thread's park hold; `Duration::ZERO` turns it off. Each call starts afresh
+/// (no holds left to skip). Cheap: the application may call it whenever its load changes.
 pub fn set_park_hold(hold: Duration) {
-    HOLD.with(|h| h.hold.set(hold));
+    HOLD.with(|h| {
+        h.hold.set(hold);
+        h.skip.set(0);
+        h.backoff.set(1);
+        h.avg.set(AVG_START);
+    });
 }
 
 /// Sleeps for the hold before a blocking park, when one applies; shortens `timeout` by
@@ -72,10 +90,17 @@ pub(crate) fn before(
     Ok(true)
 }
 
-/// Records whether a hold was worth it: whether any event arrived while it slept.
-pub(crate) fn after(gathered: bool) {
+/// Records what a hold gathered: the events (epoll) or completions (io_uring) that arrived
+/// while it slept. Holds are kept while they gather two or more on average (a moving
+/// average over the last few holds, so one thin hold under load does not count); one or
+/// none per hold means nothing is batched (idle, or a peer that waits for us) and the hold
+/// only adds latency, so the next holds are skipped.
+pub(crate) fn after(gathered: usize) {
     HOLD.with(|h| {
-        if gathered {
+        // Fixed point, 1.0 = 16; weight 1/4 for the newest hold.
+        let avg = (h.avg.get() * 3 + (gathered.min(64) as u32) * 16) / 4;
+        h.avg.set(avg);
+        if avg >= AVG_KEEP {
             h.backoff.set(1);
         } else {
             h.skip.set(h.backoff.get());

@@ -164,7 +164,7 @@ impl LegacyDriver {
                 Err(e) => return Err(e),
             }
             gathered = !events.is_empty();
-            super::hold::after(gathered);
+            super::hold::after(events.iter().count());
         }
         if !gathered {
             match inner.poll.poll(events, timeout) {

@@ -247,14 +247,24 @@ impl IoUringDriver {
         }
 
         // ringway patch: a park hold (driver/hold.rs); what is queued is submitted first.
+        // After it, if the kernel flags task work (COOP_TASKRUN + TASKRUN_FLAG defer posting
+        // some completions to our next enter), one enter runs it; whatever is then in the
+        // ring is what the hold gathered, and if anything is, the park does not block.
         let held = need_wait && super::hold::before(&mut timeout, || inner.uring.submit().map(drop))?;
         if held {
-            // Completions, or task work that will post them at the next enter (TASKRUN_FLAG).
-            let gathered = !inner.uring.completion().is_empty() || inner.uring.submission().taskrun();
+            if inner.uring.submission().taskrun() {
+                inner.uring.submit()?;
+            }
+            let gathered = inner.uring.completion().len();
             super::hold::after(gathered);
+            if gathered > 0 {
+                need_wait = false;
+            }
         }
 
-        if need_wait {
+        if held && !need_wait {
+            // Gathered: the enter above already submitted what was queued.
+        } else if need_wait {
             // Install timeout and eventfd for unpark if sync is enabled
 
             // 1. alloc spaces
