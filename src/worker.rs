@@ -123,7 +123,6 @@ pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
                 log::warn!("worker {id}: could not pin to core {}; running unpinned", core.id);
             }
         }
-        hold::tighten_timer_slack();
         let (mut rt, driver) = match build_runtime(spec.driver) {
             Ok(x) => x,
             Err(e) => {

@@ -45,8 +45,11 @@ pub fn configure(wait: Duration, min_streams: u32) {
     GATE.with(|g| {
         g.wait.set(wait);
         g.min_streams.set(min_streams.max(1));
-        g.on.set(false);
-        monoio::set_park_hold(Duration::ZERO);
+        if g.on.get() {
+            g.on.set(false);
+            monoio::set_park_hold(Duration::ZERO);
+            set_timer_slack(false);
+        }
         g.update();
     });
 }
@@ -72,6 +75,7 @@ impl Gate {
         if want != self.on.get() {
             self.on.set(want);
             monoio::set_park_hold(if want { self.wait.get() } else { Duration::ZERO });
+            set_timer_slack(want);
         }
     }
 }
@@ -109,12 +113,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Lets the kernel fire this thread's timers close to when they are due (the default timer
-/// slack, 50 µs, would stretch a 100 µs wait to up to 150 µs).
-pub fn tighten_timer_slack() {
+/// While coalescing, lets the kernel end this thread's sleeps close to when they are due (the
+/// default timer slack, 50 µs, would stretch a 100 µs wait to up to 150 µs); otherwise back
+/// to the default, so the thread's other timers may be merged as usual.
+fn set_timer_slack(tight: bool) {
+    // 0 restores the thread's default slack (prctl(2)).
+    let ns: libc::c_ulong = if tight { 1_000 } else { 0 };
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and changes only this thread's timer
     // slack; no memory is passed to the kernel.
-    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0) };
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) };
     if rc != 0 {
         log::debug!("PR_SET_TIMERSLACK: {}", std::io::Error::last_os_error());
     }
@@ -140,6 +147,24 @@ mod tests {
         assert_eq!(in_flight(), 1);
         drop(held);
         assert_eq!(in_flight(), 0);
+    }
+
+    fn timer_slack() -> i32 {
+        // SAFETY: PR_GET_TIMERSLACK reads this thread's slack; no memory is passed.
+        unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) }
+    }
+
+    #[test]
+    fn timer_slack_is_tight_only_while_on() {
+        let default = timer_slack();
+        assert_ne!(default, 1_000, "test assumes the usual 50 us default");
+        configure(Duration::from_micros(100), 2);
+        let held: Vec<InFlight> = (0..2).map(|_| InFlight::new()).collect();
+        assert!(active());
+        assert_eq!(timer_slack(), 1_000);
+        drop(held);
+        assert!(!active());
+        assert_eq!(timer_slack(), default);
     }
 
     #[test]
