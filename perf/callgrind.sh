@@ -11,6 +11,7 @@ while [ $# -gt 0 ]; do case $1 in
   *) echo "unknown flag $1" >&2; exit 2;; esac; done
 command -v valgrind >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 C=${LEVEL%x*}; M=${LEVEL#*x}
+PROTOCOL=$PROTO
 # measure NAME LOAD(0|1): ringway under callgrind, idle or loaded, then stopped (SIGTERM).
 measure() {
   start_ringway epoll valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.$1.out"

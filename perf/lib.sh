@@ -1,5 +1,7 @@
 # Shared set-up for perf/*.sh: release build, an echo backend on core 1 and ringway on core 0.
-# Source it; it defines start_pair, load, cleanup and RINGWAY_PID, PROXY_PORT.
+# Source it; it defines start_pair, load, cleanup and RINGWAY_PID, PROXY_PORT. Set PROTOCOL
+# (a ringway-bench load protocol, default framed-binary) before start_pair: a grpc-* protocol
+# gets the gRPC echo backend and a grpc listener.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin ringway --bin ringway-bench
@@ -8,6 +10,9 @@ OUT=perf/out
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
 PIDS=()
+PROTOCOL=${PROTOCOL:-framed-binary}
+# kind: thrift or grpc, from PROTOCOL (read when the processes start, after flag parsing).
+kind() { case $PROTOCOL in grpc-*) echo grpc;; *) echo thrift;; esac; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -28,7 +33,7 @@ wait_port() {
 # start_backend: the echo backend on core 1.
 start_backend() {
   BACKEND_PORT=$(free_port)
-  taskset -c 1 "$BIN/ringway-bench" echo thrift --listen "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
+  taskset -c 1 "$BIN/ringway-bench" echo "$(kind)" --listen "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
   PIDS+=($!)
   wait_port "$BACKEND_PORT"
 }
@@ -45,7 +50,8 @@ driver = "$driver"
 drain_timeout = "5s"
 drain_idle_close = "10ms"
 [[listener]]
-name = "thrift"
+name = "bench"
+protocol = "$(kind)"
 address = "127.0.0.1:$PROXY_PORT"
 routes = [ { cluster = "echo" } ]
 [[cluster]]
@@ -68,7 +74,7 @@ start_pair() {
 # load CONNS INFLIGHT DURATION [PROTOCOL]: closed-loop load on core 1, prints the JSON line.
 load() {
   taskset -c 1 "$BIN/ringway-bench" load --target "127.0.0.1:$PROXY_PORT" -c "$1" -m "$2" -d "$3" \
-    --warmup 0s --protocol "${4:-framed-binary}" --json
+    --warmup 0s --protocol "${4:-$PROTOCOL}" --json
 }
 
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }

@@ -2,11 +2,12 @@
 # Cycles and instructions per request of the ringway process under load (perf stat), plus
 # task-clock ns per request. Where the VM exposes no hardware counters, says so and still
 # reports task-clock; perf/callgrind.sh counts instructions without hardware counters.
-#   perf/stat.sh [--driver auto] [--level 32x10] [--seconds 5]
+#   perf/stat.sh [--driver auto] [--level 32x10] [--seconds 5] [--protocol framed-binary|grpc-unary|…]
 source "$(dirname "$0")/lib.sh"
 DRIVER=auto; LEVEL=32x10; SECS=5
 while [ $# -gt 0 ]; do case $1 in
   --driver) DRIVER=$2; shift 2;; --level) LEVEL=$2; shift 2;; --seconds) SECS=$2; shift 2;;
+  --protocol) PROTOCOL=$2; shift 2;;
   *) echo "unknown flag $1" >&2; exit 2;; esac; done
 command -v perf >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
 start_pair "$DRIVER"
