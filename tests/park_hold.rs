@@ -90,6 +90,7 @@ async fn gathers() {
     monoio::set_park_hold(HOLD);
     let held = peer.byte_after(Duration::from_millis(10)).await;
     assert!(held >= HOLD, "the byte came after 10 ms but a {HOLD:?} hold must come first: read took {held:?}");
+    assert!(held < HOLD + UNHELD, "one hold, then the byte at once: read took {held:?}");
 
     monoio::set_park_hold(Duration::ZERO);
     let unheld = peer.byte_after(Duration::from_millis(10)).await;
@@ -134,6 +135,7 @@ async fn batches_keep_holding() {
     for round in 0..5 {
         let (a, b) = monoio::join!(p1.byte_after(soon), p2.byte_after(soon));
         assert!(a >= HOLD && b >= HOLD, "round {round}: holds that batch two events must go on: {a:?}, {b:?}");
+        assert!(a < HOLD + UNHELD && b < HOLD + UNHELD, "round {round}: one hold per round: {a:?}, {b:?}");
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Side {
     Upstream,
 }
 
+/// Below this many parked streams the list is not swept.
+const PARKED_SWEEP_MIN: usize = 16;
+
 /// One HTTP/2 connection's shared state (either side).
 pub struct Core {
     side: Side,
@@ -39,6 +42,8 @@ pub struct Core {
     assembler: RefCell<Assembler>,
     /// Streams whose data for this connection waits for room (a window, or the write queue).
     parked: RefCell<Vec<Rc<Stream>>>,
+    /// `parked` is swept of closed streams when it reaches this length.
+    parked_sweep_at: Cell<usize>,
     pub out: Outbox,
     /// Woken each time the writer takes what is queued.
     pub drained: Rc<Notify>,
@@ -70,6 +75,7 @@ impl Core {
             reader: RefCell::new(Canceller::new()),
             assembler: RefCell::new(Assembler::default()),
             parked: RefCell::new(Vec::new()),
+            parked_sweep_at: Cell::new(PARKED_SWEEP_MIN),
             out: Outbox::with_drain_notify(drained.clone()),
             drained,
             out_limit,
@@ -141,9 +147,17 @@ impl Core {
         asm.start(head.stream, h.end_stream, h.end_headers, frag, limits)
     }
 
-    /// A stream's data for this connection waits for room.
+    /// A stream's data for this connection waits for room. Streams that closed while parked
+    /// are dropped whenever the list has doubled since the last sweep (otherwise they would
+    /// stay until the window opens or the connection ends, holding their memory and their
+    /// place in the worker's coalescing count).
     pub fn park(&self, s: Rc<Stream>) {
-        self.parked.borrow_mut().push(s);
+        let mut parked = self.parked.borrow_mut();
+        if parked.len() >= self.parked_sweep_at.get() {
+            parked.retain(|p| p.st.try_borrow().map_or(true, |st| !st.closed));
+            self.parked_sweep_at.set((parked.len() * 2).max(PARKED_SWEEP_MIN));
+        }
+        parked.push(s);
     }
 
     pub fn clear_parked(&self) {
@@ -303,5 +317,80 @@ impl Core {
             }
             None => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2::frame::flag;
+    use crate::h2::hpack::HeaderList;
+
+    /// Everything `core` queued, as (head, payload) frames.
+    fn queued_frames(core: &Core) -> Vec<(Head, Vec<u8>)> {
+        use std::future::Future;
+        let mut items = Vec::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let taken = std::pin::pin!(core.out.take_all(&mut items)).as_mut().poll(&mut cx);
+        assert!(matches!(taken, std::task::Poll::Ready(true)), "nothing queued");
+        let mut wire = BytesMut::new();
+        for i in items {
+            wire.extend_from_slice(&i);
+        }
+        let mut frames = Vec::new();
+        while let Some((h, f)) = frame::cut(&mut wire, 1 << 24).unwrap() {
+            frames.push((h, f[frame::HEAD_LEN..].to_vec()));
+        }
+        assert!(wire.is_empty());
+        frames
+    }
+
+    fn decode(block: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut list = HeaderList::new();
+        Decoder::new(4096).decode(block, 1 << 20, &mut list).unwrap();
+        list.iter().map(|f| (f.name.to_vec(), f.value.to_vec())).collect()
+    }
+
+    #[test]
+    fn header_blocks_are_one_frame_or_split_into_continuations() {
+        let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096);
+        // Small: one HEADERS frame with END_HEADERS (and END_STREAM when asked).
+        let small = [Field { name: b":status", value: b"200", never_indexed: false }];
+        core.write_headers(3, small, true);
+        let frames = queued_frames(&core);
+        assert_eq!(frames.len(), 1);
+        let (h, p) = &frames[0];
+        assert_eq!((h.kind, h.flags, h.stream), (kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3));
+        assert_eq!(decode(p), [(b":status".to_vec(), b"200".to_vec())]);
+        let first_block = p.clone();
+
+        // Large (values that neither index nor compress): HEADERS then CONTINUATION frames
+        // of at most the peer's frame size, END_HEADERS on the last, END_STREAM on HEADERS.
+        let values: Vec<Vec<u8>> =
+            (0..3u8).map(|k| (0..9000u32).map(|i| b'!' + ((i * 7 + k as u32 * 13) % 90) as u8).collect()).collect();
+        let names = [b"x-a".as_slice(), b"x-b", b"x-c"];
+        let fields = names.iter().zip(&values).map(|(n, v)| Field { name: n, value: v, never_indexed: false });
+        core.write_headers(5, fields, false);
+        let frames = queued_frames(&core);
+        assert!(frames.len() >= 2, "{} frames", frames.len());
+        let max = core.peer.max_frame_size.get() as usize;
+        let mut block = Vec::new();
+        for (i, (h, p)) in frames.iter().enumerate() {
+            let last = i == frames.len() - 1;
+            assert_eq!(h.stream, 5);
+            assert_eq!(h.kind, if i == 0 { kind::HEADERS } else { kind::CONTINUATION });
+            assert_eq!(h.flags & flag::END_HEADERS != 0, last, "frame {i}");
+            assert_eq!(h.flags & flag::END_STREAM, 0, "frame {i}");
+            assert!(p.len() <= max, "frame {i}: {} octets", p.len());
+            block.extend_from_slice(p);
+        }
+        // Decoded with a decoder that saw the first block too (same connection state).
+        let mut dec = Decoder::new(4096);
+        let mut list = HeaderList::new();
+        dec.decode(&first_block, 1 << 20, &mut list).unwrap();
+        dec.decode(&block, 1 << 20, &mut list).unwrap();
+        let got: Vec<(Vec<u8>, Vec<u8>)> = list.iter().map(|f| (f.name.to_vec(), f.value.to_vec())).collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = names.iter().zip(&values).map(|(n, v)| (n.to_vec(), v.clone())).collect();
+        assert_eq!(got, want);
     }
 }

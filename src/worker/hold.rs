@@ -9,9 +9,9 @@
 //! 100 µs cut CPU per call by about 40 % and raised throughput, with no loss of p50 or p99 at
 //! that load (BENCHMARKS.md). Under light load the wait only adds latency, so it is on only
 //! while at least `runtime.coalesce_min_streams` gRPC streams are open on the worker, and
-//! off again below half of that. While on, holds that gather fewer than two events on
-//! average (one peer waiting for us, or idle long-lived streams) make the loop skip the next
-//! waits (1, 2, 4, … up to 1024).
+//! off again below half of that. While on, when holds gather fewer than 1.5 events on
+//! average (a moving average; one peer waiting for us, or idle long-lived streams) the loop
+//! skips the next waits (1, 2, 4, … up to 1024).
 //!
 //! Thrift requests do not count: a pipelined Thrift connection already arrives and leaves in
 //! bursts (about 55 requests per `epoll_wait` at 32×10), and the same wait cost 8 % more CPU

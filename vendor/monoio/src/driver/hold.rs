@@ -68,22 +68,24 @@ pub(crate) fn before(
     timeout: &mut Option<Duration>,
     prepare: impl FnOnce() -> std::io::Result<()>,
 ) -> std::io::Result<bool> {
-    let hold = HOLD.with(|h| {
-        let hold = h.hold.get();
-        if hold.is_zero() {
-            return None;
+    let hold = HOLD.with(|h| h.hold.get());
+    // A park that may not block as long as the hold (timer due, or must not block at all) is
+    // not one that could hold, so it does not use up a skip either.
+    if hold.is_zero() || matches!(timeout, Some(t) if *t <= hold) {
+        return Ok(false);
+    }
+    let skipped = HOLD.with(|h| {
+        let n = h.skip.get();
+        if n > 0 {
+            h.skip.set(n - 1);
         }
-        if h.skip.get() > 0 {
-            h.skip.set(h.skip.get() - 1);
-            return None;
-        }
-        Some(hold)
+        n > 0
     });
-    let Some(hold) = hold else { return Ok(false) };
-    match timeout {
-        Some(t) if *t <= hold => return Ok(false),
-        Some(t) => *t -= hold,
-        None => {}
+    if skipped {
+        return Ok(false);
+    }
+    if let Some(t) = timeout {
+        *t -= hold;
     }
     prepare()?;
     std::thread::sleep(hold);
@@ -91,7 +93,7 @@ pub(crate) fn before(
 }
 
 /// Records what a hold gathered: the events (epoll) or completions (io_uring) that arrived
-/// while it slept. Holds are kept while they gather two or more on average (a moving
+/// while it slept. Holds are kept while they gather at least 1.5 on average (a moving
 /// average over the last few holds, so one thin hold under load does not count); one or
 /// none per hold means nothing is batched (idle, or a peer that waits for us) and the hold
 /// only adds latency, so the next holds are skipped.

@@ -246,14 +246,20 @@ impl IoUringDriver {
             }
         }
 
-        // ringway patch: a park hold (driver/hold.rs); what is queued is submitted first.
-        // After it, if the kernel flags task work (COOP_TASKRUN + TASKRUN_FLAG defer posting
-        // some completions to our next enter), one enter runs it; whatever is then in the
-        // ring is what the hold gathered, and if anything is, the park does not block.
-        let held = need_wait && super::hold::before(&mut timeout, || inner.uring.submit().map(drop))?;
+        // ringway patch: a park hold (driver/hold.rs). None when completions already wait
+        // (the park would not block). What is queued is submitted first, so writes are not
+        // held back. A completion that arrives during the sleep still interrupts it (the
+        // kernel notifies the task to run the task work that posts it) and the sleep goes
+        // on for the time left: the hold batches the processing, not those wake-ups. After
+        // it, if the TASKRUN flag says task work is still pending, one enter runs it; what
+        // is then in the ring is what the hold gathered, and if anything is, the park does
+        // not block.
+        let held = need_wait
+            && inner.uring.completion().is_empty()
+            && super::hold::before(&mut timeout, || inner.submit())?;
         if held {
             if inner.uring.submission().taskrun() {
-                inner.uring.submit()?;
+                inner.submit()?;
             }
             let gathered = inner.uring.completion().len();
             super::hold::after(gathered);
