@@ -76,6 +76,7 @@ impl Gate {
             self.on.set(want);
             monoio::set_park_hold(if want { self.wait.get() } else { Duration::ZERO });
             set_timer_slack(want);
+            log::debug!("event coalescing {} ({n} gRPC streams open)", if want { "on" } else { "off" });
         }
     }
 }
