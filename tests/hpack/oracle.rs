@@ -306,6 +306,32 @@ proptest! {
         }
     }
 
+    /// Lists that come again, as a proxy's do, with table resizes between them: whether the
+    /// encoder encodes a block or copies one it remembered, the oracle decodes the same lists
+    /// and ends with a table the size of ours.
+    #[test]
+    fn oracle_decodes_our_repeated_blocks(
+        pool in proptest::collection::vec(list(), 1..4),
+        story in proptest::collection::vec(
+            (0usize..4, proptest::option::weighted(0.1, proptest::sample::select(&[0usize, 256, 4096][..]))),
+            1..24,
+        )
+    ) {
+        let mut e = Encoder::new();
+        let mut ours = Decoder::new(4096);
+        let mut oracle = hpack_codec::Decoder::new(4096);
+        for (i, resize) in &story {
+            if let Some(size) = resize {
+                e.set_max_table_size(*size);
+            }
+            let list = &pool[i % pool.len()];
+            let block = encode(&mut e, list);
+            prop_assert_eq!(oracle_decode(&mut oracle, &block), Oracle::Accepts(pairs(list)));
+            prop_assert_eq!(oracle.table().dynamic().size() as usize, e.table_size());
+            prop_assert_eq!(&decode(&mut ours, &block), list);
+        }
+    }
+
     /// The oracle's blocks (indexed or literal, with or without indexing, never indexed,
     /// Huffman or not) decode with ours to the same lists, never_indexed included.
     #[test]

@@ -13,6 +13,12 @@
 //!
 //! Names are sent as an index whenever the static or dynamic table has them, and strings are
 //! Huffman-encoded only when that is shorter.
+//!
+//! A proxy encodes the same few blocks again and again on a connection (`:status 200` +
+//! `content-type`, `grpc-status 0`, one method's request headers). Encoding is a pure function
+//! of the field list and the dynamic table, so the encoder remembers its last few blocks that
+//! changed nothing in the table, with the fields they came from, and copies one when the same
+//! list comes again while the table is as it was (`Recent`).
 
 use bytes::{BufMut, BytesMut};
 
@@ -37,6 +43,28 @@ pub struct Encoder {
     /// Size updates owed at the start of the next block: (smallest size set since the last
     /// block, final size).
     pending_update: Option<(usize, usize)>,
+    /// Bumped by every change of the dynamic table.
+    generation: u64,
+    recent: Vec<Recent>,
+    /// The slot the next remembered block replaces.
+    next_slot: usize,
+    /// The current list in `Recent::key` form (kept to reuse its buffer).
+    key: Vec<u8>,
+}
+
+/// Blocks remembered per encoder.
+const RECENT_BLOCKS: usize = 4;
+/// Field lists longer than this (in `Recent::key` form) are not remembered.
+const RECENT_MAX_KEY: usize = 1024;
+
+/// A block encoded while the table was at `generation`, which left the table unchanged.
+#[derive(Debug, Default)]
+struct Recent {
+    generation: u64,
+    /// The field list: per field the name length (u32 LE), name, value length, value, and
+    /// the never-indexed flag.
+    key: Vec<u8>,
+    block: Vec<u8>,
 }
 
 impl Default for Encoder {
@@ -48,7 +76,14 @@ impl Default for Encoder {
 impl Encoder {
     /// Starts with the RFC default table size 4096.
     pub fn new() -> Self {
-        Encoder { table: DynamicTable::new(DEFAULT_TABLE_SIZE), pending_update: None }
+        Encoder {
+            table: DynamicTable::new(DEFAULT_TABLE_SIZE),
+            pending_update: None,
+            generation: 0,
+            recent: Vec::new(),
+            next_slot: 0,
+            key: Vec::new(),
+        }
     }
 
     /// The peer's SETTINGS_HEADER_TABLE_SIZE changed: evict as needed and emit a dynamic table
@@ -61,6 +96,7 @@ impl Encoder {
             return;
         }
         self.table.set_capacity(n);
+        self.generation += 1;
         let min = self.pending_update.map_or(n, |(min, _)| min.min(n));
         self.pending_update = Some((min, n));
     }
@@ -79,9 +115,43 @@ impl Encoder {
             }
             integer::encode(last, 5, 0x20, dst);
         }
-        for field in fields {
-            self.field(field, dst);
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        for f in fields {
+            for part in [f.name, f.value] {
+                key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                key.extend_from_slice(part);
+            }
+            key.push(f.never_indexed as u8);
         }
+        let generation = self.generation;
+        if let Some(r) = self.recent.iter().find(|r| r.generation == generation && r.key == key) {
+            dst.extend_from_slice(&r.block);
+        } else {
+            let start = dst.len();
+            for f in KeyFields(&key) {
+                self.field(f, dst);
+            }
+            if self.generation == generation && key.len() <= RECENT_MAX_KEY {
+                self.remember(&key, &dst[start..]);
+            }
+        }
+        self.key = key;
+    }
+
+    /// Keeps a block that left the table unchanged, in place of the oldest remembered one.
+    fn remember(&mut self, key: &[u8], block: &[u8]) {
+        if self.recent.len() < RECENT_BLOCKS {
+            self.recent.push(Recent::default());
+        }
+        let slot = self.next_slot % self.recent.len();
+        self.next_slot = slot + 1;
+        let r = &mut self.recent[slot];
+        r.generation = self.generation;
+        r.key.clear();
+        r.key.extend_from_slice(key);
+        r.block.clear();
+        r.block.extend_from_slice(block);
     }
 
     fn field(&mut self, f: Field<'_>, dst: &mut BytesMut) {
@@ -103,6 +173,7 @@ impl Encoder {
         if self.worth_indexing(f.name, f.value) {
             literal(0x40, 6, name, f, dst);
             self.table.insert(f.name, f.value);
+            self.generation += 1;
         } else {
             literal(0x00, 4, name, f, dst);
         }
@@ -123,6 +194,31 @@ impl Encoder {
                     | b"authorization"
                     | b"proxy-authorization"
             ))
+    }
+}
+
+/// The fields of a list in `Recent::key` form.
+struct KeyFields<'a>(&'a [u8]);
+
+impl<'a> Iterator for KeyFields<'a> {
+    type Item = Field<'a>;
+
+    fn next(&mut self) -> Option<Field<'a>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut part = || {
+            let (len, rest) = self.0.split_at(4);
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let (p, rest) = rest.split_at(len);
+            self.0 = rest;
+            p
+        };
+        let name = part();
+        let value = part();
+        let never_indexed = self.0[0] != 0;
+        self.0 = &self.0[1..];
+        Some(Field { name, value, never_indexed })
     }
 }
 
@@ -148,5 +244,43 @@ fn string(s: &[u8], dst: &mut BytesMut) {
     } else {
         integer::encode(s.len(), 7, 0x00, dst);
         dst.put_slice(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2::hpack::{Decoder, HeaderList};
+
+    fn block(e: &mut Encoder, fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut dst = BytesMut::new();
+        e.encode(fields.iter().map(|(name, value)| Field { name, value, never_indexed: false }), &mut dst);
+        dst.to_vec()
+    }
+
+    #[test]
+    fn a_repeated_block_is_copied_only_while_the_table_is_unchanged() {
+        let list: &[(&[u8], &[u8])] = &[(b":status", b"200"), (b"content-type", b"application/grpc")];
+        let mut e = Encoder::new();
+        let mut d = Decoder::new(4096);
+        let mut out = HeaderList::new();
+        let first = block(&mut e, list); // inserts content-type
+        let second = block(&mut e, list); // all indexed, table unchanged: remembered
+        assert_ne!(first, second);
+        assert_eq!(e.recent.len(), 1);
+        assert_eq!(block(&mut e, list), second, "copied");
+        for b in [&first, &second, &second] {
+            d.decode(b, 1 << 16, &mut out).unwrap();
+            assert_eq!(out.get(b"content-type"), Some(&b"application/grpc"[..]));
+        }
+        // The table changes (emptied): the remembered block's index is gone, so the list is
+        // encoded again (a size update, then the literal that inserts it once more).
+        e.set_max_table_size(0);
+        e.set_max_table_size(4096);
+        let after = block(&mut e, list);
+        assert_ne!(after, second);
+        d.decode(&after, 1 << 16, &mut out).unwrap();
+        assert_eq!(out.get(b"content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(d.table_size(), e.table_size());
     }
 }
