@@ -294,6 +294,35 @@ both_drivers! {
         still_serves(proxy.addr);
     }
 
+    fn unknown_frame_types_are_ignored(driver: &str) {
+        // RFC 9113 §4.1 / §5.5: frames of unknown types are ignored, on the connection and on
+        // a stream, even between a stream's HEADERS and DATA.
+        let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
+        let proxy = Proxy::start(driver, echo.addr, "");
+        let mut raw = Raw::connect(proxy.addr, Settings::default());
+        let unknown = |kind: u8, stream: u32, b: &mut BytesMut| {
+            Head::new(kind, 0xff, stream, 5).encode(b);
+            b.extend_from_slice(b"hello");
+        };
+        let mut b = BytesMut::new();
+        unknown(0xfa, 0, &mut b);
+        let block = raw.request_block("ServerStream", &[("x-count", "1")]);
+        frame::headers::encode(1, &block, false, 16384, &mut b);
+        unknown(0xfb, 1, &mut b);
+        frame::data::encode(1, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        unknown(0x0c + 0x70, 3, &mut b);
+        raw.send(&b);
+        match raw.next(Duration::from_secs(5)) {
+            Some(Got::Headers(1, _, false)) => {}
+            other => panic!("expected response headers on stream 1, got {other:?}"),
+        }
+        match raw.next(Duration::from_secs(5)) {
+            Some(Got::Headers(1, trailers, true)) => assert_eq!(trailers.get(b"grpc-status"), Some(&b"0"[..])),
+            other => panic!("expected trailers on stream 1, got {other:?}"),
+        }
+        assert!(raw.goaway(Duration::from_millis(300)).is_none(), "the connection must live on");
+    }
+
     fn http1_gets_an_http1_answer(driver: &str) {
         let echo = EchoServer::start("127.0.0.1:0", 1).unwrap();
         let proxy = Proxy::start(driver, echo.addr, "");
