@@ -1,7 +1,8 @@
 # Shared set-up for perf/*.sh: release build, an echo backend on core 1 and ringway on core 0.
 # Source it; it defines start_pair, load, cleanup and RINGWAY_PID, PROXY_PORT. Set PROTOCOL
 # (a ringway-bench load protocol, default framed-binary) before start_pair: a grpc-* protocol
-# gets the gRPC echo backend and a grpc listener.
+# gets the gRPC echo backend and a grpc listener. RINGWAY_RUNTIME adds lines to ringway's
+# [runtime] table (e.g. 'coalesce_wait = "0"').
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin ringway --bin ringway-bench
@@ -49,6 +50,7 @@ workers = 1
 driver = "$driver"
 drain_timeout = "5s"
 drain_idle_close = "10ms"
+${RINGWAY_RUNTIME:-}
 [[listener]]
 name = "bench"
 protocol = "$(kind)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cycles and instructions per request of the ringway process under load (perf stat), plus
-# task-clock ns per request. Where the VM exposes no hardware counters, says so and still
+# task-clock ns, context switches and recvfrom / sendto / epoll_wait / io_uring_enter calls
+# per request. Where the VM exposes no hardware counters, says so and still
 # reports task-clock; perf/callgrind.sh counts instructions without hardware counters.
 #   perf/stat.sh [--driver auto] [--level 32x10] [--seconds 5] [--protocol framed-binary|grpc-unary|…]
 source "$(dirname "$0")/lib.sh"
@@ -14,9 +15,15 @@ start_pair "$DRIVER"
 C=${LEVEL%x*}; M=${LEVEL#*x}
 perf stat -x, -e task-clock,cycles,instructions -p "$RINGWAY_PID" -o "$TMP/stat.csv" -- sleep "$((SECS + 1))" &
 STAT=$!
+# Syscalls and context switches per request (tracepoints; a separate run so that a kernel
+# without them still gets the figures above).
+SYSCALLS=context-switches,syscalls:sys_exit_recvfrom,syscalls:sys_exit_sendto,syscalls:sys_exit_epoll_wait,syscalls:sys_exit_io_uring_enter
+(perf stat -x, -e "$SYSCALLS" -p "$RINGWAY_PID" -o "$TMP/sys.csv" -- sleep "$((SECS + 1))" 2>/dev/null || true) &
+SYS=$!
 sleep 0.3
 load "$C" "$M" "${SECS}s" > "$TMP/load.json"
-wait $STAT
+wait $STAT $SYS
+[ -s "$TMP/sys.csv" ] && cat "$TMP/sys.csv" >> "$TMP/stat.csv"
 REQS=$(json_field requests < "$TMP/load.json")
 python3 - "$TMP/stat.csv" "$REQS" <<'PY'
 import sys
@@ -31,8 +38,10 @@ for line in open(path):
         print(f"{event}: not supported on this machine (no hardware counters); see perf/callgrind.sh")
         continue
     v = float(value)
-    unit = "ns" if event == "task-clock" and f[1] == "msec" else ""
     if event == "task-clock":
-        v *= 1e6  # msec -> ns
-    print(f"{event} per request: {v / max(reqs, 1):.0f}{' ' + unit if unit else ''}")
+        print(f"task-clock per request: {v * 1e6 / max(reqs, 1):.0f} ns")  # msec -> ns
+    elif event in ("cycles", "instructions"):
+        print(f"{event} per request: {v / max(reqs, 1):.0f}")
+    else:
+        print(f"{event.replace('syscalls:sys_exit_', '')} per request: {v / max(reqs, 1):.3f}")
 PY
