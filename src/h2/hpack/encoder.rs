@@ -136,7 +136,10 @@ impl Encoder {
                 self.remember(&key, &dst[start..]);
             }
         }
-        self.key = key;
+        // Kept for the next block unless a large list made it large (memory per connection).
+        if key.capacity() <= 4 * RECENT_MAX_KEY {
+            self.key = key;
+        }
     }
 
     /// Keeps a block that left the table unchanged, in place of the oldest remembered one.
