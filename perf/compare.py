@@ -103,7 +103,7 @@ class Peer:
                 self.proc.wait()
 
 
-def start_ringway(tmp, backend_port, driver, grpc=False):
+def start_ringway(tmp, backend_port, driver, grpc=False, busy_poll=None):
     port = free_port()
     conf = os.path.join(tmp, "ringway.toml")
     with open(conf, "w") as f:
@@ -111,6 +111,7 @@ def start_ringway(tmp, backend_port, driver, grpc=False):
 workers = 1
 driver = "{driver}"
 drain_timeout = "2s"
+{f'busy_poll = "{busy_poll}"' if busy_poll else ''}
 [[listener]]
 name = "bench"
 protocol = "{'grpc' if grpc else 'thrift'}"
@@ -168,7 +169,7 @@ events {{ worker_connections 8192; }}
     return Peer("nginx", port, p)
 
 
-def start_haproxy(tmp, backend_port, grpc=False):
+def start_haproxy(tmp, backend_port, grpc=False, busy_poll=False):
     if not shutil.which("haproxy"):
         return None
     port = free_port()
@@ -176,7 +177,7 @@ def start_haproxy(tmp, backend_port, grpc=False):
     with open(conf, "w") as f:
         f.write(f"""global
     nbthread 1
-    maxconn 8000
+    maxconn 8000{chr(10) + '    busy-polling' if busy_poll else ''}
 defaults
     mode {'http' if grpc else 'tcp'}
     timeout connect 5s
@@ -224,6 +225,10 @@ def main():
     ap.add_argument("--driver", default="auto", help="ringway runtime.driver")
     ap.add_argument("--raise-haltpoll", nargs="?", const=200000, type=int, metavar="NS",
                     help="raise guest_halt_poll_ns for the run (restored on exit); default 200000")
+    ap.add_argument("--busy-poll", metavar="DURATION",
+                    help="run ringway with runtime.busy_poll = DURATION and HAProxy with its equivalent, "
+                         "`busy-polling` (nginx has none); HAProxy then polls even while idle, so it is "
+                         "started only for its own runs")
     ap.add_argument("--json", help="also write every run and the medians here")
     args = ap.parse_args()
 
@@ -267,10 +272,16 @@ def main():
             if name == "direct":
                 peers.append(Peer("direct", bport))
             elif name == "ringway":
-                peers.append(start_ringway(tmp, bport, args.driver, grpc))
+                peers.append(start_ringway(tmp, bport, args.driver, grpc, args.busy_poll))
             elif name == "nginx":
                 p = start_nginx(tmp, bport, grpc)
                 peers.append(p) if p else print("nginx not installed: skipped")
+            elif name == "haproxy" and args.busy_poll:
+                # Started for each of its runs: a busy-polling HAProxy takes core 0 even idle.
+                if shutil.which("haproxy"):
+                    peers.append(Peer("haproxy", None))
+                else:
+                    print("haproxy not installed: skipped")
             elif name == "haproxy":
                 p = start_haproxy(tmp, bport, grpc)
                 peers.append(p) if p else print("haproxy not installed: skipped")
@@ -281,6 +292,9 @@ def main():
         if grpc:
             print("# gRPC: nginx http2 + grpc_pass (keepalive 64), HAProxy mode http proto h2 both sides; "
                   "grpc-server-stream counts reply messages (10 per call) as requests")
+        if args.busy_poll:
+            print(f"# busy polling: ringway runtime.busy_poll = {args.busy_poll}; HAProxy busy-polling "
+                  "(started only for its own runs); nginx has no such option")
         print(f"# guest_halt_poll_ns = {hp}" + (f" (raised from {old_haltpoll} for this run)" if args.raise_haltpoll is not None else ""))
         print(f"# {args.repeats} repeats x {args.duration} (+{args.warmup} warm-up run), payload {args.payload} B, peers alternated, medians shown", flush=True)
 
@@ -291,6 +305,10 @@ def main():
                 for proto in protocols:
                     order = peers[rep % len(peers):] + peers[:rep % len(peers)]
                     for peer in order:
+                        lazy = peer.name == "haproxy" and args.busy_poll
+                        if lazy:
+                            started = start_haproxy(tmp, bport, grpc, busy_poll=True)
+                            peer.port, peer.proc, peer.rss_idle_kib = started.port, started.proc, started.rss_idle_kib
                         load(peer.port, proto, c, m, args.warmup, "0s", args.payload)
                         cpu0 = cpu_ns(peer.proc) if peer.proc else 0
                         r = load(peer.port, proto, c, m, args.duration, "0s", args.payload)
@@ -299,6 +317,8 @@ def main():
                                  cpu_ns_per_req=(cpu1 - cpu0) / max(r["requests"], 1) if peer.proc else None,
                                  rss_peak_kib=mem_kib(peer.proc, "VmHWM") if peer.proc else None)
                         runs.append(r)
+                        if lazy:
+                            peer.stop()
                         print(f"  run {rep + 1}/{args.repeats} {proto} {c}x{m} {peer.name:8} {r['rps']:>10.0f} req/s "
                               f"p50 {r['p50_us']:.1f} us p99 {r['p99_us']:.1f} us errors {r['error_total']}", flush=True)
 

@@ -40,6 +40,9 @@ pub struct RuntimeConfig {
     pub coalesce_wait: Duration,
     /// gRPC streams open on a worker from which it starts coalescing (it stops below half).
     pub coalesce_min_streams: u32,
+    /// How long an idle worker's event loop polls without blocking before it sleeps, so the
+    /// next event is taken without a wake-up (zero: never, the default). See `worker/hold.rs`.
+    pub busy_poll: Duration,
 }
 
 /// Where a listener binds or an endpoint lives.

@@ -142,8 +142,10 @@ pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
 async fn run(spec: WorkerSpec) {
     let WorkerSpec { id, listeners, snapshot, commands, waker, events, .. } = spec;
     // `Started` (sent before this) already told the control thread the first snapshot is in use.
-    let coalesce =
-        |s: &Snapshot| hold::configure(s.config.runtime.coalesce_wait, s.config.runtime.coalesce_min_streams);
+    let coalesce = |s: &Snapshot| {
+        hold::configure(s.config.runtime.coalesce_wait, s.config.runtime.coalesce_min_streams);
+        monoio::set_park_spin(s.config.runtime.busy_poll);
+    };
     coalesce(&snapshot);
     let state = Rc::new(WorkerState::new(id, snapshot));
 

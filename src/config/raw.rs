@@ -11,8 +11,9 @@ const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 const DEFAULT_DRAIN_IDLE_CLOSE: &str = "1s";
 const DEFAULT_COALESCE_WAIT: &str = "100us";
 const DEFAULT_COALESCE_MIN_STREAMS: usize = 128;
+const DEFAULT_BUSY_POLL: &str = "0";
 /// A longer coalescing wait is a latency cost no proxy should pay: refused.
-const MAX_COALESCE_WAIT: Duration = Duration::from_millis(1);
+const MAX_SHORT_WAIT: Duration = Duration::from_millis(1);
 const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
@@ -50,6 +51,7 @@ struct RawRuntime {
     drain_idle_close: Option<String>,
     coalesce_wait: Option<String>,
     coalesce_min_streams: Option<i64>,
+    busy_poll: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -433,25 +435,31 @@ impl RawRuntime {
                 &self.drain_idle_close,
                 DEFAULT_DRAIN_IDLE_CLOSE,
             ),
-            coalesce_wait: self.coalesce_wait(p),
+            coalesce_wait: Self::off_or_short(
+                "runtime.coalesce_wait",
+                self.coalesce_wait.as_deref(),
+                DEFAULT_COALESCE_WAIT,
+                p,
+            ),
             coalesce_min_streams: p.positive(
                 "runtime.coalesce_min_streams".into(),
                 self.coalesce_min_streams,
                 DEFAULT_COALESCE_MIN_STREAMS,
                 1_000_000,
             ) as u32,
+            busy_poll: Self::off_or_short("runtime.busy_poll", self.busy_poll.as_deref(), DEFAULT_BUSY_POLL, p),
         }
     }
 
-    /// `0` (any unit, or bare) turns coalescing off; otherwise up to 1ms.
-    fn coalesce_wait(&self, p: &mut Problems) -> Duration {
-        let key = "runtime.coalesce_wait";
-        let v = self.coalesce_wait.as_deref().unwrap_or(DEFAULT_COALESCE_WAIT);
+    /// `0` (any unit, or bare) turns it off; otherwise up to 1ms. Used by
+    /// `runtime.coalesce_wait` and `runtime.busy_poll`.
+    fn off_or_short(key: &str, v: Option<&str>, default: &str, p: &mut Problems) -> Duration {
+        let v = v.unwrap_or(default);
         let d = if v.trim() == "0" { Ok(Duration::ZERO) } else { parse_duration(v) };
         match d {
-            Ok(d) if d <= MAX_COALESCE_WAIT => d,
+            Ok(d) if d <= MAX_SHORT_WAIT => d,
             Ok(d) => {
-                p.add(key, format!("{d:?} is above the 1ms limit (use 0 to turn coalescing off)"));
+                p.add(key, format!("{d:?} is above the 1ms limit (use 0 to turn it off)"));
                 Duration::ZERO
             }
             Err(e) => {

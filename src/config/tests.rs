@@ -82,3 +82,19 @@ fn coalescing_keys_default_turn_off_and_refuse_long_waits() {
     let err = Config::parse(&with("coalesce_wait = \"fast\"")).unwrap_err();
     assert!(err.0.iter().any(|p| p.starts_with("runtime.coalesce_wait:")), "{err}");
 }
+
+#[test]
+fn busy_poll_is_off_by_default_and_refuses_long_spins() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    assert_eq!(c.runtime.busy_poll, Duration::ZERO, "off by default");
+
+    let with = |lines: &str| EXAMPLE.replace("driver = \"epoll\"\n", &format!("driver = \"epoll\"\n{lines}\n"));
+    let c = Config::parse(&with("busy_poll = \"50us\"")).unwrap();
+    assert_eq!(c.runtime.busy_poll, Duration::from_micros(50));
+    let c = Config::parse(&with("busy_poll = \"0\"")).unwrap();
+    assert_eq!(c.runtime.busy_poll, Duration::ZERO);
+    let err = Config::parse(&with("busy_poll = \"5ms\"")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("runtime.busy_poll:") && p.contains("1ms")), "{err}");
+    let err = Config::parse(&with("busy_poll = \"always\"")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("runtime.busy_poll:")), "{err}");
+}

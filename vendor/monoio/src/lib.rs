@@ -40,7 +40,7 @@ pub use blocking::spawn_blocking;
 pub use builder::{Buildable, RuntimeBuilder};
 pub use driver::Driver;
 // ringway patch: a park hold (driver/hold.rs).
-pub use driver::hold::set_park_hold;
+pub use driver::hold::{set_park_hold, set_park_spin};
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub use driver::IoUringDriver;
 #[cfg(feature = "legacy")]

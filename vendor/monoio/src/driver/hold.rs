@@ -110,3 +110,87 @@ pub(crate) fn after(gathered: usize) {
         }
     })
 }
+
+// ringway patch: idle busy-polling (a park spin).
+//
+// On a machine where waking an idle core is slow (a VM: an IPI and a halt exit per wake-up),
+// a ping-pong exchange with a peer pays a sleep and a wake-up on every hop. With a spin set,
+// a park that would block first polls without blocking for up to the spin, and blocks only
+// if nothing arrived: the thread stays on its core, at the price of that core's time. It is
+// the same trade as HAProxy's `busy-polling` and Seastar's idle poll.
+//
+// Spins that catch nothing (idle, or a peer slower than the spin) back off: the next spins
+// are skipped, 1, 2, 4, … up to `MAX_SKIP` parks, until one catches something again. So an
+// idle thread spins rarely, and a thread whose events come further apart than the spin
+// stops spinning. The spin does not apply while a hold is set (the two are opposites: a
+// hold waits for events to pile up, a spin catches each at once).
+
+struct Spin {
+    /// Zero: off.
+    spin: Cell<Duration>,
+    skip: Cell<u32>,
+    backoff: Cell<u32>,
+}
+
+thread_local! {
+    static SPIN: Spin = const {
+        Spin { spin: Cell::new(Duration::ZERO), skip: Cell::new(0), backoff: Cell::new(1) }
+    };
+}
+
+/// Sets this thread's park spin; `Duration::ZERO` turns it off (the default). Each call
+/// starts afresh (no spins left to skip).
+pub fn set_park_spin(spin: Duration) {
+    SPIN.with(|s| {
+        s.spin.set(spin);
+        s.skip.set(0);
+        s.backoff.set(1);
+    });
+}
+
+/// Before a park that would block: calls `poll` (which must not block and says whether
+/// anything is ready) until it says yes or the spin (or `timeout`, if sooner) has passed.
+/// Returns whether it caught something; `timeout` is shortened by the time spent.
+pub(crate) fn spin(
+    timeout: &mut Option<Duration>,
+    mut poll: impl FnMut() -> std::io::Result<bool>,
+) -> std::io::Result<bool> {
+    let spin = SPIN.with(|s| s.spin.get());
+    if spin.is_zero() || timeout.is_some_and(|t| t.is_zero()) || !HOLD.with(|h| h.hold.get().is_zero()) {
+        return Ok(false);
+    }
+    let skipped = SPIN.with(|s| {
+        let n = s.skip.get();
+        if n > 0 {
+            s.skip.set(n - 1);
+        }
+        n > 0
+    });
+    if skipped {
+        return Ok(false);
+    }
+    let limit = timeout.map_or(spin, |t| t.min(spin));
+    let start = std::time::Instant::now();
+    let caught = loop {
+        if poll()? {
+            break true;
+        }
+        if start.elapsed() >= limit {
+            break false;
+        }
+        std::hint::spin_loop();
+    };
+    if let Some(t) = timeout {
+        *t = t.saturating_sub(start.elapsed());
+    }
+    SPIN.with(|s| {
+        if caught {
+            s.backoff.set(1);
+        } else if limit == spin {
+            // A spin cut short by a timer says nothing about the peers.
+            s.skip.set(s.backoff.get());
+            s.backoff.set((s.backoff.get() * 2).min(MAX_SKIP));
+        }
+    });
+    Ok(caught)
+}

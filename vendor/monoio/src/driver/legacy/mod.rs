@@ -166,6 +166,18 @@ impl LegacyDriver {
             gathered = !events.is_empty();
             super::hold::after(events.iter().count());
         }
+        // ringway patch: a park spin (driver/hold.rs): poll without blocking for a while
+        // before blocking, so an event that comes soon is taken without a sleep and a wake-up.
+        if !gathered {
+            gathered = super::hold::spin(&mut timeout, || {
+                match inner.poll.poll(events, Some(Duration::ZERO)) {
+                    Ok(_) => {}
+                    Err(ref e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(!events.is_empty())
+            })?;
+        }
         if !gathered {
             match inner.poll.poll(events, timeout) {
                 Ok(_) => {}

@@ -302,8 +302,22 @@ impl IoUringDriver {
                 self.install_eventfd(inner, inner.shared_waker.as_raw_fd());
             }
 
+            // ringway patch: a park spin (driver/hold.rs). What is queued is submitted
+            // first; then, while nothing has completed, pending task work (the TASKRUN flag)
+            // is run with one enter, and otherwise the ring is only looked at.
+            let mut submitted = false;
+            let caught = super::hold::spin(&mut timeout, || {
+                if !submitted || inner.uring.submission().taskrun() {
+                    submitted = true;
+                    inner.submit()?;
+                }
+                Ok(!inner.uring.completion().is_empty())
+            })?;
+
             // 2.3 install timeout and submit_and_wait with timeout
-            if let Some(duration) = timeout {
+            if caught {
+                // Caught while spinning: what was queued is already submitted.
+            } else if let Some(duration) = timeout {
                 match inner.ext_arg {
                     // Submit and Wait with timeout in an TimeoutOp way.
                     // Better compatibility(5.4+).
