@@ -8,10 +8,10 @@ use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 
-use crate::local::Outbox;
+use crate::local::{Outbox, COPY_MAX};
 
 /// Frames at least this large skip the batch buffer.
-const DIRECT_WRITE: usize = 64 * 1024;
+const DIRECT_WRITE: usize = COPY_MAX;
 /// Bounds of the adaptive read size: a quiet connection reads into a small buffer (an idle
 /// connection with a read in flight costs little memory: perf/idle_conns.py), a busy one
 /// whose reads fill the buffer doubles towards the largest size.
@@ -79,6 +79,14 @@ pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io:
     // Grows with what is written; an idle connection keeps only what its last batch needed.
     let mut buf: Vec<u8> = Vec::new();
     while outbox.take_all(&mut batch).await {
+        if batch.len() == 1 {
+            // The usual turn: one batch of small frames (or one frame), written as it is.
+            let item = batch.pop().expect("one item");
+            let (res, item) = wr.write_all(item).await;
+            res?;
+            outbox.give_back(item);
+            continue;
+        }
         for frame in batch.drain(..) {
             if frame.len() < DIRECT_WRITE {
                 buf.extend_from_slice(&frame);

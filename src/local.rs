@@ -51,11 +51,44 @@ impl Future for Notified<'_> {
     }
 }
 
+/// A frame being handed on: borrowed from a read buffer, or owned (split off it).
+pub trait FrameBytes: std::ops::Deref<Target = [u8]> {
+    fn into_owned(self) -> BytesMut;
+}
+
+impl FrameBytes for &[u8] {
+    fn into_owned(self) -> BytesMut {
+        BytesMut::from(self)
+    }
+}
+
+impl FrameBytes for BytesMut {
+    fn into_owned(self) -> BytesMut {
+        self
+    }
+}
+
+/// Frames below this size are copied into a batch ([`Outbox::push_copy`]); larger ones are
+/// split off the read buffer and queued as they are.
+pub const COPY_MAX: usize = 64 * 1024;
+/// A batch this large takes no more frames.
+const BATCH_MAX: usize = 256 * 1024;
+/// Room of a new batch when no emptied one is at hand (grows as frames are appended).
+const BATCH_MIN: usize = 512;
+
 /// Frames waiting to be written by one connection's writer task. It counts the bytes queued
 /// so producers can stop reading while a slow peer leaves them piling up.
+///
+/// Small frames are copied into a batch at the back of the queue, so the writer writes one
+/// buffer per turn without a copy of its own and no frame needs a buffer of its own; the
+/// writer gives the emptied batch back for reuse.
 #[derive(Default)]
 pub struct Outbox {
     items: RefCell<VecDeque<BytesMut>>,
+    /// The item at the back is a batch that small frames may still be appended to.
+    open: Cell<bool>,
+    /// An emptied batch, given back by the writer.
+    spare: RefCell<Option<BytesMut>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     bytes: Cell<usize>,
@@ -76,10 +109,48 @@ impl Outbox {
         }
         self.bytes.set(self.bytes.get() + item.len());
         self.items.borrow_mut().push_back(item);
+        self.open.set(false);
+        self.wake_writer();
+        true
+    }
+
+    /// Appends a copy of `frame` to the batch at the back of the queue (starting one if
+    /// needed), then lets `patch` rewrite the copy in place. Returns false (and copies
+    /// nothing) when the outbox is closed.
+    pub fn push_copy(&self, frame: &[u8], patch: impl FnOnce(&mut [u8])) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        {
+            let mut items = self.items.borrow_mut();
+            let fits = self.open.get() && items.back().is_some_and(|b| b.len() + frame.len() <= BATCH_MAX);
+            if !fits {
+                let batch = self.spare.borrow_mut().take();
+                items.push_back(batch.unwrap_or_else(|| BytesMut::with_capacity(frame.len().max(BATCH_MIN))));
+                self.open.set(true);
+            }
+            let batch = items.back_mut().expect("a batch was just ensured");
+            let at = batch.len();
+            batch.extend_from_slice(frame);
+            patch(&mut batch[at..]);
+        }
+        self.bytes.set(self.bytes.get() + frame.len());
+        self.wake_writer();
+        true
+    }
+
+    /// The writer hands back a buffer it has written, to be reused as the next batch.
+    pub fn give_back(&self, mut buf: BytesMut) {
+        if buf.capacity() <= BATCH_MAX && !self.closed.get() {
+            buf.clear();
+            *self.spare.borrow_mut() = Some(buf);
+        }
+    }
+
+    fn wake_writer(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
-        true
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -90,14 +161,14 @@ impl Outbox {
     /// No more items will be accepted; the writer drains what is queued, then stops.
     pub fn close(&self) {
         self.closed.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.spare.borrow_mut().take();
+        self.wake_writer();
     }
 
     /// Closes and drops everything not yet taken by the writer.
     pub fn close_and_clear(&self) {
         self.items.borrow_mut().clear();
+        self.open.set(false);
         self.bytes.set(0);
         self.close();
     }
@@ -112,6 +183,7 @@ impl Outbox {
             let mut items = self.items.borrow_mut();
             if !items.is_empty() {
                 dst.extend(items.drain(..));
+                self.open.set(false);
                 self.bytes.set(0);
                 if let Some(n) = &self.drained {
                     n.notify_all();
@@ -262,6 +334,38 @@ mod tests {
             assert_eq!(out, None::<()>);
             assert_eq!(seen.borrow().as_slice(), ["bad frame"]);
             assert_eq!(Guarded::new(async { 7 }, |_m: String| unreachable!()).await, Some(7));
+        });
+    }
+
+    #[test]
+    fn copied_frames_share_a_batch_and_whole_frames_keep_their_place() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        rt.block_on(async {
+            let ob = Outbox::default();
+            ob.push_copy(b"ab", |b| b[0] = b'A');
+            ob.push_copy(b"cd", |_| {});
+            ob.push(BytesMut::from(&b"WHOLE"[..]));
+            ob.push_copy(b"ef", |b| b[1] = b'F');
+            assert_eq!(ob.queued_bytes(), 11);
+            let mut got = Vec::new();
+            assert!(ob.take_all(&mut got).await);
+            assert_eq!(
+                got,
+                vec![BytesMut::from(&b"Abcd"[..]), BytesMut::from(&b"WHOLE"[..]), BytesMut::from(&b"eF"[..])]
+            );
+
+            // A batch the writer gave back is reused, emptied; after take_all a new batch
+            // starts (nothing is appended to one the writer already has).
+            let batch = got.remove(0);
+            let ptr = batch.as_ptr();
+            ob.give_back(batch);
+            ob.push_copy(b"gh", |_| {});
+            got.clear();
+            assert!(ob.take_all(&mut got).await);
+            assert_eq!(got, vec![BytesMut::from(&b"gh"[..])]);
+            assert_eq!(got[0].as_ptr(), ptr, "the given-back buffer was reused");
+            ob.close();
+            assert!(!ob.push_copy(b"ij", |_| {}));
         });
     }
 

@@ -5,10 +5,11 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
+use crate::local::{FrameBytes, COPY_MAX};
 use crate::route::{route, RouteKey};
 use crate::session::{Downstream, Pending};
 use crate::thrift::exception::ReplyFraming;
@@ -178,8 +179,16 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     }
                     self.ds.progress.notified().await;
                 }
-                let frame = self.buf.split_to(len);
-                match self.on_request(frame, lc.max_method_name) {
+                let next = if len < COPY_MAX {
+                    // Copied into the upstream outbox from here: nothing is split off.
+                    let next = self.on_request(&self.buf[..len], lc.max_method_name);
+                    self.buf.advance(len);
+                    next
+                } else {
+                    let frame = self.buf.split_to(len);
+                    self.on_request(frame, lc.max_method_name)
+                };
+                match next {
                     Next::Continue => {}
                     Next::Close => return,
                     Next::Acquire(w) => Box::pin(self.acquire_and_send(*w)).await,
@@ -194,7 +203,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
     /// Classifies, routes and forwards one request frame, synchronously unless it has to wait
     /// for an upstream connection (a future moved per request costs a large memcpy).
-    fn on_request(&mut self, frame: BytesMut, max_name: usize) -> Next {
+    fn on_request(&self, frame: impl FrameBytes, max_name: usize) -> Next {
         let ds = &self.ds;
         let stats = &self.state.stats;
         let info = match parse_frame(&frame, max_name) {
@@ -263,7 +272,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 self.send(&conn, frame, &info, orig, deadline);
                 Next::Continue
             }
-            None => Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool })),
+            None => Next::Acquire(Box::new(Waiting { frame: frame.into_owned(), info, orig, deadline, pool })),
         }
     }
 
@@ -287,7 +296,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
     }
 
-    fn send(&self, conn: &UpConn, frame: BytesMut, info: &FrameInfo, orig: OriginalSeq, deadline: Instant) {
+    fn send(&self, conn: &UpConn, frame: impl FrameBytes, info: &FrameInfo, orig: OriginalSeq, deadline: Instant) {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);
         if info.msg.msg_type == ONEWAY {
@@ -295,7 +304,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             conn.send(frame, info, None);
             return;
         }
-        let name = frame[info.msg.name.clone()].into();
+        let name = ds.method_name(&frame[info.msg.name.clone()]);
         let pending = Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline };
         ds.inflight.set(ds.inflight.get() + 1);
         conn.send(frame, info, Some(pending));

@@ -8,9 +8,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 use monoio::io::Canceller;
 
-use crate::local::{Notify, Outbox};
+use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::stats::Stats;
-use crate::thrift::{encode_exception, Dialect, ExceptionType, OriginalSeq};
+use crate::thrift::patch::{reply_fits, restore_reply_in_place};
+use crate::thrift::{encode_exception, restore_reply, Dialect, ExceptionType, FrameInfo, OriginalSeq};
 
 /// Shared state of one client connection.
 pub struct Downstream {
@@ -30,6 +31,9 @@ pub struct Downstream {
     pub partial: Cell<bool>,
     /// Cancels the reader's in-flight read (drain close, forced close).
     pub read_canceller: RefCell<Canceller>,
+    /// The method name of the last request, shared by its pending entries: a client calls
+    /// the same few methods, so most requests need no allocation for their name.
+    last_name: RefCell<Option<Rc<[u8]>>>,
     pub stats: Rc<Stats>,
 }
 
@@ -44,6 +48,7 @@ impl Downstream {
             idle_mark: Cell::new(None),
             partial: Cell::new(false),
             read_canceller: RefCell::new(Canceller::new()),
+            last_name: RefCell::new(None),
             stats,
         }
     }
@@ -63,6 +68,19 @@ impl Downstream {
         let mut c = self.read_canceller.borrow_mut();
         let old = std::mem::take(&mut *c);
         *c = old.cancel();
+    }
+
+    /// The method name for a pending entry: the last one's, when it is the same.
+    pub fn method_name(&self, name: &[u8]) -> Rc<[u8]> {
+        let mut last = self.last_name.borrow_mut();
+        match &*last {
+            Some(n) if **n == *name => n.clone(),
+            _ => {
+                let n: Rc<[u8]> = name.into();
+                *last = Some(n.clone());
+                n
+            }
+        }
     }
 
     fn request_done(&self) {
@@ -86,15 +104,20 @@ pub struct Pending {
     /// The client's own seqID bytes, restored into the reply.
     pub orig: OriginalSeq,
     /// Method name as the client sent it, for exceptions.
-    pub name: Box<[u8]>,
+    pub name: Rc<[u8]>,
     pub dialect: Dialect,
     pub deadline: Instant,
 }
 
 impl Pending {
-    /// Hands a reply (already restored to the client's seqID) to the client.
-    pub fn complete(self, reply: BytesMut) {
-        self.downstream.out.push(reply);
+    /// Restores the client's seqID into a reply and hands it to the client.
+    pub fn complete(self, reply: impl FrameBytes, info: &FrameInfo) {
+        let out = &self.downstream.out;
+        if reply.len() < COPY_MAX && reply_fits(info, &self.orig) {
+            out.push_copy(&reply, |copy| restore_reply_in_place(copy, info, &self.orig));
+        } else {
+            out.push(restore_reply(reply.into_owned(), info, &self.orig));
+        }
         self.downstream.stats.replies.set(self.downstream.stats.replies.get() + 1);
         self.downstream.request_done();
     }

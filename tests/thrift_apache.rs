@@ -244,6 +244,47 @@ both_drivers! {
         assert_eq!(proxy.stop().connect_failures, 4);
     }
 
+    // Frames of 64 KiB and more are split off the read buffer and queued whole; smaller ones
+    // are copied into batches. Pipelined in between, every reply must come back whole and in
+    // order, both ways.
+    fn large_and_small_frames_pipelined_come_back_in_order(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "");
+        let mut c = Client::connect(proxy.addr, Wire::Binary);
+        let texts: Vec<String> = [10, 300_000, 20, 70_000, 30, 65_536, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| char::from(b'a' + i as u8).to_string().repeat(*n))
+            .collect();
+        for (seq, t) in texts.iter().enumerate() {
+            c.send("echo", seq as i32 + 100, t, false);
+        }
+        for (seq, t) in texts.iter().enumerate() {
+            let (name, rseq, reply) = c.recv().unwrap();
+            assert_eq!((name.as_str(), rseq), ("echo", seq as i32 + 100));
+            assert!(reply == Reply::Ok(format!("echo:{t}")), "reply {seq} ({} bytes) changed", t.len());
+        }
+    }
+
+    // Compact seqIDs are varints: when the client's and the upstream's differ in width the
+    // frame is rebuilt (not patched in place). Client seqIDs of every width, over enough calls
+    // that the upstream's pass 127 (one byte to two), must all come back as sent.
+    fn compact_seqids_of_every_width_come_back_as_sent(driver: &str) {
+        let backend = Backend::start(Wire::Compact, Duration::ZERO);
+        let proxy = echo_proxy(driver, &backend, "max_connections_per_endpoint = 1");
+        let mut c = Client::connect(proxy.addr, Wire::Compact);
+        let seqs = [1, 5, 127, 128, 200, 16_384, 70_000, i32::MAX, -1];
+        for round in 0..15 {
+            for seq in seqs {
+                c.send("echo", seq, &format!("r{round}:{seq}"), false);
+            }
+            for seq in seqs {
+                let (_, rseq, reply) = c.recv().unwrap();
+                assert_eq!((rseq, reply), (seq, Reply::Ok(format!("echo:r{round}:{seq}"))));
+            }
+        }
+    }
+
     fn oversized_frame_gets_protocol_error_then_close(driver: &str) {
         let backend = Backend::start(Wire::Binary, Duration::ZERO);
         let proxy = echo_proxy(driver, &backend, "");

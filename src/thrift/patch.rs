@@ -69,20 +69,61 @@ pub fn patch_request(frame: BytesMut, info: &FrameInfo, seq: i32) -> BytesMut {
     refresh_checksum(frame, info)
 }
 
+/// Whether [`patch_request_in_place`] can write `seq` into this request: its seqID has the
+/// same width on the wire (always for binary; for compact, the same varint length).
+pub fn request_fits(info: &FrameInfo, seq: i32) -> bool {
+    seq_wire_bytes(info.msg.protocol, seq).1 == info.msg.seq_len
+}
+
+/// [`patch_request`] without moving a byte, for a request where [`request_fits`].
+pub fn patch_request_in_place(frame: &mut [u8], info: &FrameInfo, seq: i32) {
+    let (bytes, n) = seq_wire_bytes(info.msg.protocol, seq);
+    write_in_place(frame, info, &bytes[..n], info.header_seq.then(|| seq.to_be_bytes()));
+}
+
 /// A TTHeader `crc32c` covers the payload, so it is recomputed after the payload changed.
 fn refresh_checksum(mut frame: BytesMut, info: &FrameInfo) -> BytesMut {
+    refresh_checksum_in_place(&mut frame, info);
+    frame
+}
+
+fn refresh_checksum_in_place(frame: &mut [u8], info: &FrameInfo) {
     if let Some(r) = info.crc32c.clone() {
         let crc = super::crc32c::crc32c(&frame[info.payload_at..]);
         super::crc32c::write_hex(&mut frame[r], crc);
     }
-    frame
 }
 
 /// Writes the client's original seqID bytes back into a reply.
 pub fn restore_reply(frame: BytesMut, info: &FrameInfo, orig: &OriginalSeq) -> BytesMut {
-    let header = info.header_seq.then(|| orig.header.unwrap_or_else(|| fixed_from(orig.payload_bytes())));
-    let frame = replace(frame, info, orig.payload_bytes(), header);
+    let frame = replace(frame, info, orig.payload_bytes(), reply_header(info, orig));
     refresh_checksum(frame, info)
+}
+
+/// Whether [`restore_reply_in_place`] can restore this reply: the client's seqID has the
+/// width of the one in the reply.
+pub fn reply_fits(info: &FrameInfo, orig: &OriginalSeq) -> bool {
+    orig.payload_len as usize == info.msg.seq_len
+}
+
+/// [`restore_reply`] without moving a byte, for a reply where [`reply_fits`].
+pub fn restore_reply_in_place(frame: &mut [u8], info: &FrameInfo, orig: &OriginalSeq) {
+    write_in_place(frame, info, orig.payload_bytes(), reply_header(info, orig));
+}
+
+fn reply_header(info: &FrameInfo, orig: &OriginalSeq) -> Option<[u8; 4]> {
+    info.header_seq.then(|| orig.header.unwrap_or_else(|| fixed_from(orig.payload_bytes())))
+}
+
+/// Same-width rewrite: the seqIDs, then the checksum.
+fn write_in_place(frame: &mut [u8], info: &FrameInfo, payload_seq: &[u8], header_seq: Option<[u8; 4]>) {
+    debug_assert_eq!(payload_seq.len(), info.msg.seq_len);
+    if let Some(h) = header_seq {
+        frame[HEADER_SEQ_AT..HEADER_SEQ_AT + 4].copy_from_slice(&h);
+    }
+    let at = info.msg.seq_at;
+    frame[at..at + payload_seq.len()].copy_from_slice(payload_seq);
+    refresh_checksum_in_place(frame, info);
 }
 
 fn fixed_from(b: &[u8]) -> [u8; 4] {

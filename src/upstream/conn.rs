@@ -11,10 +11,11 @@ use bytes::{Buf, BytesMut};
 use monoio::io::{CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, Notify, Outbox, SeqMap};
+use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, SeqMap, COPY_MAX};
 use crate::session::Pending;
 use crate::stats::Stats;
-use crate::thrift::{frame_len, parse_frame, patch_request, restore_reply, FrameError, FrameInfo};
+use crate::thrift::patch::{patch_request_in_place, request_fits};
+use crate::thrift::{frame_len, parse_frame, patch_request, FrameError, FrameInfo};
 
 /// How much of an oversized reply is buffered to find out which request it answers.
 const PEEK_LIMIT: usize = 320 * 1024;
@@ -130,9 +131,8 @@ impl UpConn {
     }
 
     /// Patches a fresh seqID into `frame` and queues it. `pending` is `None` for ONEWAY.
-    pub fn send(&self, frame: BytesMut, info: &FrameInfo, pending: Option<Pending>) {
+    pub fn send(&self, frame: impl FrameBytes, info: &FrameInfo, pending: Option<Pending>) {
         let seq = self.alloc_seq();
-        let frame = patch_request(frame, info, seq);
         if let Some(p) = pending {
             let deadline = p.deadline;
             self.pending.borrow_mut().insert(seq, p);
@@ -140,7 +140,11 @@ impl UpConn {
                 self.deadline_added.notify_all();
             }
         }
-        self.out.push(frame);
+        if frame.len() < COPY_MAX && request_fits(info, seq) {
+            self.out.push_copy(&frame, |copy| patch_request_in_place(copy, info, seq));
+        } else {
+            self.out.push(patch_request(frame.into_owned(), info, seq));
+        }
     }
 
     /// Stops accepting requests, drops unsent frames (their clients are answered here) and
@@ -221,8 +225,13 @@ impl UpConn {
                     buf.reserve((len - buf.len()).min(GROW_STEP));
                     break;
                 }
-                let frame = buf.split_to(len);
-                self.on_reply(frame);
+                if len < COPY_MAX {
+                    // Copied into the client's outbox from here: nothing is split off.
+                    self.on_reply(&buf[..len]);
+                    buf.advance(len);
+                } else {
+                    self.on_reply(buf.split_to(len));
+                }
             }
             if self.dead.get() {
                 return;
@@ -256,7 +265,7 @@ impl UpConn {
         Some(true)
     }
 
-    fn on_reply(&self, frame: BytesMut) {
+    fn on_reply(&self, frame: impl FrameBytes) {
         let info = match parse_frame(&frame, 64 * 1024) {
             Ok(i) => i,
             Err(e) => {
@@ -272,8 +281,7 @@ impl UpConn {
         let removed = self.pending.borrow_mut().remove(&info.msg.seq);
         match removed {
             Some(p) => {
-                let reply = restore_reply(frame, &info, &p.orig);
-                p.complete(reply);
+                p.complete(frame, &info);
                 if was_full {
                     self.capacity.notify_all();
                 }
