@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod pool;
+pub mod seqtable;
 
 pub use conn::UpConn;
 pub use pool::{AcquireError, Pool};

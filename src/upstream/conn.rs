@@ -11,11 +11,12 @@ use bytes::{Buf, BytesMut};
 use monoio::io::{CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, SeqMap, COPY_MAX};
+use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::session::Pending;
 use crate::stats::Stats;
 use crate::thrift::patch::{patch_request_in_place, request_fits};
 use crate::thrift::{frame_len, parse_frame, patch_request, FrameError, FrameInfo};
+use crate::upstream::seqtable::SeqTable;
 
 /// How much of an oversized reply is buffered to find out which request it answers.
 const PEEK_LIMIT: usize = 320 * 1024;
@@ -37,7 +38,7 @@ pub struct UpConn {
     /// The endpoint, for log lines and error messages.
     pub peer: Rc<str>,
     out: Outbox,
-    pending: RefCell<SeqMap<Pending>>,
+    pending: RefCell<SeqTable<Pending>>,
     /// The deadline the sweeper sleeps until; `None` while it waits for a first request.
     next_wake: Cell<Option<Instant>>,
     /// Wakes the sweeper when a request has an earlier deadline than it sleeps until.
@@ -65,7 +66,7 @@ impl UpConn {
         let conn = Rc::new(UpConn {
             peer,
             out: Outbox::with_drain_notify(capacity.clone()),
-            pending: RefCell::new(SeqMap::default()),
+            pending: RefCell::new(SeqTable::default()),
             next_wake: Cell::new(None),
             deadline_added: Notify::default(),
             next_seq: Cell::new(1),
@@ -119,12 +120,12 @@ impl UpConn {
     }
 
     fn alloc_seq(&self) -> i32 {
-        let pending = self.pending.borrow();
+        let mut pending = self.pending.borrow_mut();
         loop {
             let seq = self.next_seq.get();
             // Never 0 (ref §1.5 rule 8); wrap below i32::MAX.
             self.next_seq.set(if seq >= i32::MAX - 1 { 1 } else { seq + 1 });
-            if !pending.contains_key(&seq) {
+            if pending.vacant(seq) {
                 return seq;
             }
         }
@@ -254,7 +255,7 @@ impl UpConn {
             Err(_) => return Some(false),
         };
         log::warn!("upstream {}: reply of {len} bytes over max_frame_size {}", self.peer, self.limits.max_frame);
-        let removed = self.pending.borrow_mut().remove(&info.msg.seq);
+        let removed = self.pending.borrow_mut().remove(info.msg.seq);
         if let Some(p) = removed {
             p.fail(&format!(
                 "upstream reply of {len} bytes is over the cluster max_frame_size of {}",
@@ -278,7 +279,7 @@ impl UpConn {
             self.retired.set(true);
         }
         let was_full = self.inflight() >= self.limits.max_inflight;
-        let removed = self.pending.borrow_mut().remove(&info.msg.seq);
+        let removed = self.pending.borrow_mut().remove(info.msg.seq);
         match removed {
             Some(p) => {
                 p.complete(frame, &info);
@@ -314,8 +315,8 @@ impl UpConn {
             }
             let expired: Vec<Pending> = {
                 let mut pending = self.pending.borrow_mut();
-                let seqs: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| *s).collect();
-                seqs.iter().filter_map(|s| pending.remove(s)).collect()
+                let seqs: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| s).collect();
+                seqs.iter().filter_map(|s| pending.remove(*s)).collect()
             };
             for p in expired {
                 self.stats.timeouts.set(self.stats.timeouts.get() + 1);
