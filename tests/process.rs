@@ -364,6 +364,45 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("grpc-bidi is closed loop"), "{out:?}");
 }
 
+/// Coordinated omission: the open loop counts latency from each request's *intended* send
+/// time. The load generator is stopped (SIGSTOP) for 500 ms in the middle of a 2 s run at
+/// 1000 requests/s: the ~500 requests that fell due meanwhile go out late, in a burst, and
+/// each must count the time it was overdue. That puts a quarter of the run at 0–500 ms and
+/// p90 at about 300 ms. Counted from the actual send time, they would all look fast and p90
+/// would stay under a millisecond.
+#[test]
+fn open_loop_latency_counts_from_the_intended_send_time() {
+    paused_open_loop("thrift", "framed-binary");
+    paused_open_loop("grpc", "grpc-unary");
+}
+
+fn paused_open_loop(kind: &str, protocol: &str) {
+    let (_echo, echo_addr) = bench_echo(kind);
+    let load = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+        .args(["load", "--target", &echo_addr.to_string(), "--protocol", protocol, "--rate", "1000", "-c", "1"])
+        .args(["-d", "2s", "--warmup", "0s", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = load.id() as i32;
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) takes plain integers; the pid is our own child's, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let out = load.wait_with_output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && json.contains("\"error_total\":0"), "{protocol}: {json}");
+    let field = |name: &str| -> f64 {
+        json.split(&format!("\"{name}\":")).nth(1).and_then(|s| s.split([',', '}']).next()).unwrap().parse().unwrap()
+    };
+    eprintln!("{protocol}: {json}");
+    assert!(field("requests") >= 1800.0, "{protocol}: 1000/s for 2 s, the overdue ones included: {json}");
+    assert!(field("p90_us") >= 150_000.0, "{protocol}: the 500 ms pause must show in p90: {json}");
+    assert!(field("max_us") >= 400_000.0, "{protocol}: the first request due in the pause waited all of it: {json}");
+}
+
 /// The gRPC half of the bench kit: `ringway-bench echo grpc` behind the `ringway` binary,
 /// driven by `ringway-bench load` in all three gRPC modes, every reply message checked.
 #[test]
