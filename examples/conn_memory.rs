@@ -40,7 +40,7 @@ static A: Counting = Counting;
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let echo = ringway::bench::echo::EchoServer::start("127.0.0.1:0".parse().unwrap(), 1, Default::default()).unwrap();
+    let echo = ringway_bench::echo::EchoServer::start("127.0.0.1:0".parse().unwrap(), 1, Default::default()).unwrap();
     let toml = format!(
         "[runtime]\nworkers = 1\ndriver = \"{}\"\n[[listener]]\nname = \"t\"\naddress = \"127.0.0.1:0\"\nroutes = [{{ cluster = \"e\" }}]\n\
          [[cluster]]\nname = \"e\"\nendpoints = [\"{}\"]\n",

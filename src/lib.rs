@@ -10,10 +10,8 @@
 //! - [`worker`]: pinned worker threads, each one monoio runtime.
 //! - [`control`]: the control thread: loads config, hands snapshots to workers, reload, drain.
 
-pub mod bench;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod grpc;
 pub mod h2;
 pub mod io;

@@ -1,4 +1,5 @@
-//! The `ringway` command line: `run` and `check`.
+//! The `ringway` command line: `run` and `check`. (The demo, the load generator and the echo
+//! backends are `ringway-bench`, in `bench/`, so this binary links no tokio.)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ringway", version, about = "Thread-per-core RPC proxy for Thrift (and soon gRPC)")]
+#[command(name = "ringway", version, about = "Thread-per-core RPC proxy for Thrift and gRPC")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,12 +22,6 @@ enum Command {
     Run {
         #[arg(long, short, default_value = "conf/ringway.toml")]
         config: PathBuf,
-    },
-    /// Start an echo backend and ringway on loopback, drive a short load through both, print the table.
-    Demo {
-        /// Length of each measured run
-        #[arg(long, default_value = "2s")]
-        duration: String,
     },
     /// Validate a config file and print every problem with its key path (exit 2 if invalid).
     Check {
@@ -54,25 +49,6 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Demo { duration } => {
-            let d = match ringway::config::parse_duration(&duration) {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("ringway demo: --duration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match ringway::demo::run(d) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ringway demo: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Run { config: path } => {
             let config = match ringway::config::Config::load(&path) {
                 Ok(c) => c,

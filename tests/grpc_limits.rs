@@ -9,11 +9,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringway::bench::grpc_echo::{EchoClient, EchoServer};
 use ringway::config::Config;
 use ringway::control::Server;
 use ringway::h2::frame::{self, kind, settings::Settings, Head, Reason, HEAD_LEN};
 use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway_bench::grpc_echo::{EchoClient, EchoServer};
 
 struct Proxy {
     server: Option<Server>,

@@ -1,5 +1,5 @@
 //! The gRPC test peers against each other, with nothing in between: the tonic echo server and
-//! client (`ringway::bench::grpc_echo`) and the grpcio ones (`tests/py/grpc_peer.py`). The
+//! client (`ringway_bench::grpc_echo`) and the grpcio ones (`tests/py/grpc_peer.py`). The
 //! proxy tests make the same calls through ringway; these show the peers themselves behave,
 //! so a failure there is the proxy's.
 
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringway::bench::grpc_echo::{path, pattern, EchoClient, EchoServer};
+use ringway_bench::grpc_echo::{path, pattern, EchoClient, EchoServer};
 use tonic::Code;
 
 use common::eventually;

@@ -1,5 +1,5 @@
 //! gRPC through ringway with real peers: tonic client → ringway → tonic server (and the
-//! PyPI grpcio peers), on both drivers. The echo service is `ringway::bench::grpc_echo`.
+//! PyPI grpcio peers), on both drivers. The echo service is `ringway_bench::grpc_echo`.
 
 mod common;
 
@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringway::bench::grpc_echo::{EchoClient, EchoServer};
 use ringway::config::Config;
 use ringway::control::Server;
+use ringway_bench::grpc_echo::{EchoClient, EchoServer};
 use tonic::Code;
 
 /// ringway with one gRPC listener named "grpc" routing everything to cluster "echo".

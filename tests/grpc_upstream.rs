@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringway::bench::grpc_echo::EchoClient;
 use ringway::config::Config;
 use ringway::control::Server;
 use ringway::h2::frame::{self, flag, kind, settings::Settings, HEAD_LEN};
 use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway_bench::grpc_echo::EchoClient;
 
 /// What the raw upstream saw.
 #[derive(Default, Debug)]

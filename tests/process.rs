@@ -19,6 +19,14 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringway")
 }
 
+/// `ringway-bench` (package `bench/`), which the workspace builds into the same directory as
+/// `ringway`: `scripts/test.sh` builds every member's targets before running any test.
+fn bench_bin() -> PathBuf {
+    let b = Path::new(bin()).with_file_name("ringway-bench");
+    assert!(b.exists(), "{} is not built: run the tests from the workspace root (scripts/test.sh)", b.display());
+    b
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringway-test-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -292,7 +300,8 @@ fn worker_sleeps(pid: u32) -> u64 {
 
 #[test]
 fn demo_runs_with_nothing_installed_and_checks_every_reply() {
-    let out = Command::new(bin()).args(["demo", "--duration", "300ms"]).env("RINGWAY_LOG", "warn").output().unwrap();
+    let out =
+        Command::new(bench_bin()).args(["demo", "--duration", "300ms"]).env("RINGWAY_LOG", "warn").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for row in ["direct 1x1", "ringway 1x1", "direct 32x10", "ringway 32x10"] {
@@ -306,9 +315,9 @@ fn demo_runs_with_nothing_installed_and_checks_every_reply() {
 
 /// Starts `ringway-bench echo KIND` on a free port and returns it with its address.
 fn bench_echo(kind: &str) -> (ChildGuard, SocketAddr) {
-    let bench = env!("CARGO_BIN_EXE_ringway-bench");
+    let bench = bench_bin();
     let mut echo = ChildGuard(
-        Command::new(bench).args(["echo", kind, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
+        Command::new(&bench).args(["echo", kind, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
     );
     let mut line = String::new();
     BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
@@ -319,7 +328,7 @@ fn bench_echo(kind: &str) -> (ChildGuard, SocketAddr) {
 /// A short closed-loop `ringway-bench load` of `proto` at `target`: it must succeed with
 /// every reply checked and none missing.
 fn bench_load_checks_out(target: &str, proto: &str, conns: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+    let out = Command::new(bench_bin())
         .args(["load", "--target", target, "--protocol", proto, "-c", conns, "-m", "8"])
         .args(["-d", "300ms", "--warmup", "100ms", "--json"])
         .output()
@@ -334,7 +343,7 @@ fn bench_load_checks_out(target: &str, proto: &str, conns: &str) {
 /// the echo backend, with every reply checked, and a clear refusal of an unknown protocol.
 #[test]
 fn bench_load_generator_drives_every_dialect_through_ringway() {
-    let bench = env!("CARGO_BIN_EXE_ringway-bench");
+    let bench = bench_bin();
     let (_echo, echo_addr) = bench_echo("thrift");
     let proxy =
         common::Proxy::start("auto", r#"{ cluster = "echo" }"#, &common::cluster("echo", &[echo_addr.to_string()], ""));
@@ -342,7 +351,7 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
         bench_load_checks_out(&proxy.addr.to_string(), proto, "4");
     }
     // Open loop: a fixed rate, latency from each request's intended send time.
-    let out = Command::new(bench)
+    let out = Command::new(&bench)
         .args(["load", "--target", &proxy.addr.to_string(), "--rate", "2000", "-c", "2"])
         .args(["-d", "500ms", "--warmup", "100ms", "--json"])
         .output()
@@ -352,11 +361,11 @@ fn bench_load_generator_drives_every_dialect_through_ringway() {
     let requests: u64 = json.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
     assert!((700..=1100).contains(&requests), "2000/s for 0.5 s is about 1000 requests: {json}");
     let out =
-        Command::new(bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unknown"]).output().unwrap();
+        Command::new(&bench).args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-unknown"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
     // Bidi has no open loop: refused up front, not run with every connection erroring.
-    let out = Command::new(bench)
+    let out = Command::new(&bench)
         .args(["load", "--target", "127.0.0.1:9", "--protocol", "grpc-bidi", "--rate", "100"])
         .output()
         .unwrap();
@@ -378,7 +387,7 @@ fn open_loop_latency_counts_from_the_intended_send_time() {
 
 fn paused_open_loop(kind: &str, protocol: &str) {
     let (_echo, echo_addr) = bench_echo(kind);
-    let load = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+    let load = Command::new(bench_bin())
         .args(["load", "--target", &echo_addr.to_string(), "--protocol", protocol, "--rate", "1000", "-c", "1"])
         .args(["-d", "2s", "--warmup", "0s", "--json"])
         .stdout(Stdio::piped())
@@ -425,7 +434,7 @@ fn bench_grpc_load_through_the_ringway_binary() {
     }
     // Open loop: calls at a fixed rate whatever the replies do, every reply message checked.
     for (proto, per_call) in [("grpc-unary", 1), ("grpc-server-stream", 10)] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
+        let out = Command::new(bench_bin())
             .args(["load", "--target", &target, "--protocol", proto, "--rate", "2000", "-c", "2"])
             .args(["-d", "500ms", "--warmup", "100ms", "--json"])
             .output()

@@ -1,6 +1,6 @@
 //! gRPC peers for the tests: the PyPI `grpcio` server and client of `tests/py/grpc_peer.py`,
 //! and a raw HTTP/2 call (the `h2` crate) for checks that need the frames themselves, such as
-//! "this reply was trailers-only". The tonic peers live in `ringway::bench::grpc_echo`.
+//! "this reply was trailers-only". The tonic peers live in `ringway_bench::grpc_echo`.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

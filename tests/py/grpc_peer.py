@@ -4,7 +4,7 @@
   grpc_peer.py server [max_seconds]
       Listens on 127.0.0.1:0 (cleartext HTTP/2), prints "PORT <n>" on stdout, and serves
       ringway.test.Echo with the same methods and x-* metadata as the Rust peer
-      (src/bench/grpc_echo.rs). Exits on stdin EOF, SIGTERM, or after max_seconds (600).
+      (bench/src/grpc_echo.rs). Exits on stdin EOF, SIGTERM, or after max_seconds (600).
 
   grpc_peer.py client <host:port> <case>
       Runs one check against an Echo server and prints "OK <details>" (exit 0) or

@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use tonic::body::Body;
 use tonic::server::Grpc;
 use tonic::Status;
 
+use super::calls::{CallState, Counters};
 use super::methods::{self, Method, Options};
 use super::{RawCodec, MAX_MESSAGE};
 
@@ -67,59 +68,6 @@ pub struct EchoStats {
     pub last_grpc_timeout: Option<String>,
     /// The request headers of the last call (what a proxy forwarded).
     pub last_request_headers: Option<HeaderMap>,
-}
-
-/// The live counters behind [`EchoStats`], shared by all connections.
-#[derive(Default)]
-pub(super) struct Counters {
-    connections: AtomicU64,
-    started: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-    expired: AtomicU64,
-    received: AtomicU64,
-    sent: AtomicU64,
-    /// Last `grpc-timeout` and request headers; written once per call, read by tests.
-    last: Mutex<(Option<String>, Option<HeaderMap>)>,
-}
-
-/// One call's fate: completed, cancelled or expired, and counted once.
-pub(super) struct CallState {
-    counters: Arc<Counters>,
-    /// Set once the call is counted.
-    settled: AtomicBool,
-}
-
-impl CallState {
-    fn new(counters: Arc<Counters>) -> Arc<CallState> {
-        Arc::new(CallState { counters, settled: AtomicBool::new(false) })
-    }
-
-    pub(super) fn received(&self, n: u64) {
-        self.counters.received.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(super) fn sent(&self, n: u64) {
-        self.counters.sent.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(super) fn complete(&self) {
-        self.settle(&self.counters.completed);
-    }
-
-    pub(super) fn cancel(&self) {
-        self.settle(&self.counters.cancelled);
-    }
-
-    fn expire(&self) {
-        self.settle(&self.counters.expired);
-    }
-
-    fn settle(&self, counter: &AtomicU64) {
-        if !self.settled.swap(true, Ordering::AcqRel) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Cancels the call when dropped while still armed: the handler was dropped before it

@@ -34,6 +34,7 @@
 //! arrived" from "nobody reset the stream". The server's deadline covers the wait for the
 //! response headers; a response stream already under way is left to the client.
 
+mod calls;
 mod client;
 mod methods;
 mod server;

@@ -1,16 +1,17 @@
-//! `ringway demo`: the example config on loopback with an echo backend behind it, a short
-//! load through ringway and through the direct path, and the table. Needs nothing installed.
+//! `ringway-bench demo` (`cargo run --release -- demo` from the repository root): the example
+//! config on loopback with an echo backend behind it, a short load through ringway and through
+//! the direct path, and the table. Needs nothing installed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::bench::echo::EchoServer;
-use crate::bench::{report, run_load, BenchProtocol, LoadSpec};
-use crate::config::{Address, Config};
-use crate::control::Server;
+use crate::echo::EchoServer;
+use crate::{report, run_load, BenchProtocol, LoadSpec};
+use ringway::config::{Address, Config};
+use ringway::control::Server;
 
 /// The example config shipped in conf/ringway.toml, built into the binary.
-const EXAMPLE: &str = include_str!("../conf/ringway.toml");
+const EXAMPLE: &str = include_str!("../../conf/ringway.toml");
 
 /// Runs the demo and returns the printed table.
 pub fn run(duration: Duration) -> std::io::Result<String> {

@@ -11,10 +11,10 @@ use bytes::BytesMut;
 use monoio::io::{Canceller, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::Outbox;
-use crate::thrift::message::{CALL, REPLY};
-use crate::thrift::{frame_len, parse_frame, Protocol};
+use ringway::io::{read_more, write_outbox, ReadHint};
+use ringway::local::Outbox;
+use ringway::thrift::message::{CALL, REPLY};
+use ringway::thrift::{frame_len, parse_frame, Protocol};
 
 /// Largest frame the echo backend accepts.
 const MAX_FRAME: usize = 64 << 20;

@@ -1,5 +1,8 @@
-//! `ringway-bench`: the load generator and echo backends used by perf/ and the demo.
+//! `ringway-bench`: the demo, the load generator and echo backends used by perf/.
+//! It is the workspace's default `cargo run` binary, so `cargo run --release -- demo` from the
+//! repository root runs the demo; the proxy itself is `cargo run --release --bin ringway`.
 //!
+//!   ringway-bench demo
 //!   ringway-bench echo thrift --listen 127.0.0.1:9100 --threads 2
 //!   ringway-bench load --target 127.0.0.1:7000 --protocol framed-binary -c 32 -m 10 -d 10s
 
@@ -7,8 +10,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringway::bench::{report, run_load, BenchProtocol, LoadSpec};
 use ringway::config::parse_duration;
+use ringway_bench::{report, run_load, BenchProtocol, LoadSpec};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start an echo backend and ringway on loopback, drive a short load through both, print the table.
+    Demo {
+        /// Length of each measured run
+        #[arg(long, default_value = "2s")]
+        duration: String,
+    },
     /// Drive load at a target and print latency percentiles.
     Load(LoadArgs),
     /// Run an echo backend until killed.
@@ -35,6 +44,17 @@ enum Command {
         /// Added delay before each batch of replies, e.g. 1ms
         #[arg(long, default_value = "0ms")]
         delay: String,
+    },
+    /// The proxy's own commands belong to the `ringway` binary: say so instead of "unknown".
+    #[command(hide = true)]
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    #[command(hide = true)]
+    Check {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -74,6 +94,33 @@ struct LoadArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Demo { duration } => {
+            ringway::logging::init();
+            let d = match parse_duration(&duration) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("ringway-bench demo: --duration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match ringway_bench::demo::run(d) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringway-bench demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { .. } | Command::Check { .. } => {
+            eprintln!(
+                "ringway-bench: `run` and `check` are commands of the proxy binary, `ringway`: \
+                 cargo run --release --bin ringway -- run --config conf/ringway.toml"
+            );
+            ExitCode::from(2)
+        }
         Command::Load(a) => {
             let protocol = match BenchProtocol::parse(&a.protocol) {
                 Ok(p) => p,
@@ -122,7 +169,7 @@ fn main() -> ExitCode {
         Command::Echo { kind, listen, threads, delay } => {
             if kind == "grpc" {
                 // tonic/hyper on its own tokio runtime; `x-delay-ms` request metadata adds delay.
-                return match ringway::bench::grpc_echo::EchoServer::start(&listen.to_string(), threads) {
+                return match ringway_bench::grpc_echo::EchoServer::start(&listen.to_string(), threads) {
                     Ok(s) => {
                         println!("echo grpc listening on {}", s.addr);
                         loop {
@@ -146,7 +193,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match ringway::bench::echo::EchoServer::start(listen, threads, delay) {
+            match ringway_bench::echo::EchoServer::start(listen, threads, delay) {
                 Ok(s) => {
                     println!("echo thrift listening on {}", s.addr);
                     s.wait();

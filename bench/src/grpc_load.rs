@@ -15,12 +15,12 @@ use bytes::{BufMut, BytesMut};
 use monoio::io::{Canceller, Splitable};
 use monoio::net::TcpStream;
 
-use super::load::{write_batch, Acc, LoadSpec, Window};
-use super::wire::BenchProtocol;
-use crate::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
-use crate::h2::hpack::{Decoder, Encoder, Field, HeaderList};
-use crate::io::{read_more, ReadHint};
-use crate::local::{Notify, StreamMap};
+use crate::load::{write_batch, Acc, LoadSpec, Window};
+use crate::wire::BenchProtocol;
+use ringway::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
+use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway::io::{read_more, ReadHint};
+use ringway::local::{Notify, StreamMap};
 
 /// Reply messages per server-streaming call.
 pub const STREAM_MESSAGES: usize = 10;

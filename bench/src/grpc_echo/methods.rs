@@ -15,7 +15,7 @@ use tokio_stream::Stream;
 use tonic::server::{ClientStreamingService, ServerStreamingService, StreamingService, UnaryService};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::server::CallState;
+use super::calls::CallState;
 use super::{pattern, MAX_COUNT, MAX_MESSAGE, MAX_STREAM_MESSAGES, SERVICE};
 
 /// Longest `x-delay-ms` / `x-interval-ms` honoured.
