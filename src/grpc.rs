@@ -9,10 +9,11 @@
 //! - `up`: pooled upstream connections.
 
 mod core;
-mod down;
+mod downstream;
+pub mod h2;
 mod stream;
-mod up;
+mod upstream;
 pub mod wire;
 
-pub use down::{serve_grpc, DownConn};
-pub use up::{Pool, UpConn};
+pub use downstream::{serve_grpc, GrpcSession};
+pub use upstream::{GrpcPool, GrpcUpstream};

@@ -13,14 +13,11 @@
 pub mod config;
 pub mod control;
 pub mod grpc;
-pub mod h2;
 pub mod io;
 pub mod local;
 pub mod logging;
-pub mod proxy;
+pub mod pool;
 pub mod route;
-pub mod session;
 pub mod stats;
 pub mod thrift;
-pub mod upstream;
 pub mod worker;

@@ -1,27 +1,17 @@
-//! Thrift codecs, sans I/O: transport detection, frame cutting and classification, message
-//! header peek, seqID patch/restore and TApplicationException encoding. Nothing here touches a
-//! socket or decodes a payload struct.
+//! The Thrift proxy: Framed, Kitex TTHeader and Apache THeader, on one listener.
+//!
+//! - [`codec`]: sans-I/O codecs (detect, cut, classify, patch seqIDs, exceptions).
+//! - [`session`]: a client connection's shared state and the pending-request entries that
+//!   point back to it.
+//! - [`seqtable`]: an upstream connection's pending requests, indexed by seqID.
+//! - [`upstream`]: one multiplexed upstream connection (seqIDs allocated per connection).
+//! - [`downstream`]: the per-connection loop: detect, cut, route, forward, answer failures.
 
-pub mod crc32c;
-pub mod detect;
-pub mod exception;
-pub mod frame;
-pub mod message;
-pub mod patch;
+pub mod codec;
+pub mod downstream;
+pub mod seqtable;
+pub mod session;
+pub mod upstream;
 
-pub use detect::{detect, Detected};
-pub use exception::{encode_exception, ExceptionType, ReplyFraming};
-pub use frame::{frame_len, parse_frame, Dialect, FrameError, FrameInfo, Transport};
-pub use message::Protocol;
-pub use patch::{patch_request, restore_reply, OriginalSeq};
-
-impl Dialect {
-    /// How a proxy-generated reply to this dialect is framed.
-    pub fn reply_framing(&self) -> ReplyFraming {
-        match self.transport {
-            Transport::Framed => ReplyFraming::Framed,
-            Transport::TTHeader => ReplyFraming::TTHeader { inner_framed: self.inner_framed },
-            Transport::THeader => ReplyFraming::THeader,
-        }
-    }
-}
+pub use codec::{crc32c, detect, exception, frame, message, patch};
+pub use codec::{frame_len, parse_frame, Protocol};

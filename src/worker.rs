@@ -272,7 +272,7 @@ where
     if protocol == Some(crate::config::ListenerProtocol::Grpc) {
         monoio::spawn(Guarded::new(crate::grpc::serve_grpc(stream, listener, state), on_panic));
     } else {
-        let reg = crate::proxy::Registration::new(&state);
-        monoio::spawn(Guarded::new(crate::proxy::serve_thrift(stream, listener, reg), on_panic));
+        let reg = crate::thrift::downstream::Registration::new(&state);
+        monoio::spawn(Guarded::new(crate::thrift::downstream::serve_thrift(stream, listener, reg), on_panic));
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::control::Server;
-use ringway::h2::frame::{self, kind, settings::Settings, Head, Reason, HEAD_LEN};
-use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway::grpc::h2::frame::{self, kind, settings::Settings, Head, Reason, HEAD_LEN};
+use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway_bench::grpc_echo::{EchoClient, EchoServer};
 
 struct Proxy {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::control::Server;
-use ringway::h2::frame::{self, flag, kind, settings::Settings, HEAD_LEN};
-use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway::grpc::h2::frame::{self, flag, kind, settings::Settings, HEAD_LEN};
+use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway_bench::grpc_echo::EchoClient;
 
 /// What the raw upstream saw.

@@ -1,4 +1,4 @@
-//! HPACK (`ringway::h2::hpack`) against outside references:
+//! HPACK (`ringway::grpc::h2::hpack`) against outside references:
 //!
 //! - `rfc`: RFC 7541 Appendix C.2–C.6, byte for byte, with the dynamic table size after
 //!   every block, and our encoder's output for the same lists;
@@ -21,7 +21,7 @@ mod rfc;
 mod timing;
 
 use bytes::BytesMut;
-use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 
 /// A header list as owned (name, value, never_indexed) triples, for comparisons that print
 /// readably when they fail.

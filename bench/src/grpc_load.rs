@@ -17,8 +17,8 @@ use monoio::net::TcpStream;
 
 use crate::load::{write_batch, Acc, LoadSpec, Window};
 use crate::wire::BenchProtocol;
-use ringway::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
-use ringway::h2::hpack::{Decoder, Encoder, Field, HeaderList};
+use ringway::grpc::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
+use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway::io::{read_more, ReadHint};
 use ringway::local::{Notify, StreamMap};
 

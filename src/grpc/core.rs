@@ -8,11 +8,11 @@ use bytes::BytesMut;
 use monoio::io::Canceller;
 
 use super::stream::Stream;
-use crate::h2::block::{Assembler, Block, BlockLimits};
-use crate::h2::frame::{
+use crate::grpc::h2::block::{Assembler, Block, BlockLimits};
+use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
 };
-use crate::h2::hpack::{Decoder, Encoder, Field};
+use crate::grpc::h2::hpack::{Decoder, Encoder, Field};
 use crate::local::{Notify, Outbox};
 
 /// What the peer announced in its SETTINGS.
@@ -323,8 +323,8 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h2::frame::flag;
-    use crate::h2::hpack::HeaderList;
+    use crate::grpc::h2::frame::flag;
+    use crate::grpc::h2::hpack::HeaderList;
 
     /// Everything `core` queued, as (head, payload) frames.
     fn queued_frames(core: &Core) -> Vec<(Head, Vec<u8>)> {

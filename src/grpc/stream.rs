@@ -13,11 +13,11 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::core::Core;
-use super::down::DownConn;
-use super::up::UpConn;
+use super::downstream::GrpcSession;
+use super::upstream::GrpcUpstream;
 use super::wire::{encode_timeout, status_fields, Code};
-use crate::h2::frame::{self, Reason, HEAD_LEN};
-use crate::h2::hpack::{Field, HeaderList};
+use crate::grpc::h2::frame::{self, Reason, HEAD_LEN};
+use crate::grpc::h2::hpack::{Field, HeaderList};
 
 /// Something queued for the receiving side of one direction.
 pub enum Item {
@@ -75,7 +75,7 @@ impl Dir {
 }
 
 pub struct StreamState {
-    pub up: Option<Rc<UpConn>>,
+    pub up: Option<Rc<GrpcUpstream>>,
     pub up_id: u32,
     /// Client → upstream.
     pub req: Dir,
@@ -95,7 +95,7 @@ pub struct StreamState {
 }
 
 pub struct Stream {
-    pub down: Rc<DownConn>,
+    pub down: Rc<GrpcSession>,
     pub down_id: u32,
     pub st: RefCell<StreamState>,
     /// Counts towards the worker's event coalescing while the stream lives.
@@ -104,7 +104,7 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(
-        down: Rc<DownConn>,
+        down: Rc<GrpcSession>,
         down_id: u32,
         request: HeaderList,
         end_stream: bool,
@@ -137,7 +137,7 @@ impl Stream {
     /// Opens the stream on `up`: allocates the upstream stream id and writes the request
     /// headers in the same step (ids reach the wire in increasing order), with `grpc-timeout`
     /// reduced by the time already spent; then forwards whatever DATA is queued.
-    pub fn open_upstream(self: &Rc<Self>, up: &Rc<UpConn>) {
+    pub fn open_upstream(self: &Rc<Self>, up: &Rc<GrpcUpstream>) {
         let mut st = self.st.borrow_mut();
         let Some((request, end)) = st.request.take() else { return };
         let id = up.register(self.clone());

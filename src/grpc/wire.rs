@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::h2::hpack::HeaderList;
+use crate::grpc::h2::hpack::HeaderList;
 
 /// gRPC status codes the proxy generates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

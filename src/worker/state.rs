@@ -9,38 +9,38 @@ use std::time::{Duration, Instant};
 
 use super::Snapshot;
 use crate::config::{ClusterConfig, RouteConfig};
-use crate::session::Downstream;
 use crate::stats::Stats;
-use crate::thrift::Dialect;
-use crate::upstream::Pool;
+use crate::thrift::codec::Dialect;
+use crate::thrift::session::ThriftSession;
+use crate::thrift::upstream::ThriftPool;
 
 /// One cluster's pools in this worker, one per Thrift dialect seen, and one of HTTP/2
 /// connections for gRPC.
 pub struct ClusterPools {
     pub config: Rc<ClusterConfig>,
     /// A handful of entries at most (one per dialect in use): a scan beats hashing.
-    pools: RefCell<Vec<(Dialect, Rc<Pool>)>>,
-    grpc: RefCell<Option<Rc<crate::grpc::Pool>>>,
+    pools: RefCell<Vec<(Dialect, Rc<ThriftPool>)>>,
+    grpc: RefCell<Option<Rc<crate::grpc::GrpcPool>>>,
     stats: Rc<Stats>,
 }
 
 impl ClusterPools {
     /// The pool for `dialect`, created on first use.
-    pub fn pool(&self, dialect: Dialect) -> Rc<Pool> {
+    pub fn pool(&self, dialect: Dialect) -> Rc<ThriftPool> {
         let mut pools = self.pools.borrow_mut();
         if let Some((_, p)) = pools.iter().find(|(d, _)| *d == dialect) {
             return p.clone();
         }
-        let p = Rc::new(Pool::new(self.config.clone(), self.stats.clone()));
+        let p = Rc::new(ThriftPool::new(self.config.clone(), self.stats.clone()));
         pools.push((dialect, p.clone()));
         p
     }
 
     /// The HTTP/2 pool, created on first use.
-    pub fn grpc_pool(&self) -> Rc<crate::grpc::Pool> {
+    pub fn grpc_pool(&self) -> Rc<crate::grpc::GrpcPool> {
         self.grpc
             .borrow_mut()
-            .get_or_insert_with(|| Rc::new(crate::grpc::Pool::new(self.config.clone(), self.stats.clone())))
+            .get_or_insert_with(|| Rc::new(crate::grpc::GrpcPool::new(self.config.clone(), self.stats.clone())))
             .clone()
     }
 
@@ -84,8 +84,8 @@ pub struct WorkerState {
     pub id: usize,
     view: RefCell<Rc<View>>,
     pub stats: Rc<Stats>,
-    conns: RefCell<HashMap<u64, Rc<Downstream>>>,
-    grpc_conns: RefCell<HashMap<u64, Rc<crate::grpc::DownConn>>>,
+    conns: RefCell<HashMap<u64, Rc<ThriftSession>>>,
+    grpc_conns: RefCell<HashMap<u64, Rc<crate::grpc::GrpcSession>>>,
     next_conn: Cell<u64>,
     /// Set when a drain starts: accept loops stop, idle connections get closed.
     pub draining: Cell<bool>,
@@ -133,7 +133,7 @@ impl WorkerState {
         *self.view.borrow_mut() = Rc::new(View { snapshot, clusters });
     }
 
-    pub fn register(&self, ds: Rc<Downstream>) -> u64 {
+    pub fn register(&self, ds: Rc<ThriftSession>) -> u64 {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         self.conns.borrow_mut().insert(id, ds);
@@ -144,7 +144,7 @@ impl WorkerState {
         self.conns.borrow_mut().remove(&id);
     }
 
-    pub fn register_grpc(&self, c: Rc<crate::grpc::DownConn>) -> u64 {
+    pub fn register_grpc(&self, c: Rc<crate::grpc::GrpcSession>) -> u64 {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         if self.draining.get() {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringway::h2::hpack::{DecodeError, Decoder, HeaderList};
+use ringway::grpc::h2::hpack::{DecodeError, Decoder, HeaderList};
 
 use super::{decode, owned};
 

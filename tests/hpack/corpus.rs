@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ringway::h2::hpack::{Decoder, Encoder};
+use ringway::grpc::h2::hpack::{Decoder, Encoder};
 use serde::Deserialize;
 
 use super::{decode, encode, hex, Owned};

@@ -27,7 +27,7 @@ use hpack_codec::field::LiteralHeaderField;
 use hpack_codec::table::{Index, Table};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use ringway::h2::hpack::{DecodeError, Decoder, Encoder, HeaderList};
+use ringway::grpc::h2::hpack::{DecodeError, Decoder, Encoder, HeaderList};
 
 use super::{decode, encode, owned, Owned};
 

@@ -4,7 +4,7 @@
 //! uses our policy (C.4: Huffman when shorter, incremental indexing of every field) the
 //! bytes must be the RFC's too.
 
-use ringway::h2::hpack::{Decoder, Encoder, HeaderList};
+use ringway::grpc::h2::hpack::{Decoder, Encoder, HeaderList};
 
 use super::{decode, encode, hex, lines, Owned};
 
@@ -178,7 +178,7 @@ fn one_decoder_reads_the_rfc_blocks_through_a_list_size_limit() {
             r.unwrap();
             assert_eq!(super::owned(&out), lines(list));
         } else {
-            assert_eq!(r, Err(ringway::h2::hpack::DecodeError::ListTooLarge));
+            assert_eq!(r, Err(ringway::grpc::h2::hpack::DecodeError::ListTooLarge));
         }
         assert_eq!(d.table_size(), size);
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use hpack_codec::field::LiteralHeaderField;
 use hpack_codec::table::StaticEntry;
-use ringway::h2::hpack::{Decoder, HeaderList};
+use ringway::grpc::h2::hpack::{Decoder, HeaderList};
 
 /// grpc-go style request headers, every string a Huffman literal without indexing, so the
 /// same block can be decoded again and again by one decoder.

@@ -12,12 +12,14 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Can
 
 use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
-use super::up::Pool;
+use super::upstream::GrpcPool;
 use super::wire::{check_request, split_path, status_fields, Code};
 use crate::config::H2Limits;
-use crate::h2::block::{Block, BlockLimits};
-use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
-use crate::h2::hpack::{DecodeError, HeaderList};
+use crate::grpc::h2::block::{Block, BlockLimits};
+use crate::grpc::h2::frame::{
+    self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
+};
+use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, StreamMap};
 use crate::route::{route, RouteKey};
@@ -62,7 +64,7 @@ impl Bucket {
     }
 }
 
-pub struct DownConn {
+pub struct GrpcSession {
     pub core: Core,
     streams: RefCell<StreamMap<Rc<Stream>>>,
     /// Highest stream id the client opened.
@@ -116,7 +118,7 @@ where
     }
     let _ = buf.split_to(frame::PREFACE.len());
 
-    let conn = Rc::new(DownConn {
+    let conn = Rc::new(GrpcSession {
         core: Core::new(
             Side::Client,
             lc.max_write_buffer,
@@ -208,7 +210,7 @@ async fn refuse_non_h2<W: AsyncWriteRent>(buf: &[u8], wr: &mut W, state: &Worker
     let _ = wr.shutdown().await;
 }
 
-impl DownConn {
+impl GrpcSession {
     pub fn stats(&self) -> &Stats {
         &self.state.stats
     }
@@ -706,7 +708,7 @@ impl DownConn {
 
 /// Waits for an upstream connection with a free stream slot (connecting if the pool may),
 /// then opens the stream there; a failure ends the call with UNAVAILABLE.
-async fn open_when_ready(stream: Rc<Stream>, pool: Rc<Pool>, until: Instant) {
+async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, until: Instant) {
     let got = pool.acquire(until, stream.down.affinity).await;
     if stream.is_closed() {
         return;

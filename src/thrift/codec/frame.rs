@@ -37,7 +37,7 @@ pub struct Dialect {
 
 /// What is wrong with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameError {
+pub enum ParseError {
     /// The frame is not complete yet.
     Incomplete,
     /// Malformed: answered with PROTOCOL_ERROR and the connection is closed.
@@ -46,11 +46,11 @@ pub enum FrameError {
     Transform,
 }
 
-impl From<MessageError> for FrameError {
+impl From<MessageError> for ParseError {
     fn from(e: MessageError) -> Self {
         match e {
-            MessageError::Incomplete => FrameError::Incomplete,
-            MessageError::Invalid(why) => FrameError::Invalid(why),
+            MessageError::Incomplete => ParseError::Incomplete,
+            MessageError::Invalid(why) => ParseError::Invalid(why),
         }
     }
 }
@@ -90,16 +90,16 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 4)
 }
 
-fn be_u16(buf: &[u8], at: usize) -> Result<u16, FrameError> {
-    buf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(FrameError::Incomplete)
+fn be_u16(buf: &[u8], at: usize) -> Result<u16, ParseError> {
+    buf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(ParseError::Incomplete)
 }
 
 /// Classifies the frame at the start of `buf`. `buf` may be a prefix of the frame: then the
 /// header fields that fit are parsed and `Incomplete` is returned for the rest, which is how
 /// an oversized frame still gets an exception with its own method name and seqID.
-pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, FrameError> {
+pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, ParseError> {
     if buf.len() < 8 {
-        return Err(FrameError::Incomplete);
+        return Err(ParseError::Incomplete);
     }
     let magic = be_u16(buf, 4)?;
     match magic {
@@ -138,20 +138,20 @@ struct Infos {
     custom_validator: bool,
 }
 
-fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, FrameError> {
+fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, ParseError> {
     if transport == Transport::TTHeader && be_u16(buf, 6)? & 0x0002 != 0 {
-        return Err(FrameError::Invalid("TTHeader Streaming frame on a ping-pong connection"));
+        return Err(ParseError::Invalid("TTHeader Streaming frame on a ping-pong connection"));
     }
     let hs = be_u16(buf, 12)? as usize * 4;
     if hs < 2 {
-        return Err(FrameError::Invalid("header size too small"));
+        return Err(ParseError::Invalid("header size too small"));
     }
     let header = 14..14 + hs;
     let total = frame_len(buf).unwrap_or(0);
     if header.end > total {
-        return Err(FrameError::Invalid("header larger than frame"));
+        return Err(ParseError::Invalid("header larger than frame"));
     }
-    let hbuf = buf.get(header.clone()).ok_or(FrameError::Incomplete)?;
+    let hbuf = buf.get(header.clone()).ok_or(ParseError::Incomplete)?;
     let (proto_id, infos) = match transport {
         Transport::TTHeader => parse_ttheader_infos(hbuf, header.start)?,
         _ => parse_theader_infos(hbuf, header.start)?,
@@ -160,17 +160,17 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
     let (protocol_hint, at, inner_len_at) = match transport {
         Transport::TTHeader => {
             // Sniff like Kitex: payload is the message, or an inner u32 length then the message.
-            let p = buf.get(payload..payload + 6).ok_or(FrameError::Incomplete)?;
+            let p = buf.get(payload..payload + 6).ok_or(ParseError::Incomplete)?;
             if matches!(p[..2], [0x80, 0x01] | [0x90, 0x01]) || p[0] == 0x82 {
                 (None, payload, None)
             } else if matches!(p[4..6], [0x80, 0x01] | [0x90, 0x01]) {
                 let inner = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
                 if total < payload + 4 || inner != total - payload - 4 {
-                    return Err(FrameError::Invalid("TTHeaderFramed inner length does not match the frame"));
+                    return Err(ParseError::Invalid("TTHeaderFramed inner length does not match the frame"));
                 }
                 (None, payload + 4, Some(payload))
             } else {
-                return Err(FrameError::Invalid("TTHeader payload is not Thrift"));
+                return Err(ParseError::Invalid("TTHeader payload is not Thrift"));
             }
         }
         _ => (Some(proto_id), payload, None),
@@ -183,7 +183,7 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
             _ => false,
         };
         if !ok {
-            return Err(FrameError::Invalid("THeader protocol id does not match payload"));
+            return Err(ParseError::Invalid("THeader protocol id does not match payload"));
         }
     }
     Ok(FrameInfo {
@@ -204,16 +204,16 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
 
 /// Kitex TTHeader variable header: u8 protocol, u8 transform count, ids, then info blocks with
 /// u16 counts and lengths (ref §2.3).
-fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameError> {
-    let bad = FrameError::Invalid("malformed TTHeader");
+fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), ParseError> {
+    let bad = ParseError::Invalid("malformed TTHeader");
     let proto = u32::from(*h.first().ok_or(bad)?);
     let ntrans = *h.get(1).ok_or(bad)? as usize;
     if ntrans > 0 {
-        return Err(FrameError::Transform);
+        return Err(ParseError::Transform);
     }
     let mut infos = Infos::default();
     let mut i = 2;
-    let u16_at = |i: usize| -> Result<usize, FrameError> {
+    let u16_at = |i: usize| -> Result<usize, ParseError> {
         h.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize).ok_or(bad)
     };
     while i < h.len() {
@@ -235,7 +235,7 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameErro
                     match &h[key.clone()] {
                         b"isn" => infos.isn = Some(base + val.start..base + val.end),
                         b"crc32c" if val.len() == 8 => infos.crc32c = Some(base + val.start..base + val.end),
-                        b"crc32c" => return Err(FrameError::Invalid("crc32c value is not 8 hex digits")),
+                        b"crc32c" => return Err(ParseError::Invalid("crc32c value is not 8 hex digits")),
                         b"crrst" => infos.crrst = true,
                         k if k.starts_with(b"PV_") => infos.custom_validator = true,
                         _ => {}
@@ -273,7 +273,7 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameErro
                     return Err(bad);
                 }
             }
-            _ => return Err(FrameError::Invalid("unknown TTHeader info id")),
+            _ => return Err(ParseError::Invalid("unknown TTHeader info id")),
         }
     }
     Ok((proto, infos))
@@ -281,14 +281,14 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), FrameErro
 
 /// Apache THeader variable header: varint protocol, varint transform count and ids, varint
 /// info ids; only KEYVALUE (1) is defined, anything else ends the info section (ref §2.8).
-fn parse_theader_infos(h: &[u8], _base: usize) -> Result<(u32, Infos), FrameError> {
-    let var = |i: usize| -> Result<(u32, usize), FrameError> {
-        read_varint32(h, i).map_err(|_| FrameError::Invalid("malformed THeader"))
+fn parse_theader_infos(h: &[u8], _base: usize) -> Result<(u32, Infos), ParseError> {
+    let var = |i: usize| -> Result<(u32, usize), ParseError> {
+        read_varint32(h, i).map_err(|_| ParseError::Invalid("malformed THeader"))
     };
     let (proto, n) = var(0)?;
     let (ntrans, n2) = var(n)?;
     if ntrans > 0 {
-        return Err(FrameError::Transform);
+        return Err(ParseError::Transform);
     }
     // KV headers are forwarded untouched; nothing in them routes an Apache THeader request.
     let _ = n2;

@@ -10,15 +10,16 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
+use crate::pool::AcquireError;
 use crate::route::{route, RouteKey};
-use crate::session::{Downstream, Pending};
-use crate::thrift::exception::ReplyFraming;
-use crate::thrift::message::{parse_message, split_multiplexed, CALL, ONEWAY};
-use crate::thrift::{
-    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameError, FrameInfo, OriginalSeq,
+use crate::thrift::codec::exception::ReplyFraming;
+use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
+use crate::thrift::codec::{
+    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameInfo, OriginalSeq, ParseError,
     Protocol,
 };
-use crate::upstream::{AcquireError, Pool, UpConn};
+use crate::thrift::session::{Pending, ThriftSession};
+use crate::thrift::upstream::{ThriftPool, ThriftUpstream};
 use crate::worker::WorkerState;
 
 /// How many bytes we are willing to buffer just to learn the method name and seqID of a frame
@@ -33,14 +34,14 @@ const GROW_STEP: usize = 64 * 1024;
 pub struct Registration {
     state: Rc<WorkerState>,
     id: u64,
-    ds: Rc<Downstream>,
+    ds: Rc<ThriftSession>,
 }
 
 impl Registration {
     /// Registers a new connection with its worker, before its task first runs, so a drain
     /// that starts in between still waits for it.
     pub fn new(state: &Rc<WorkerState>) -> Registration {
-        let ds = Rc::new(Downstream::new(state.stats.clone()));
+        let ds = Rc::new(ThriftSession::new(state.stats.clone()));
         Registration { state: state.clone(), id: state.register(ds.clone()), ds }
     }
 }
@@ -95,7 +96,7 @@ struct Conn<R> {
     /// When the last read completed: the start of every deadline of the requests it carried
     /// (one clock read per read, not per request).
     now: Instant,
-    ds: Rc<Downstream>,
+    ds: Rc<ThriftSession>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
 }
@@ -114,7 +115,7 @@ struct Waiting {
     info: FrameInfo,
     orig: OriginalSeq,
     deadline: Instant,
-    pool: Rc<Pool>,
+    pool: Rc<ThriftPool>,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -208,7 +209,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let stats = &self.state.stats;
         let info = match parse_frame(&frame, max_name) {
             Ok(info) => info,
-            Err(FrameError::Transform) => {
+            Err(ParseError::Transform) => {
                 let seq = OriginalSeq::from_parts(&frame[8..12], None);
                 encode_raw(
                     ds,
@@ -223,7 +224,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             }
             Err(e) => {
                 let why = match e {
-                    FrameError::Invalid(why) => why,
+                    ParseError::Invalid(why) => why,
                     _ => "frame ends inside its headers",
                 };
                 self.protocol_error(&frame, max_name, &format!("malformed request: {why}"));
@@ -296,7 +297,14 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
     }
 
-    fn send(&self, conn: &UpConn, frame: impl FrameBytes, info: &FrameInfo, orig: OriginalSeq, deadline: Instant) {
+    fn send(
+        &self,
+        conn: &ThriftUpstream,
+        frame: impl FrameBytes,
+        info: &FrameInfo,
+        orig: OriginalSeq,
+        deadline: Instant,
+    ) {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);
         if info.msg.msg_type == ONEWAY {
@@ -344,7 +352,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let stats = &self.state.stats;
         stats.oversized_frames.set(stats.oversized_frames.get() + 1);
         // Buffer just enough of the frame to read its header, never the whole frame.
-        while self.buf.len() < PEEK_LIMIT && matches!(parse_frame(&self.buf, max_name), Err(FrameError::Incomplete)) {
+        while self.buf.len() < PEEK_LIMIT && matches!(parse_frame(&self.buf, max_name), Err(ParseError::Incomplete)) {
             if !self.fill().await {
                 break;
             }
@@ -379,7 +387,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             match parse_message(&self.buf, 0, 4096) {
                 Ok(h) => break Some(h),
                 Err(_) if self.buf.len() >= PEEK_LIMIT => break None,
-                Err(crate::thrift::message::MessageError::Invalid(_)) => break None,
+                Err(crate::thrift::codec::message::MessageError::Invalid(_)) => break None,
                 Err(_) => {
                     if !self.fill().await {
                         break None;
@@ -406,7 +414,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
 /// Queues an exception whose dialect is given by framing alone (before a frame was classified).
 fn encode_raw(
-    ds: &Downstream,
+    ds: &ThriftSession,
     framing: ReplyFraming,
     protocol: Protocol,
     name: &[u8],

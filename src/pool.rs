@@ -19,7 +19,6 @@ use monoio::net::{TcpStream, UnixStream};
 
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use super::conn::{ConnLimits, UpConn};
 use crate::config::{Address, ClusterConfig};
 use crate::local::Notify;
 use crate::stats::Stats;
@@ -84,37 +83,6 @@ pub trait Member: Sized + 'static {
     }
 }
 
-impl Member for UpConn {
-    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
-    where
-        S: Splitable + 'static,
-        S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: AsyncWriteRent + 'static,
-    {
-        let limits = ConnLimits {
-            max_inflight: cluster.max_requests_per_connection,
-            max_frame: cluster.max_frame_size,
-            max_write_buffer: cluster.max_write_buffer,
-        };
-        UpConn::start(stream, label, limits, capacity, stats)
-    }
-    fn is_dead(&self) -> bool {
-        UpConn::is_dead(self)
-    }
-    fn has_capacity(&self) -> bool {
-        UpConn::has_capacity(self)
-    }
-    fn retire(&self) {
-        UpConn::retire(self)
-    }
-    fn mark_retired(&self) {
-        UpConn::mark_retired(self)
-    }
-    fn queued_bytes(&self) -> usize {
-        UpConn::queued_bytes(self)
-    }
-}
-
 struct Endpoint<C> {
     addr: Address,
     label: Rc<str>,
@@ -134,7 +102,7 @@ impl<C> Endpoint<C> {
     }
 }
 
-pub struct Pool<C: Member = UpConn> {
+pub struct Pool<C: Member> {
     cluster: Rc<ClusterConfig>,
     endpoints: Vec<Endpoint<C>>,
     next: Cell<usize>,

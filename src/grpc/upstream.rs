@@ -14,23 +14,25 @@ use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
 use super::wire::{check_response, Code};
 use crate::config::{ClusterConfig, H2Limits};
-use crate::h2::block::{Block, BlockLimits};
-use crate::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW};
-use crate::h2::hpack::{DecodeError, HeaderList};
+use crate::grpc::h2::block::{Block, BlockLimits};
+use crate::grpc::h2::frame::{
+    self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
+};
+use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, StreamMap};
+use crate::pool::Member;
 use crate::stats::Stats;
-use crate::upstream::pool::Member;
 
 /// A pool of HTTP/2 upstream connections.
-pub type Pool = crate::upstream::Pool<UpConn>;
+pub type GrpcPool = crate::pool::Pool<GrpcUpstream>;
 
 /// Response header lists larger than this from an upstream fail their stream.
 const MAX_RESPONSE_HEADERS: usize = 64 << 10;
 /// CONTINUATION frames accepted from an upstream per block.
 const MAX_RESPONSE_CONTINUATIONS: usize = 64;
 
-pub struct UpConn {
+pub struct GrpcUpstream {
     pub core: Core,
     pub peer: Rc<str>,
     streams: RefCell<StreamMap<Rc<Stream>>>,
@@ -46,7 +48,7 @@ pub struct UpConn {
     stats: Rc<Stats>,
 }
 
-impl Member for UpConn {
+impl Member for GrpcUpstream {
     const SHARE_NEW_CONNECTIONS: bool = true;
     const SPREAD: bool = true;
 
@@ -61,7 +63,7 @@ impl Member for UpConn {
         S::OwnedWrite: AsyncWriteRent + 'static,
     {
         let d = H2Limits::default();
-        let conn = Rc::new(UpConn {
+        let conn = Rc::new(GrpcUpstream {
             core: Core::new(
                 Side::Upstream,
                 cluster.max_write_buffer,
@@ -150,7 +152,7 @@ impl Member for UpConn {
     }
 }
 
-impl UpConn {
+impl GrpcUpstream {
     /// Allocates the next stream id for `stream` (called right before its HEADERS are queued).
     pub fn register(&self, stream: Rc<Stream>) -> u32 {
         let id = self.next_id.get();

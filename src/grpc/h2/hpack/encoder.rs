@@ -253,7 +253,7 @@ fn string(s: &[u8], dst: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h2::hpack::{Decoder, HeaderList};
+    use crate::grpc::h2::hpack::{Decoder, HeaderList};
 
     fn block(e: &mut Encoder, fields: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut dst = BytesMut::new();

@@ -8,15 +8,17 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use monoio::io::{CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 
+use crate::config::ClusterConfig;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
-use crate::session::Pending;
+use crate::pool::Member;
 use crate::stats::Stats;
-use crate::thrift::patch::{patch_request_in_place, request_fits};
-use crate::thrift::{frame_len, parse_frame, patch_request, FrameError, FrameInfo};
-use crate::upstream::seqtable::SeqTable;
+use crate::thrift::codec::patch::{patch_request_in_place, request_fits};
+use crate::thrift::codec::{frame_len, parse_frame, patch_request, FrameInfo, ParseError};
+use crate::thrift::seqtable::SeqTable;
+use crate::thrift::session::Pending;
 
 /// How much of an oversized reply is buffered to find out which request it answers.
 const PEEK_LIMIT: usize = 320 * 1024;
@@ -34,7 +36,10 @@ pub struct ConnLimits {
     pub max_write_buffer: usize,
 }
 
-pub struct UpConn {
+/// A pool of Thrift upstream connections (one cluster, one dialect, one worker).
+pub type ThriftPool = crate::pool::Pool<ThriftUpstream>;
+
+pub struct ThriftUpstream {
     /// The endpoint, for log lines and error messages.
     pub peer: Rc<str>,
     out: Outbox,
@@ -50,20 +55,26 @@ pub struct UpConn {
     /// requests, close as soon as nothing is pending.
     retired: Cell<bool>,
     reader: RefCell<Canceller>,
-    /// Pool-wide notifier: a slot freed, the write queue drained, or a connection died.
+    /// ThriftPool-wide notifier: a slot freed, the write queue drained, or a connection died.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
 }
 
-impl UpConn {
+impl ThriftUpstream {
     /// Starts the tasks for a connected stream and returns the connection.
-    pub fn start<S>(stream: S, peer: Rc<str>, limits: ConnLimits, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<UpConn>
+    pub fn start<S>(
+        stream: S,
+        peer: Rc<str>,
+        limits: ConnLimits,
+        capacity: Rc<Notify>,
+        stats: Rc<Stats>,
+    ) -> Rc<ThriftUpstream>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: monoio::io::AsyncWriteRent + 'static,
+        S::OwnedWrite: AsyncWriteRent + 'static,
     {
-        let conn = Rc::new(UpConn {
+        let conn = Rc::new(ThriftUpstream {
             peer,
             out: Outbox::with_drain_notify(capacity.clone()),
             pending: RefCell::new(SeqTable::default()),
@@ -251,7 +262,7 @@ impl UpConn {
     fn refuse_oversized(&self, buf: &[u8], len: usize) -> Option<bool> {
         let info = match parse_frame(&buf[..buf.len().min(PEEK_LIMIT)], 64 * 1024) {
             Ok(info) => info,
-            Err(FrameError::Incomplete) if buf.len() < PEEK_LIMIT => return None,
+            Err(ParseError::Incomplete) if buf.len() < PEEK_LIMIT => return None,
             Err(_) => return Some(false),
         };
         log::warn!("upstream {}: reply of {len} bytes over max_frame_size {}", self.peer, self.limits.max_frame);
@@ -325,5 +336,36 @@ impl UpConn {
             self.capacity.notify_all();
             self.close_if_retired_and_idle();
         }
+    }
+}
+
+impl Member for ThriftUpstream {
+    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    where
+        S: Splitable + 'static,
+        S::OwnedRead: CancelableAsyncReadRent + 'static,
+        S::OwnedWrite: AsyncWriteRent + 'static,
+    {
+        let limits = ConnLimits {
+            max_inflight: cluster.max_requests_per_connection,
+            max_frame: cluster.max_frame_size,
+            max_write_buffer: cluster.max_write_buffer,
+        };
+        ThriftUpstream::start(stream, label, limits, capacity, stats)
+    }
+    fn is_dead(&self) -> bool {
+        ThriftUpstream::is_dead(self)
+    }
+    fn has_capacity(&self) -> bool {
+        ThriftUpstream::has_capacity(self)
+    }
+    fn retire(&self) {
+        ThriftUpstream::retire(self)
+    }
+    fn mark_retired(&self) {
+        ThriftUpstream::mark_retired(self)
+    }
+    fn queued_bytes(&self) -> usize {
+        ThriftUpstream::queued_bytes(self)
     }
 }

@@ -205,7 +205,7 @@ fn settings_values_are_validated() {
 
 #[test]
 fn continuation_rules_and_flood_limits() {
-    use crate::h2::block::{Assembler, BlockLimits};
+    use crate::grpc::h2::block::{Assembler, BlockLimits};
     let limits = BlockLimits { max_block: 64, max_continuations: 2 };
     let mut a = Assembler::default();
     assert!(a.start(1, true, false, BytesMut::from(&b"ab"[..]), limits).unwrap().is_none());

@@ -10,11 +10,11 @@ use monoio::io::Canceller;
 
 use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::stats::Stats;
-use crate::thrift::patch::{reply_fits, restore_reply_in_place};
-use crate::thrift::{encode_exception, restore_reply, Dialect, ExceptionType, FrameInfo, OriginalSeq};
+use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
+use crate::thrift::codec::{encode_exception, restore_reply, Dialect, ExceptionType, FrameInfo, OriginalSeq};
 
 /// Shared state of one client connection.
-pub struct Downstream {
+pub struct ThriftSession {
     /// Replies and proxy-generated exceptions waiting for the writer task.
     pub out: Outbox,
     /// Requests sent upstream whose reply has not come back yet.
@@ -37,10 +37,10 @@ pub struct Downstream {
     pub stats: Rc<Stats>,
 }
 
-impl Downstream {
+impl ThriftSession {
     pub fn new(stats: Rc<Stats>) -> Self {
         let progress = Rc::new(Notify::default());
-        Downstream {
+        ThriftSession {
             out: Outbox::with_drain_notify(progress.clone()),
             inflight: Cell::new(0),
             progress,
@@ -100,7 +100,7 @@ impl Downstream {
 
 /// One request in flight upstream: enough to give the reply back, or to fail it.
 pub struct Pending {
-    pub downstream: Rc<Downstream>,
+    pub downstream: Rc<ThriftSession>,
     /// The client's own seqID bytes, restored into the reply.
     pub orig: OriginalSeq,
     /// Method name as the client sent it, for exceptions.

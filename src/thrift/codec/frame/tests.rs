@@ -5,9 +5,9 @@ use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
-use crate::thrift::exception::{encode_exception, ExceptionType, ReplyFraming};
-use crate::thrift::message::encode_varint32;
-use crate::thrift::patch::{patch_request, restore_reply, OriginalSeq};
+use crate::thrift::codec::exception::{encode_exception, ExceptionType, ReplyFraming};
+use crate::thrift::codec::message::encode_varint32;
+use crate::thrift::codec::patch::{patch_request, restore_reply, OriginalSeq};
 
 /// The TTHeader CALL of ref §2.7, byte for byte.
 const REF_TTHEADER: &[u8] = &[
@@ -119,7 +119,7 @@ fn theader_with_zlib_transform_is_refused() {
     let mut f = theader(7, 0, &binary_call(7, "ping"));
     f[15] = 1; // one transform
     f[16] = 1; // zlib
-    assert_eq!(parse_frame(&f, 4096), Err(FrameError::Transform));
+    assert_eq!(parse_frame(&f, 4096), Err(ParseError::Transform));
 }
 
 /// Every row of ref §1.5 that the proxy patches: the seq moves to the new value in every place
@@ -215,12 +215,12 @@ fn header_exceptions_are_valid_frames_with_the_clients_seq() {
         (ReplyFraming::Framed, Protocol::BinaryNonStrict),
     ] {
         let mut dst = BytesMut::new();
-        let (b, n) = crate::thrift::patch::seq_wire_bytes(proto, 42);
+        let (b, n) = crate::thrift::codec::patch::seq_wire_bytes(proto, 42);
         let seq = OriginalSeq::from_parts(&b[..n], Some(43i32.to_be_bytes()));
         encode_exception(&mut dst, framing, proto, b"Echo:ping", &seq, ExceptionType::InternalError, "x");
         let info = parse_frame(&dst, 4096).unwrap_or_else(|e| panic!("{framing:?}: {e:?}"));
         assert_eq!(frame_len(&dst), Some(dst.len()));
-        assert_eq!(info.msg.msg_type, crate::thrift::message::EXCEPTION);
+        assert_eq!(info.msg.msg_type, crate::thrift::codec::message::EXCEPTION);
         assert_eq!(info.msg.seq, 42);
         assert_eq!(&dst[info.msg.name.clone()], b"Echo:ping");
         if info.header_seq {
@@ -265,21 +265,21 @@ proptest! {
 fn strict_binary_with_a_nonzero_unused_byte_is_invalid() {
     let mut f = REF_FRAMED.to_vec();
     f[6] = 0x01; // 80 01 01 01: Kitex would read type 0x0101
-    assert!(matches!(parse_frame(&f, 4096), Err(FrameError::Invalid(_))));
+    assert!(matches!(parse_frame(&f, 4096), Err(ParseError::Invalid(_))));
 }
 
 #[test]
 fn ttheader_framed_inner_length_must_match() {
     let mut inner = framed(&binary_call(7, "ping"));
     inner[3] += 1;
-    assert!(matches!(parse_frame(&ttheader(7, &inner), 4096), Err(FrameError::Invalid(_))));
+    assert!(matches!(parse_frame(&ttheader(7, &inner), 4096), Err(ParseError::Invalid(_))));
 }
 
 #[test]
 fn streaming_flag_on_a_later_frame_is_refused() {
     let mut f = REF_TTHEADER.to_vec();
     f[7] = 0x02;
-    assert!(matches!(parse_frame(&f, 4096), Err(FrameError::Invalid(_))));
+    assert!(matches!(parse_frame(&f, 4096), Err(ParseError::Invalid(_))));
 }
 
 #[test]
@@ -301,7 +301,7 @@ fn ttheader_compact_exception_declares_protocol_2() {
 
 /// A TTHeader with a `crc32c` string key over its payload.
 fn ttheader_with_crc(seq: i32, payload: &[u8]) -> Vec<u8> {
-    let crc = crate::thrift::crc32c::crc32c(payload);
+    let crc = crate::thrift::codec::crc32c::crc32c(payload);
     let mut body = vec![0u8, 0u8, 0x01, 0, 1, 0, 6];
     body.extend_from_slice(b"crc32c");
     body.extend_from_slice(&[0, 8]);
@@ -327,7 +327,7 @@ fn crc32c_follows_the_patched_payload_and_the_restore() {
     let at = info.crc32c.clone().expect("crc32c key found");
     let orig = OriginalSeq::capture(&frame, &info);
     let patched = patch_request(BytesMut::from(&frame[..]), &info, 1234);
-    let want = format!("{:08x}", crate::thrift::crc32c::crc32c(&patched[info.payload_at..]));
+    let want = format!("{:08x}", crate::thrift::codec::crc32c::crc32c(&patched[info.payload_at..]));
     assert_eq!(&patched[at.clone()], want.as_bytes());
     assert_ne!(&patched[at.clone()], &frame[at.clone()]);
     let restored = restore_reply(patched, &info, &orig);
@@ -355,8 +355,8 @@ proptest! {
     /// Hostile bytes never panic the detector or the frame parser, whole or truncated.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96), cut in 0usize..96) {
-        let _ = crate::thrift::detect(&bytes, false);
-        let _ = crate::thrift::detect(&bytes, true);
+        let _ = crate::thrift::codec::detect(&bytes, false);
+        let _ = crate::thrift::codec::detect(&bytes, true);
         let _ = parse_frame(&bytes, 64);
         let _ = parse_frame(&bytes[..cut.min(bytes.len())], 64);
     }

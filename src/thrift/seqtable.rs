@@ -117,7 +117,7 @@ mod tests {
         for step in 0..20_000 {
             let r = rand();
             if r % 3 != 0 || m.is_empty() {
-                // Hand out the next vacant seqID, as UpConn::alloc_seq does.
+                // Hand out the next vacant seqID, as ThriftUpstream::alloc_seq does.
                 let seq = loop {
                     let s = next;
                     next = if next >= i32::MAX - 1 { 1 } else { next + 1 };
