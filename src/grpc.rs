@@ -15,5 +15,5 @@ mod stream;
 mod upstream;
 pub mod wire;
 
-pub use downstream::{serve_grpc, GrpcSession};
+pub use downstream::{serve, GrpcSession};
 pub use upstream::{GrpcPool, GrpcUpstream};

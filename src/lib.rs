@@ -17,6 +17,7 @@ pub mod io;
 pub mod local;
 pub mod logging;
 pub mod pool;
+pub mod protocol;
 pub mod route;
 pub mod stats;
 pub mod thrift;

@@ -3,8 +3,8 @@
 //! Workers hear from the control thread only through a crossbeam channel (plus a waker so an
 //! idle worker notices at once) and answer through another.
 
-mod hold;
-mod state;
+pub mod hold;
+pub mod state;
 
 use std::io;
 use std::rc::Rc;
@@ -18,19 +18,12 @@ use monoio::io::{CancelHandle, Canceller};
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-pub use hold::InFlight;
-pub use state::{ClusterPools, View, WorkerState};
+pub use state::Snapshot;
+use state::WorkerState;
 
-use crate::config::{Config, DriverKind};
-use crate::local::Guarded;
+use crate::config::DriverKind;
+use crate::protocol::spawn_connection;
 use crate::stats::StatsSnapshot;
-
-/// One immutable version of the config, as handed to every worker.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Config,
-}
 
 /// Control thread → worker.
 pub enum Command {
@@ -202,7 +195,7 @@ async fn next_command(rx: &Receiver<Command>, waker: &AtomicWaker) -> Option<Com
 async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller) {
     state.draining.set(true);
     let _ = accept_cancel.cancel();
-    state.drain_grpc();
+    state.start_drain();
     let rt = state.view().snapshot.config.runtime.clone();
     let deadline = Instant::now() + rt.drain_timeout;
     log::info!("worker {}: draining {} connections (up to {:?})", state.id, state.conn_count(), rt.drain_timeout);
@@ -226,7 +219,7 @@ async fn accept_tcp(l: monoio::net::TcpListener, name: Rc<str>, state: Rc<Worker
         match l.cancelable_accept(cancel.clone()).await {
             Ok((s, _)) => {
                 let _ = s.set_nodelay(true);
-                spawn_conn(s, name.clone(), state.clone());
+                spawn_connection(s, name.clone(), state.clone());
             }
             Err(e) => {
                 if state.draining.get() {
@@ -242,7 +235,7 @@ async fn accept_tcp(l: monoio::net::TcpListener, name: Rc<str>, state: Rc<Worker
 async fn accept_unix(l: monoio::net::UnixListener, name: Rc<str>, state: Rc<WorkerState>, cancel: CancelHandle) {
     loop {
         match l.cancelable_accept(cancel.clone()).await {
-            Ok((s, _)) => spawn_conn(s, name.clone(), state.clone()),
+            Ok((s, _)) => spawn_connection(s, name.clone(), state.clone()),
             Err(e) => {
                 if state.draining.get() {
                     return;
@@ -251,28 +244,5 @@ async fn accept_unix(l: monoio::net::UnixListener, name: Rc<str>, state: Rc<Work
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-}
-
-fn spawn_conn<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
-where
-    S: monoio::io::Splitable + 'static,
-    S::OwnedRead: monoio::io::CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: monoio::io::AsyncWriteRent + 'static,
-{
-    state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
-    let protocol = state.view().listener(&listener).map(|l| l.protocol);
-    let s = state.clone();
-    let name = listener.clone();
-    let on_panic = move |p| {
-        s.stats.panics.set(s.stats.panics.get() + 1);
-        log::error!("worker {}: listener {name}: connection task panicked ({p}); connection closed", s.id);
-    };
-    // One allocation per connection: the task holds the connection future inline.
-    if protocol == Some(crate::config::ListenerProtocol::Grpc) {
-        monoio::spawn(Guarded::new(crate::grpc::serve_grpc(stream, listener, state), on_panic));
-    } else {
-        let reg = crate::thrift::downstream::Registration::new(&state);
-        monoio::spawn(Guarded::new(crate::thrift::downstream::serve_thrift(stream, listener, reg), on_panic));
     }
 }

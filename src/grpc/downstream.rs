@@ -12,7 +12,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Can
 
 use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
-use super::upstream::GrpcPool;
+use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields, Code};
 use crate::config::H2Limits;
 use crate::grpc::h2::block::{Block, BlockLimits};
@@ -24,7 +24,7 @@ use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, StreamMap};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
-use crate::worker::WorkerState;
+use crate::worker::state::{DownstreamConn, WorkerState};
 
 /// Payload of the PING that follows the first GOAWAY of a graceful drain.
 const DRAIN_PING: [u8; 8] = *b"rw-drain";
@@ -89,8 +89,19 @@ thread_local! {
     static NEXT_AFFINITY: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The task that serves one gRPC client connection (it registers itself with the worker once
+/// the HTTP/2 preface is in).
+pub fn serve<S>(stream: S, listener: Rc<str>, state: &Rc<WorkerState>) -> impl std::future::Future<Output = ()>
+where
+    S: Splitable + 'static,
+    S::OwnedRead: CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: AsyncWriteRent + 'static,
+{
+    serve_grpc(stream, listener, state.clone())
+}
+
 /// Serves one downstream connection until it closes.
-pub async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -155,7 +166,7 @@ where
     conn.core.opening(&ours, &mut opening);
     conn.core.push(opening);
 
-    let id = state.register_grpc(conn.clone());
+    let id = state.register(conn.clone());
     // Every task of the connection runs under CatchUnwind: monoio does not catch panics, and
     // one connection's bug must not take the worker down.
     let c = conn.clone();
@@ -183,7 +194,7 @@ where
     if CatchUnwind::new(async { conn.shutdown() }).await.is_err() {
         conn.panicked("shutdown");
     }
-    state.deregister_grpc(id);
+    state.deregister(id);
 }
 
 /// Something other than an HTTP/2 preface arrived: HTTP/1.x gets an HTTP/1.1 answer saying
@@ -356,26 +367,6 @@ impl GrpcSession {
         self.core.clear_parked();
     }
 
-    /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
-    /// after a second) names the last stream that will be served.
-    pub fn start_drain(self: &Rc<Self>) {
-        if self.drain.get() != Drain::Open || self.closed.get() {
-            return;
-        }
-        self.drain.set(Drain::Announced);
-        let mut b = BytesMut::with_capacity(40);
-        frame::goaway::encode(MAX_STREAM_ID, Reason::NO_ERROR, b"draining", &mut b);
-        frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
-        self.core.push(b);
-        let c = self.clone();
-        monoio::spawn(async move {
-            monoio::time::sleep(DRAIN_PING_WAIT).await;
-            if CatchUnwind::new(async { c.final_goaway() }).await.is_err() {
-                c.panicked("drain");
-            }
-        });
-    }
-
     fn final_goaway(&self) {
         if self.drain.get() != Drain::Announced {
             return;
@@ -386,15 +377,6 @@ impl GrpcSession {
         frame::goaway::encode(self.max_seen.get(), Reason::NO_ERROR, b"draining", &mut b);
         self.core.push(b);
         self.close_if_drained();
-    }
-
-    /// Forced close (drain timeout).
-    pub fn close_now(self: &Rc<Self>) {
-        if !self.closed.get() {
-            self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
-            self.closed.set(true);
-        }
-        self.core.cancel_reader();
     }
 
     pub fn open_streams(&self) -> usize {
@@ -625,7 +607,7 @@ impl GrpcSession {
         }
         let stats = self.stats();
         stats.requests.set(stats.requests.get() + 1);
-        let pool = cluster.grpc_pool();
+        let pool = cluster.pool::<GrpcUpstream>(0);
         match pool.try_acquire(self.affinity) {
             Some(up) => stream.open_upstream(&up),
             None => {
@@ -703,6 +685,41 @@ impl GrpcSession {
                 None => woken.await,
             }
         }
+    }
+}
+
+/// Drain: the two-phase GOAWAY; streams already open finish; the connection closes once
+/// they have, or at the drain timeout.
+impl DownstreamConn for GrpcSession {
+    /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
+    /// after a second) names the last stream that will be served.
+    fn start_drain(self: Rc<Self>) {
+        if self.drain.get() != Drain::Open || self.closed.get() {
+            return;
+        }
+        self.drain.set(Drain::Announced);
+        let mut b = BytesMut::with_capacity(40);
+        frame::goaway::encode(MAX_STREAM_ID, Reason::NO_ERROR, b"draining", &mut b);
+        frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
+        self.core.push(b);
+        let c = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(DRAIN_PING_WAIT).await;
+            if CatchUnwind::new(async { c.final_goaway() }).await.is_err() {
+                c.panicked("drain");
+            }
+        });
+    }
+
+    fn close_if_idle(&self, _idle: Duration, _now: Instant) {}
+
+    /// Forced close (drain timeout).
+    fn close_now(self: Rc<Self>) {
+        if !self.closed.get() {
+            self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
+            self.closed.set(true);
+        }
+        self.core.cancel_reader();
     }
 }
 

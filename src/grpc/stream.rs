@@ -99,7 +99,7 @@ pub struct Stream {
     pub down_id: u32,
     pub st: RefCell<StreamState>,
     /// Counts towards the worker's event coalescing while the stream lives.
-    _in_flight: crate::worker::InFlight,
+    _in_flight: crate::worker::hold::InFlight,
 }
 
 impl Stream {
@@ -118,7 +118,7 @@ impl Stream {
         Stream {
             down,
             down_id,
-            _in_flight: crate::worker::InFlight::new(),
+            _in_flight: crate::worker::hold::InFlight::new(),
             st: RefCell::new(StreamState {
                 up: None,
                 up_id: 0,

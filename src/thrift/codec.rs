@@ -16,6 +16,11 @@ pub use message::Protocol;
 pub use patch::{patch_request, restore_reply, OriginalSeq};
 
 impl Dialect {
+    /// A small number unique to this dialect (upstream pools are kept per dialect).
+    pub fn index(&self) -> u32 {
+        (self.transport as u32) << 8 | (self.protocol as u32) << 1 | self.inner_framed as u32
+    }
+
     /// How a proxy-generated reply to this dialect is framed.
     pub fn reply_framing(&self) -> ReplyFraming {
         match self.transport {

@@ -20,7 +20,7 @@ use crate::thrift::codec::{
 };
 use crate::thrift::session::{Pending, ThriftSession};
 use crate::thrift::upstream::{ThriftPool, ThriftUpstream};
-use crate::worker::WorkerState;
+use crate::worker::state::WorkerState;
 
 /// How many bytes we are willing to buffer just to learn the method name and seqID of a frame
 /// we are about to refuse (a TTHeader header alone may be 4 x 65535 bytes).
@@ -31,7 +31,7 @@ const GROW_STEP: usize = 64 * 1024;
 
 /// Removes the connection from the worker registry and stops its writer, however the
 /// connection task ends (including by panic).
-pub struct Registration {
+struct Registration {
     state: Rc<WorkerState>,
     id: u64,
     ds: Rc<ThriftSession>,
@@ -40,7 +40,7 @@ pub struct Registration {
 impl Registration {
     /// Registers a new connection with its worker, before its task first runs, so a drain
     /// that starts in between still waits for it.
-    pub fn new(state: &Rc<WorkerState>) -> Registration {
+    fn new(state: &Rc<WorkerState>) -> Registration {
         let ds = Rc::new(ThriftSession::new(state.stats.clone()));
         Registration { state: state.clone(), id: state.register(ds.clone()), ds }
     }
@@ -53,8 +53,19 @@ impl Drop for Registration {
     }
 }
 
+/// Registers a new Thrift client connection with its worker, before its task first runs (so
+/// a drain that starts in between still waits for it), and returns the task that serves it.
+pub fn serve<S>(stream: S, listener: Rc<str>, state: &Rc<WorkerState>) -> impl std::future::Future<Output = ()>
+where
+    S: Splitable + 'static,
+    S::OwnedRead: CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: AsyncWriteRent + 'static,
+{
+    serve_thrift(stream, listener, Registration::new(state))
+}
+
 /// Serves one Thrift client connection until it closes, is rejected, or is drained.
-pub async fn serve_thrift<S>(stream: S, listener: Rc<str>, reg: Registration)
+async fn serve_thrift<S>(stream: S, listener: Rc<str>, reg: Registration)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -267,7 +278,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             timeout = timeout.min(std::time::Duration::from_millis(ms));
         }
         let deadline = self.now + timeout;
-        let pool = cluster.pool(info.dialect);
+        let pool = cluster.pool::<ThriftUpstream>(info.dialect.index());
         match pool.try_acquire(0) {
             Some(conn) => {
                 self.send(&conn, frame, &info, orig, deadline);

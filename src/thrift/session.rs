@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::io::Canceller;
@@ -12,6 +12,7 @@ use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::stats::Stats;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
 use crate::thrift::codec::{encode_exception, restore_reply, Dialect, ExceptionType, FrameInfo, OriginalSeq};
+use crate::worker::state::DownstreamConn;
 
 /// Shared state of one client connection.
 pub struct ThriftSession {
@@ -95,6 +96,33 @@ impl ThriftSession {
         encode_exception(&mut buf, dialect.reply_framing(), dialect.protocol, name, seq, kind, msg);
         self.stats.exceptions.set(self.stats.exceptions.get() + 1);
         self.out.push(buf);
+    }
+}
+
+/// Drain: a Thrift client gets no announcement (framed Thrift has none; TTHeader `crrst` is
+/// not sent yet), its connection is closed once idle, or at the drain timeout.
+impl DownstreamConn for ThriftSession {
+    fn start_drain(self: Rc<Self>) {}
+
+    fn close_if_idle(&self, idle: Duration, now: Instant) {
+        if !self.is_idle() {
+            self.idle_mark.set(None);
+            return;
+        }
+        let seen = self.activity.get();
+        match self.idle_mark.get() {
+            Some((s, since)) if s == seen => {
+                if now.duration_since(since) >= idle {
+                    self.cancel_read();
+                }
+            }
+            _ => self.idle_mark.set(Some((seen, now))),
+        }
+    }
+
+    fn close_now(self: Rc<Self>) {
+        self.cancel_read();
+        self.out.close();
     }
 }
 

@@ -1,65 +1,97 @@
 //! What one worker owns: the current config view with its upstream pools, the registry of
-//! downstream connections (for drain), and its counters.
+//! downstream connections (for drain), and its counters. Nothing here knows a protocol: pools
+//! are kept by their connection type, connections are reached through [`DownstreamConn`].
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Snapshot;
-use crate::config::{ClusterConfig, RouteConfig};
+use crate::config::{ClusterConfig, Config, ListenerConfig, RouteConfig};
+use crate::pool::{Member, Pool};
 use crate::stats::Stats;
-use crate::thrift::codec::Dialect;
-use crate::thrift::session::ThriftSession;
-use crate::thrift::upstream::ThriftPool;
 
-/// One cluster's pools in this worker, one per Thrift dialect seen, and one of HTTP/2
-/// connections for gRPC.
+/// One immutable version of the config, as handed to every worker.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+}
+
+/// A downstream connection as the worker sees it: something a drain can ask to finish, close
+/// when idle, or close now. Each protocol's client connection implements it.
+pub trait DownstreamConn {
+    /// A drain started: announce it to the client (HTTP/2: the two-phase GOAWAY).
+    fn start_drain(self: Rc<Self>);
+    /// Called on every drain tick: close the connection if it has been idle (nothing in
+    /// flight, no partial request) for `idle`.
+    fn close_if_idle(&self, idle: Duration, now: Instant);
+    /// The drain timed out: close now.
+    fn close_now(self: Rc<Self>);
+}
+
+/// What a pool of any protocol answers to the worker.
+trait PoolOps {
+    fn retire(&self);
+    fn queued_bytes(&self) -> usize;
+}
+
+impl<C: Member> PoolOps for Pool<C> {
+    fn retire(&self) {
+        Pool::retire(self)
+    }
+    fn queued_bytes(&self) -> usize {
+        Pool::queued_bytes(self)
+    }
+}
+
+/// One pool of a cluster: its connection type and flavour (a Thrift dialect, say) and the
+/// pool itself, twice: typed (behind `Any`) for its protocol, and as [`PoolOps`] for the worker.
+struct PoolSlot {
+    flavour: u32,
+    any: Rc<dyn Any>,
+    ops: Rc<dyn PoolOps>,
+}
+
+/// One cluster's pools in this worker: one per connection type and flavour in use.
 pub struct ClusterPools {
     pub config: Rc<ClusterConfig>,
-    /// A handful of entries at most (one per dialect in use): a scan beats hashing.
-    pools: RefCell<Vec<(Dialect, Rc<ThriftPool>)>>,
-    grpc: RefCell<Option<Rc<crate::grpc::GrpcPool>>>,
+    /// A handful of entries at most: a scan beats hashing.
+    pools: RefCell<Vec<PoolSlot>>,
     stats: Rc<Stats>,
 }
 
 impl ClusterPools {
-    /// The pool for `dialect`, created on first use.
-    pub fn pool(&self, dialect: Dialect) -> Rc<ThriftPool> {
+    /// The pool of connections of type `C` and flavour `flavour` (protocols that need one
+    /// pool per wire variant, such as Thrift dialects, number them), created on first use.
+    pub fn pool<C: Member>(&self, flavour: u32) -> Rc<Pool<C>> {
         let mut pools = self.pools.borrow_mut();
-        if let Some((_, p)) = pools.iter().find(|(d, _)| *d == dialect) {
-            return p.clone();
+        for slot in pools.iter() {
+            if slot.flavour == flavour {
+                if let Ok(p) = slot.any.clone().downcast::<Pool<C>>() {
+                    return p;
+                }
+            }
         }
-        let p = Rc::new(ThriftPool::new(self.config.clone(), self.stats.clone()));
-        pools.push((dialect, p.clone()));
+        let p = Rc::new(Pool::<C>::new(self.config.clone(), self.stats.clone()));
+        pools.push(PoolSlot { flavour, any: p.clone(), ops: p.clone() });
         p
     }
 
-    /// The HTTP/2 pool, created on first use.
-    pub fn grpc_pool(&self) -> Rc<crate::grpc::GrpcPool> {
-        self.grpc
-            .borrow_mut()
-            .get_or_insert_with(|| Rc::new(crate::grpc::GrpcPool::new(self.config.clone(), self.stats.clone())))
-            .clone()
-    }
-
     fn new(config: ClusterConfig, stats: Rc<Stats>) -> ClusterPools {
-        ClusterPools { config: Rc::new(config), pools: RefCell::new(Vec::new()), grpc: RefCell::new(None), stats }
+        ClusterPools { config: Rc::new(config), pools: RefCell::new(Vec::new()), stats }
     }
 
     fn retire(&self) {
-        for (_, p) in self.pools.borrow().iter() {
-            p.retire();
-        }
-        if let Some(p) = self.grpc.borrow().as_ref() {
-            p.retire();
+        for slot in self.pools.borrow().iter() {
+            slot.ops.retire();
         }
     }
 
     fn queued_bytes(&self) -> usize {
-        let grpc = self.grpc.borrow().as_ref().map_or(0, |p| p.queued_bytes());
-        self.pools.borrow().iter().map(|(_, p)| p.queued_bytes()).sum::<usize>() + grpc
+        self.pools.borrow().iter().map(|slot| slot.ops.queued_bytes()).sum()
     }
 }
 
@@ -72,10 +104,10 @@ pub struct View {
 impl View {
     /// The routes of a listener, by name.
     pub fn routes(&self, listener: &str) -> &[RouteConfig] {
-        self.snapshot.config.listeners.iter().find(|l| l.name == listener).map(|l| &l.routes[..]).unwrap_or(&[])
+        self.listener(listener).map(|l| &l.routes[..]).unwrap_or(&[])
     }
 
-    pub fn listener(&self, listener: &str) -> Option<&crate::config::ListenerConfig> {
+    pub fn listener(&self, listener: &str) -> Option<&ListenerConfig> {
         self.snapshot.config.listeners.iter().find(|l| l.name == listener)
     }
 }
@@ -84,8 +116,8 @@ pub struct WorkerState {
     pub id: usize,
     view: RefCell<Rc<View>>,
     pub stats: Rc<Stats>,
-    conns: RefCell<HashMap<u64, Rc<ThriftSession>>>,
-    grpc_conns: RefCell<HashMap<u64, Rc<crate::grpc::GrpcSession>>>,
+    /// Every open downstream connection, whatever its protocol (drain walks them).
+    conns: RefCell<HashMap<u64, Rc<dyn DownstreamConn>>>,
     next_conn: Cell<u64>,
     /// Set when a drain starts: accept loops stop, idle connections get closed.
     pub draining: Cell<bool>,
@@ -101,7 +133,6 @@ impl WorkerState {
             view: RefCell::new(Rc::new(View { snapshot, clusters })),
             stats,
             conns: RefCell::new(HashMap::new()),
-            grpc_conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
         }
@@ -133,10 +164,15 @@ impl WorkerState {
         *self.view.borrow_mut() = Rc::new(View { snapshot, clusters });
     }
 
-    pub fn register(&self, ds: Rc<ThriftSession>) -> u64 {
+    /// Registers a downstream connection for drain; one that arrives during a drain is told
+    /// at once.
+    pub fn register(&self, conn: Rc<dyn DownstreamConn>) -> u64 {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
-        self.conns.borrow_mut().insert(id, ds);
+        if self.draining.get() {
+            conn.clone().start_drain();
+        }
+        self.conns.borrow_mut().insert(id, conn);
         id
     }
 
@@ -144,28 +180,17 @@ impl WorkerState {
         self.conns.borrow_mut().remove(&id);
     }
 
-    pub fn register_grpc(&self, c: Rc<crate::grpc::GrpcSession>) -> u64 {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        if self.draining.get() {
-            c.start_drain();
-        }
-        self.grpc_conns.borrow_mut().insert(id, c);
-        id
-    }
-
-    pub fn deregister_grpc(&self, id: u64) {
-        self.grpc_conns.borrow_mut().remove(&id);
-    }
-
     pub fn conn_count(&self) -> usize {
-        self.conns.borrow().len() + self.grpc_conns.borrow().len()
+        self.conns.borrow().len()
     }
 
-    /// Starts the graceful HTTP/2 drain (two-phase GOAWAY) on every gRPC connection.
-    pub fn drain_grpc(&self) {
-        let conns: Vec<_> = self.grpc_conns.borrow().values().cloned().collect();
-        for c in conns {
+    fn all_conns(&self) -> Vec<Rc<dyn DownstreamConn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+
+    /// Tells every connection a drain started.
+    pub fn start_drain(&self) {
+        for c in self.all_conns() {
             c.start_drain();
         }
     }
@@ -173,20 +198,8 @@ impl WorkerState {
     /// Closes connections with nothing in flight that have been quiet for `idle`.
     pub fn close_idle(&self, idle: Duration) {
         let now = Instant::now();
-        for ds in self.conns.borrow().values() {
-            if !ds.is_idle() {
-                ds.idle_mark.set(None);
-                continue;
-            }
-            let seen = ds.activity.get();
-            match ds.idle_mark.get() {
-                Some((s, since)) if s == seen => {
-                    if now.duration_since(since) >= idle {
-                        ds.cancel_read();
-                    }
-                }
-                _ => ds.idle_mark.set(Some((seen, now))),
-            }
+        for c in self.all_conns() {
+            c.close_if_idle(idle, now);
         }
     }
 
@@ -197,12 +210,7 @@ impl WorkerState {
 
     /// Closes every connection now (drain timeout).
     pub fn close_all(&self) {
-        for ds in self.conns.borrow().values() {
-            ds.cancel_read();
-            ds.out.close();
-        }
-        let grpc: Vec<_> = self.grpc_conns.borrow().values().cloned().collect();
-        for c in grpc {
+        for c in self.all_conns() {
             c.close_now();
         }
     }

@@ -78,6 +78,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
         Recv {
             fd: fd.clone(),
             buf,
+            // ringway patch (short-read readiness): not known to be a stream read.
             stream: false,
         }
     }
@@ -125,6 +126,8 @@ impl<T: IoBufMut> OpAble for Recv<T> {
         ))
     }
 
+    // ringway patch (short-read readiness): a short read on a stream socket drained the
+    // receive queue (see `OpAble::legacy_drained`).
     #[cfg(any(feature = "legacy", feature = "poll-io"))]
     fn legacy_drained(&mut self, n: u32) -> bool {
         // n == 0 is EOF: keep readiness so a repeated read sees it again.

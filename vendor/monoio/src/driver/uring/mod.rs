@@ -217,6 +217,7 @@ impl IoUringDriver {
         let _ = unsafe { sq.push(&entry) };
     }
 
+    // ringway patch (park hold, park spin): `mut timeout`, the hold and the spin shorten it.
     fn inner_park(&self, mut timeout: Option<Duration>) -> io::Result<()> {
         let inner = unsafe { &mut *self.inner.get() };
 
@@ -315,6 +316,7 @@ impl IoUringDriver {
             })?;
 
             // 2.3 install timeout and submit_and_wait with timeout
+            // ringway patch (park spin): no wait when the spin caught a completion.
             if caught {
                 // Caught while spinning: what was queued is already submitted.
             } else if let Some(duration) = timeout {

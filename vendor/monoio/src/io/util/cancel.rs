@@ -1,3 +1,4 @@
+// ringway patch (cancel Vec): `HashSet` no longer imported, the operations are in a Vec.
 use std::{cell::RefCell, rc::Rc};
 
 use crate::driver::op::OpCanceller;

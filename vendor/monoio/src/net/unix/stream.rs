@@ -261,6 +261,7 @@ impl AsyncReadRent for UnixStream {
     #[inline]
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         // Submit the read operation
+        // ringway patch (short-read readiness): a stream read, see `Op::recv_stream`.
         let op = Op::recv_stream(self.fd.clone(), buf).unwrap();
         op.read()
     }
@@ -286,6 +287,7 @@ impl CancelableAsyncReadRent for UnixStream {
             return (Err(operation_canceled()), buf);
         }
 
+        // ringway patch (short-read readiness): a stream read, see `Op::recv_stream`.
         let op = Op::recv_stream(fd, buf).unwrap();
         let _guard = c.associate_op(op.op_canceller());
         op.read().await

@@ -1,0 +1,39 @@
+//! Wires an accepted connection to its listener's protocol: the one match over protocols on
+//! the connection path. Each protocol's `serve` registers the connection with the worker and
+//! returns the task that serves it; the task runs under `Guarded`, so a panic closes only
+//! that connection.
+
+use std::rc::Rc;
+
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+
+use crate::config::ListenerProtocol;
+use crate::local::Guarded;
+use crate::worker::state::WorkerState;
+use crate::{grpc, thrift};
+
+/// Starts serving one accepted connection of `listener`.
+pub fn spawn_connection<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+where
+    S: Splitable + 'static,
+    S::OwnedRead: CancelableAsyncReadRent + 'static,
+    S::OwnedWrite: AsyncWriteRent + 'static,
+{
+    state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
+    let protocol = state.view().listener(&listener).map(|l| l.protocol);
+    let s = state.clone();
+    let name = listener.clone();
+    let on_panic = move |p| {
+        s.stats.panics.set(s.stats.panics.get() + 1);
+        log::error!("worker {}: listener {name}: connection task panicked ({p}); connection closed", s.id);
+    };
+    // One allocation per connection: the task holds the connection future inline.
+    match protocol {
+        Some(ListenerProtocol::Grpc) => {
+            monoio::spawn(Guarded::new(grpc::serve(stream, listener, &state), on_panic));
+        }
+        _ => {
+            monoio::spawn(Guarded::new(thrift::downstream::serve(stream, listener, &state), on_panic));
+        }
+    }
+}
