@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test ringway has: unit, property and integration tests (each integration test on
-# both the io_uring and the epoll driver), with Apache Thrift's Rust and Python peers.
+# Runs every test ringway has: unit, property and integration tests of every workspace member
+# (each integration test on both the io_uring and the epoll driver), with Apache Thrift's Rust
+# and Python peers; then the upstream monoio tests against the patched copy in vendor/monoio,
+# and the check that every patched hunk there is marked.
 # Usage: scripts/test.sh [extra nextest/cargo-test filter args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +15,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
+
+# The vendored, patched monoio: its own upstream tests on both drivers, and every hunk marked.
+bash scripts/monoio-tests.sh
+bash vendor/monoio/check-patch.sh

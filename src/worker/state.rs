@@ -2,7 +2,7 @@
 //! downstream connections (for drain), and its counters. Nothing here knows a protocol: pools
 //! are kept by their connection type, connections are reached through [`DownstreamConn`].
 
-use std::any::Any;
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -33,7 +33,7 @@ pub trait DownstreamConn {
 }
 
 /// What a pool of any protocol answers to the worker.
-trait PoolOps {
+trait PoolOps: 'static {
     fn retire(&self);
     fn queued_bytes(&self) -> usize;
 }
@@ -47,12 +47,12 @@ impl<C: Member> PoolOps for Pool<C> {
     }
 }
 
-/// One pool of a cluster: its connection type and flavour (a Thrift dialect, say) and the
-/// pool itself, twice: typed (behind `Any`) for its protocol, and as [`PoolOps`] for the worker.
+/// One pool of a cluster: which pool type it is (`Pool<C>` for one connection type `C`) and
+/// flavour (a Thrift dialect, say), and the pool behind what the worker needs of it.
 struct PoolSlot {
+    type_id: TypeId,
     flavour: u32,
-    any: Rc<dyn Any>,
-    ops: Rc<dyn PoolOps>,
+    pool: Rc<dyn PoolOps>,
 }
 
 /// One cluster's pools in this worker: one per connection type and flavour in use.
@@ -67,16 +67,18 @@ impl ClusterPools {
     /// The pool of connections of type `C` and flavour `flavour` (protocols that need one
     /// pool per wire variant, such as Thrift dialects, number them), created on first use.
     pub fn pool<C: Member>(&self, flavour: u32) -> Rc<Pool<C>> {
+        let type_id = TypeId::of::<Pool<C>>();
         let mut pools = self.pools.borrow_mut();
-        for slot in pools.iter() {
-            if slot.flavour == flavour {
-                if let Ok(p) = slot.any.clone().downcast::<Pool<C>>() {
-                    return p;
-                }
-            }
+        if let Some(slot) = pools.iter().find(|s| s.type_id == type_id && s.flavour == flavour) {
+            // SAFETY: a slot whose `type_id` is that of `Pool<C>` was pushed below from an
+            // `Rc<Pool<C>>` unsize-coerced to `Rc<dyn PoolOps>`, so the data pointer of its
+            // `into_raw` is the `Pool<C>` that `Rc::from_raw` expects (same type, size and
+            // alignment); the clone gives the new `Rc` its own strong count. (This is
+            // `Rc::downcast` without the virtual `type_id` call: one scan per request.)
+            return unsafe { Rc::from_raw(Rc::into_raw(slot.pool.clone()) as *const Pool<C>) };
         }
         let p = Rc::new(Pool::<C>::new(self.config.clone(), self.stats.clone()));
-        pools.push(PoolSlot { flavour, any: p.clone(), ops: p.clone() });
+        pools.push(PoolSlot { type_id, flavour, pool: p.clone() });
         p
     }
 
@@ -86,12 +88,12 @@ impl ClusterPools {
 
     fn retire(&self) {
         for slot in self.pools.borrow().iter() {
-            slot.ops.retire();
+            slot.pool.retire();
         }
     }
 
     fn queued_bytes(&self) -> usize {
-        self.pools.borrow().iter().map(|slot| slot.ops.queued_bytes()).sum()
+        self.pools.borrow().iter().map(|slot| slot.pool.queued_bytes()).sum()
     }
 }
 
