@@ -1,14 +1,17 @@
 //! Configuration: TOML parsed into raw structs, then validated once into typed structs. Every
 //! problem is reported with its key path (`listener[0].routes[2].cluster: …`), all at once.
 
+pub mod problems;
 mod raw;
-mod units;
+pub mod units;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use units::{parse_byte_size, parse_duration};
+pub use units::{parse_byte_size, parse_duration, ByteSize};
+
+use crate::protocol::ListenerProtocol;
 
 /// A validated configuration; immutable once built and shared with workers as a snapshot.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,76 +64,15 @@ impl std::fmt::Display for Address {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListenerProtocol {
-    Thrift,
-    /// gRPC over HTTP/2 cleartext, prior knowledge.
-    Grpc,
-}
-
-/// HTTP/2 limits of a gRPC listener (ref §5, Appendix C). Each is a listener key of the same
-/// name; the defaults are in `H2Limits::default`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct H2Limits {
-    /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise to clients.
-    pub max_concurrent_streams: u32,
-    /// SETTINGS_INITIAL_WINDOW_SIZE: bytes a peer may send on one stream before the proxy has
-    /// forwarded them (bounds proxy memory per stream, each direction).
-    pub initial_stream_window: u32,
-    /// The connection window granted at start (bounds memory per connection).
-    pub initial_connection_window: u32,
-    /// SETTINGS_MAX_HEADER_LIST_SIZE, enforced on the decoded list and on the raw block.
-    pub max_header_list_size: u32,
-    /// CONTINUATION frames after one HEADERS frame.
-    pub max_continuation_frames: usize,
-    /// Stream resets (by the client, or by the proxy because of client errors) allowed in a
-    /// burst, refilled at `max_resets_per_second` (rapid reset).
-    pub max_reset_burst: u32,
-    pub max_resets_per_second: u32,
-    /// PING/SETTINGS acknowledgements queued while the client does not read them.
-    pub max_pending_control_frames: usize,
-    /// Entries in one SETTINGS frame.
-    pub max_settings_entries: usize,
-    /// Consecutive empty DATA frames without END_STREAM (a CPU-burning pattern).
-    pub max_empty_data_frames: u32,
-    /// How long a stream may have data queued for a peer whose window stays at zero.
-    pub stream_stall_timeout: Duration,
-}
-
-impl Default for H2Limits {
-    fn default() -> Self {
-        H2Limits {
-            max_concurrent_streams: 256,
-            initial_stream_window: 1 << 20,
-            initial_connection_window: 16 << 20,
-            max_header_list_size: 16 << 10,
-            max_continuation_frames: 8,
-            max_reset_burst: 1000,
-            max_resets_per_second: 100,
-            max_pending_control_frames: 1000,
-            max_settings_entries: 32,
-            max_empty_data_frames: 100,
-            stream_stall_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
-    pub protocol: ListenerProtocol,
     pub address: Address,
     pub routes: Vec<RouteConfig>,
-    /// Largest frame accepted from a client (and from an upstream), LENGTH prefix included.
-    pub max_frame_size: usize,
-    /// Requests in flight on one downstream connection; reading pauses at the limit.
-    pub max_pending_requests: usize,
-    /// Longest method name accepted.
-    pub max_method_name: usize,
     /// Replies queued for a client that reads slowly; reading its requests pauses above this.
-    pub max_write_buffer: usize,
-    /// HTTP/2 limits (gRPC listeners).
-    pub h2: H2Limits,
+    pub max_write_buffer: ByteSize,
+    /// The protocol, with the keys only it takes.
+    pub protocol: ListenerProtocol,
 }
 
 /// One route: all given match keys must match; a route without keys matches everything.
@@ -155,9 +97,9 @@ pub struct ClusterConfig {
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,
     /// Largest reply frame accepted from an upstream; a larger one fails its own request.
-    pub max_frame_size: usize,
+    pub max_frame_size: ByteSize,
     /// Requests queued for writing on one upstream connection before it counts as full.
-    pub max_write_buffer: usize,
+    pub max_write_buffer: ByteSize,
 }
 
 /// Every problem found in a file, each with its key path.

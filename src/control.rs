@@ -50,7 +50,7 @@ impl Server {
         let mut bound = Vec::new();
         for l in &config.listeners {
             let (addr, socks) = bind_listener(l, n)?;
-            log::info!("listener {} ({:?}) bound to {addr} on {n} workers", l.name, l.protocol);
+            log::info!("listener {} ({:?}) bound to {addr} on {n} workers", l.name, l.protocol.kind());
             bound.push((l.name.clone(), addr));
             for (w, s) in socks.into_iter().enumerate() {
                 per_worker[w].push((l.name.clone(), s));
@@ -117,7 +117,7 @@ impl Server {
     /// restart: the new file must keep the same listeners (names, protocols, addresses).
     pub fn reload(&mut self, config: Config) -> io::Result<()> {
         let same = |a: &ListenerConfig, b: &ListenerConfig| {
-            a.name == b.name && a.protocol == b.protocol && a.address == b.address
+            a.name == b.name && a.protocol.kind() == b.protocol.kind() && a.address == b.address
         };
         let old = &self.current.config;
         if old.listeners.len() != config.listeners.len()

@@ -8,6 +8,7 @@
 //! - `down`: the client side, one task per downstream connection.
 //! - `up`: pooled upstream connections.
 
+pub mod config;
 mod core;
 mod downstream;
 pub mod h2;

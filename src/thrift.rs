@@ -8,6 +8,7 @@
 //! - [`downstream`]: the per-connection loop: detect, cut, route, forward, answer failures.
 
 pub mod codec;
+pub mod config;
 pub mod downstream;
 pub mod seqtable;
 pub mod session;

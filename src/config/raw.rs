@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
+use super::problems::{Problems, Section, StrOrInt, SIZE_RANGE};
 use super::*;
 
 const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
@@ -18,18 +19,9 @@ const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
-const DEFAULT_MAX_PENDING: usize = 1024;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
-const DEFAULT_MAX_METHOD_NAME: usize = 4096;
 const DEFAULT_MAX_CONNS_PER_ENDPOINT: usize = 4;
 const DEFAULT_MAX_REQS_PER_CONN: usize = 256;
-
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum StrOrInt {
-    Int(i64),
-    Str(String),
-}
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -54,29 +46,18 @@ struct RawRuntime {
     busy_poll: Option<String>,
 }
 
+/// A listener: the keys every listener has, and the rest, which belong to its protocol
+/// (`protocol::ListenerProtocol::parse` checks them; unknown ones are refused there).
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
 struct RawListener {
     name: Option<String>,
     protocol: Option<String>,
     address: Option<String>,
     #[serde(default)]
     routes: Vec<RawRoute>,
-    max_frame_size: Option<StrOrInt>,
-    max_pending_requests: Option<i64>,
-    max_method_name: Option<i64>,
     max_write_buffer: Option<StrOrInt>,
-    max_concurrent_streams: Option<i64>,
-    initial_stream_window: Option<StrOrInt>,
-    initial_connection_window: Option<StrOrInt>,
-    max_header_list_size: Option<StrOrInt>,
-    max_continuation_frames: Option<i64>,
-    max_reset_burst: Option<i64>,
-    max_resets_per_second: Option<i64>,
-    max_pending_control_frames: Option<i64>,
-    max_settings_entries: Option<i64>,
-    max_empty_data_frames: Option<i64>,
-    stream_stall_timeout: Option<String>,
+    #[serde(flatten)]
+    rest: toml::Table,
 }
 
 #[derive(Deserialize, Debug)]
@@ -101,63 +82,6 @@ struct RawCluster {
     max_requests_per_connection: Option<i64>,
     max_frame_size: Option<StrOrInt>,
     max_write_buffer: Option<StrOrInt>,
-}
-
-/// Collects problems with their key paths.
-#[derive(Default)]
-struct Problems(Vec<String>);
-
-impl Problems {
-    fn add(&mut self, path: impl std::fmt::Display, msg: impl std::fmt::Display) {
-        self.0.push(format!("{path}: {msg}"));
-    }
-
-    fn duration(&mut self, path: String, v: &Option<String>, default: &str) -> Duration {
-        match parse_duration(v.as_deref().unwrap_or(default)) {
-            Ok(d) if d.is_zero() => {
-                self.add(path, "must be greater than zero");
-                Duration::from_secs(1)
-            }
-            Ok(d) => d,
-            Err(e) => {
-                self.add(path, e);
-                Duration::from_secs(1)
-            }
-        }
-    }
-
-    /// A byte size in 64..=1GiB; the default depends on the key.
-    fn frame_size(&mut self, path: String, v: &Option<StrOrInt>) -> usize {
-        let default =
-            if path.ends_with("max_write_buffer") { DEFAULT_MAX_WRITE_BUFFER } else { DEFAULT_MAX_FRAME_SIZE };
-        let n = match v {
-            None => return default,
-            Some(StrOrInt::Int(n)) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
-            Some(StrOrInt::Str(s)) => parse_byte_size(s),
-        };
-        match n {
-            Ok(n) if (64..=0x4000_0000).contains(&n) => n,
-            Ok(n) => {
-                self.add(path, format!("{n} is out of range 64..=1GiB"));
-                default
-            }
-            Err(e) => {
-                self.add(path, e);
-                default
-            }
-        }
-    }
-
-    fn positive(&mut self, path: String, v: Option<i64>, default: usize, max: usize) -> usize {
-        match v {
-            None => default,
-            Some(n) if n >= 1 && n as u64 <= max as u64 => n as usize,
-            Some(n) => {
-                self.add(path, format!("{n} is out of range 1..={max}"));
-                default
-            }
-        }
-    }
 }
 
 impl RawConfig {
@@ -214,8 +138,18 @@ impl RawConfig {
                     DEFAULT_MAX_REQS_PER_CONN,
                     1 << 20,
                 ),
-                max_frame_size: p.frame_size(format!("{path}.max_frame_size"), &c.max_frame_size),
-                max_write_buffer: p.frame_size(format!("{path}.max_write_buffer"), &c.max_write_buffer),
+                max_frame_size: p.byte_size(
+                    format!("{path}.max_frame_size"),
+                    &c.max_frame_size,
+                    DEFAULT_MAX_FRAME_SIZE,
+                    SIZE_RANGE,
+                ),
+                max_write_buffer: p.byte_size(
+                    format!("{path}.max_write_buffer"),
+                    &c.max_write_buffer,
+                    DEFAULT_MAX_WRITE_BUFFER,
+                    SIZE_RANGE,
+                ),
             });
         }
 
@@ -230,14 +164,6 @@ impl RawConfig {
             if !listener_names.insert(name.clone()) {
                 p.add(format!("{path}.name"), format!("duplicate listener name {name:?}"));
             }
-            let protocol = match l.protocol.as_deref() {
-                Some("thrift") | None => ListenerProtocol::Thrift,
-                Some("grpc") => ListenerProtocol::Grpc,
-                Some(other) => {
-                    p.add(format!("{path}.protocol"), format!("unknown protocol {other:?} (thrift | grpc)"));
-                    ListenerProtocol::Thrift
-                }
-            };
             let address = match l.address.as_deref() {
                 None => {
                     p.add(format!("{path}.address"), "missing");
@@ -276,29 +202,15 @@ impl RawConfig {
             if l.routes.is_empty() {
                 p.add(format!("{path}.routes"), "needs at least one route");
             }
-            let max_frame_size = p.frame_size(format!("{path}.max_frame_size"), &l.max_frame_size);
+            let max_write_buffer = p.byte_size(
+                format!("{path}.max_write_buffer"),
+                &l.max_write_buffer,
+                DEFAULT_MAX_WRITE_BUFFER,
+                SIZE_RANGE,
+            );
+            let protocol = ListenerProtocol::parse(l.protocol.as_deref(), &Section::new(&l.rest, &path), &mut p);
             if let Some(address) = address {
-                listeners.push(ListenerConfig {
-                    name,
-                    protocol,
-                    address,
-                    routes,
-                    max_frame_size,
-                    max_pending_requests: p.positive(
-                        format!("{path}.max_pending_requests"),
-                        l.max_pending_requests,
-                        DEFAULT_MAX_PENDING,
-                        1 << 20,
-                    ),
-                    max_write_buffer: p.frame_size(format!("{path}.max_write_buffer"), &l.max_write_buffer),
-                    max_method_name: p.positive(
-                        format!("{path}.max_method_name"),
-                        l.max_method_name,
-                        DEFAULT_MAX_METHOD_NAME,
-                        1 << 16,
-                    ),
-                    h2: h2_limits(&mut p, &path, l),
-                });
+                listeners.push(ListenerConfig { name, address, routes, max_write_buffer, protocol });
             }
         }
         if p.0.is_empty() {
@@ -306,102 +218,6 @@ impl RawConfig {
         } else {
             Err(ConfigErrors(p.0))
         }
-    }
-}
-
-/// The HTTP/2 keys of a listener, each checked against the range the protocol allows.
-fn h2_limits(p: &mut Problems, path: &str, l: &RawListener) -> H2Limits {
-    let d = H2Limits::default();
-    let window = |p: &mut Problems, key: &str, v: &Option<StrOrInt>, default: u32| -> u32 {
-        let n = match v {
-            None => return default,
-            Some(StrOrInt::Int(n)) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
-            Some(StrOrInt::Str(s)) => parse_byte_size(s),
-        };
-        match n {
-            Ok(n) if (65_535..=0x7fff_ffff).contains(&n) => n as u32,
-            Ok(n) => {
-                p.add(format!("{path}.{key}"), format!("{n} is out of range 65535..=2147483647"));
-                default
-            }
-            Err(e) => {
-                p.add(format!("{path}.{key}"), e);
-                default
-            }
-        }
-    };
-    let header_list = match &l.max_header_list_size {
-        None => d.max_header_list_size,
-        Some(v) => {
-            let n = match v {
-                StrOrInt::Int(n) => usize::try_from(*n).map_err(|_| format!("{n} is negative")),
-                StrOrInt::Str(s) => parse_byte_size(s),
-            };
-            match n {
-                Ok(n) if (1024..=16 << 20).contains(&n) => n as u32,
-                Ok(n) => {
-                    p.add(format!("{path}.max_header_list_size"), format!("{n} is out of range 1KiB..=16MiB"));
-                    d.max_header_list_size
-                }
-                Err(e) => {
-                    p.add(format!("{path}.max_header_list_size"), e);
-                    d.max_header_list_size
-                }
-            }
-        }
-    };
-    let key = |k: &str| format!("{path}.{k}");
-    H2Limits {
-        max_concurrent_streams: p.positive(
-            key("max_concurrent_streams"),
-            l.max_concurrent_streams,
-            d.max_concurrent_streams as usize,
-            1 << 20,
-        ) as u32,
-        initial_stream_window: window(p, "initial_stream_window", &l.initial_stream_window, d.initial_stream_window),
-        initial_connection_window: window(
-            p,
-            "initial_connection_window",
-            &l.initial_connection_window,
-            d.initial_connection_window,
-        ),
-        max_header_list_size: header_list,
-        max_continuation_frames: p.positive(
-            key("max_continuation_frames"),
-            l.max_continuation_frames,
-            d.max_continuation_frames,
-            1024,
-        ),
-        max_reset_burst: p.positive(key("max_reset_burst"), l.max_reset_burst, d.max_reset_burst as usize, 1 << 20)
-            as u32,
-        max_resets_per_second: p.positive(
-            key("max_resets_per_second"),
-            l.max_resets_per_second,
-            d.max_resets_per_second as usize,
-            1 << 20,
-        ) as u32,
-        max_pending_control_frames: p.positive(
-            key("max_pending_control_frames"),
-            l.max_pending_control_frames,
-            d.max_pending_control_frames,
-            1 << 20,
-        ),
-        max_settings_entries: p.positive(
-            key("max_settings_entries"),
-            l.max_settings_entries,
-            d.max_settings_entries,
-            1024,
-        ),
-        max_empty_data_frames: p.positive(
-            key("max_empty_data_frames"),
-            l.max_empty_data_frames,
-            d.max_empty_data_frames as usize,
-            1 << 20,
-        ) as u32,
-        stream_stall_timeout: match &l.stream_stall_timeout {
-            None => d.stream_stall_timeout,
-            Some(v) => p.duration(key("stream_stall_timeout"), &Some(v.clone()), "30s"),
-        },
     }
 }
 

@@ -32,7 +32,7 @@ fn the_issue_example_parses_into_typed_values() {
     assert_eq!(c.clusters[0].connect_timeout, Duration::from_millis(250));
     assert_eq!(c.clusters[0].connect_failure_backoff, Duration::from_secs(2), "default");
     assert_eq!(c.clusters[0].endpoints[1], Address::Unix("/run/echo.sock".into()));
-    assert_eq!(c.listeners[0].max_frame_size, 16 << 20);
+    assert_eq!(c.listeners[0].protocol.thrift().map(|t| t.max_frame_size), Some(ByteSize(16 << 20)));
 }
 
 #[test]
@@ -97,4 +97,64 @@ fn busy_poll_is_off_by_default_and_refuses_long_spins() {
     assert!(err.0.iter().any(|p| p.starts_with("runtime.busy_poll:") && p.contains("1ms")), "{err}");
     let err = Config::parse(&with("busy_poll = \"always\"")).unwrap_err();
     assert!(err.0.iter().any(|p| p.starts_with("runtime.busy_poll:")), "{err}");
+}
+
+/// A listener takes the keys every listener has, plus those of its own protocol: a key of
+/// another protocol is refused with its key path and names the protocol it belongs to.
+#[test]
+fn listener_keys_belong_to_their_protocol() {
+    let thrift_with =
+        |line: &str| EXAMPLE.replace("protocol = \"thrift\"\n", &format!("protocol = \"thrift\"\n{line}\n"));
+    let err = Config::parse(&thrift_with("max_concurrent_streams = 100")).unwrap_err();
+    assert_eq!(
+        err.0,
+        ["listener[0].max_concurrent_streams: is a grpc listener key; this listener's protocol is thrift"],
+        "{err}"
+    );
+    let err = Config::parse(&thrift_with("max_frame_sise = \"1MiB\"")).unwrap_err();
+    assert_eq!(err.0, ["listener[0].max_frame_sise: unknown key for a thrift listener"], "{err}");
+
+    let grpc = EXAMPLE.replace("protocol = \"thrift\"", "protocol = \"grpc\"");
+    let c = Config::parse(&grpc).unwrap();
+    assert_eq!(c.listeners[0].protocol.grpc().map(|g| g.max_concurrent_streams), Some(256), "default");
+    assert!(c.listeners[0].protocol.thrift().is_none());
+    let grpc_with = |line: &str| grpc.replace("protocol = \"grpc\"\n", &format!("protocol = \"grpc\"\n{line}\n"));
+    for key in ["max_frame_size = \"1MiB\"", "max_pending_requests = 10", "max_method_name = 100"] {
+        let err = Config::parse(&grpc_with(key)).unwrap_err();
+        let name = key.split(' ').next().unwrap();
+        assert_eq!(
+            err.0,
+            [format!("listener[0].{name}: is a thrift listener key; this listener's protocol is grpc")],
+            "{err}"
+        );
+    }
+    // Keys every listener has are taken by both.
+    assert!(Config::parse(&thrift_with("max_write_buffer = \"1MiB\"")).is_ok());
+    assert!(Config::parse(&grpc_with("max_write_buffer = \"1MiB\"")).is_ok());
+}
+
+/// Each protocol's keys are typed and range-checked with their key path.
+#[test]
+fn protocol_keys_are_typed_and_range_checked() {
+    let thrift_with =
+        |line: &str| EXAMPLE.replace("protocol = \"thrift\"\n", &format!("protocol = \"thrift\"\n{line}\n"));
+    let c = Config::parse(&thrift_with("max_frame_size = \"2MiB\"\nmax_pending_requests = 7")).unwrap();
+    let t = c.listeners[0].protocol.thrift().copied().unwrap();
+    assert_eq!((t.max_frame_size, t.max_pending_requests, t.max_method_name), (ByteSize(2 << 20), 7, 4096));
+    let err = Config::parse(&thrift_with("max_pending_requests = \"many\"\nmax_frame_size = 10")).unwrap_err();
+    assert!(
+        err.0.contains(&"listener[0].max_pending_requests: expected an integer, found string".to_string()),
+        "{err}"
+    );
+    assert!(err.0.contains(&"listener[0].max_frame_size: 10 is out of range 64..=1GiB".to_string()), "{err}");
+
+    let grpc = EXAMPLE.replace(
+        "protocol = \"thrift\"",
+        "protocol = \"grpc\"\ninitial_stream_window = 100\nstream_stall_timeout = \"5s\"",
+    );
+    let err = Config::parse(&grpc).unwrap_err();
+    assert_eq!(err.0, ["listener[0].initial_stream_window: 100 is out of range 65535..=2147483647"], "{err}");
+    let c = Config::parse(&grpc.replace("initial_stream_window = 100", "initial_stream_window = \"64KiB\"")).unwrap();
+    let g = c.listeners[0].protocol.grpc().copied().unwrap();
+    assert_eq!((g.initial_stream_window, g.stream_stall_timeout), (65_536, Duration::from_secs(5)));
 }

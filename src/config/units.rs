@@ -45,3 +45,21 @@ pub fn parse_byte_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
+
+/// A size in bytes, as a config key gives it (`"16MiB"`, `4096`), validated against its key's
+/// range when the config was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub usize);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub const fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}

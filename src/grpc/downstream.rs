@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable};
 
+use super::config::GrpcListener;
 use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields, Code};
-use crate::config::H2Limits;
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
@@ -73,7 +73,7 @@ pub struct GrpcSession {
     goaway_last: Cell<Option<u32>>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
-    pub limits: H2Limits,
+    pub limits: GrpcListener,
     drain: Cell<Drain>,
     resets: RefCell<Bucket>,
     empty_data: Cell<u32>,
@@ -107,8 +107,12 @@ where
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
-    let Some(lc) = state.view().listener(&listener).cloned() else { return };
-    let limits = lc.h2;
+    let (limits, max_write_buffer) = {
+        let view = state.view();
+        let Some(lc) = view.listener(&listener) else { return };
+        let Some(g) = lc.protocol.grpc() else { return };
+        (*g, lc.max_write_buffer.get())
+    };
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
     let mut hint = ReadHint::new(4096);
@@ -132,7 +136,7 @@ where
     let conn = Rc::new(GrpcSession {
         core: Core::new(
             Side::Client,
-            lc.max_write_buffer,
+            max_write_buffer,
             limits.initial_connection_window,
             limits.initial_stream_window,
             HEADER_TABLE,

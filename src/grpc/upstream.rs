@@ -10,10 +10,11 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
+use super::config::GrpcListener;
 use super::core::{Core, Side};
 use super::stream::{queue_data, Item, Stream};
 use super::wire::{check_response, Code};
-use crate::config::{ClusterConfig, H2Limits};
+use crate::config::ClusterConfig;
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
@@ -62,11 +63,11 @@ impl Member for GrpcUpstream {
         S::OwnedRead: CancelableAsyncReadRent + 'static,
         S::OwnedWrite: AsyncWriteRent + 'static,
     {
-        let d = H2Limits::default();
+        let d = GrpcListener::default();
         let conn = Rc::new(GrpcUpstream {
             core: Core::new(
                 Side::Upstream,
-                cluster.max_write_buffer,
+                cluster.max_write_buffer.get(),
                 d.initial_connection_window,
                 d.initial_stream_window,
                 4096,

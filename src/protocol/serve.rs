@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use crate::config::ListenerProtocol;
+use super::ProtocolKind;
 use crate::local::Guarded;
 use crate::worker::state::WorkerState;
 use crate::{grpc, thrift};
@@ -20,7 +20,7 @@ where
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
-    let protocol = state.view().listener(&listener).map(|l| l.protocol);
+    let protocol = state.view().listener(&listener).map(|l| l.protocol.kind());
     let s = state.clone();
     let name = listener.clone();
     let on_panic = move |p| {
@@ -29,7 +29,7 @@ where
     };
     // One allocation per connection: the task holds the connection future inline.
     match protocol {
-        Some(ListenerProtocol::Grpc) => {
+        Some(ProtocolKind::Grpc) => {
             monoio::spawn(Guarded::new(grpc::serve(stream, listener, &state), on_panic));
         }
         _ => {

@@ -18,6 +18,7 @@ use crate::thrift::codec::{
     detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameInfo, OriginalSeq, ParseError,
     Protocol,
 };
+use crate::thrift::config::ThriftListener;
 use crate::thrift::session::{Pending, ThriftSession};
 use crate::thrift::upstream::{ThriftPool, ThriftUpstream};
 use crate::worker::state::WorkerState;
@@ -171,11 +172,16 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 return;
             }
         }
-        let Some(lc) = self.state.view().listener(&self.listener).cloned() else { return };
+        let (limits, max_write_buffer) = {
+            let view = self.state.view();
+            let Some(lc) = view.listener(&self.listener) else { return };
+            let Some(t) = lc.protocol.thrift() else { return };
+            (*t, lc.max_write_buffer.get())
+        };
         loop {
             while let Some(len) = frame_len(&self.buf) {
-                if len > lc.max_frame_size {
-                    return Box::pin(self.reject_oversized(len, lc.max_frame_size, lc.max_method_name)).await;
+                if len > limits.max_frame_size.get() {
+                    return Box::pin(self.reject_oversized(len, &limits)).await;
                 }
                 if self.buf.len() < len {
                     self.buf.reserve((len - self.buf.len()).min(GROW_STEP));
@@ -183,8 +189,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
                 // Backpressure: at a limit, take no more requests until a reply frees a slot
                 // or the client reads what is queued for it.
-                while self.ds.inflight.get() >= lc.max_pending_requests
-                    || self.ds.out.queued_bytes() > lc.max_write_buffer
+                while self.ds.inflight.get() >= limits.max_pending_requests
+                    || self.ds.out.queued_bytes() > max_write_buffer
                 {
                     if self.ds.out.is_closed() {
                         return;
@@ -193,12 +199,12 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
                 let next = if len < COPY_MAX {
                     // Copied into the upstream outbox from here: nothing is split off.
-                    let next = self.on_request(&self.buf[..len], lc.max_method_name);
+                    let next = self.on_request(&self.buf[..len], &limits);
                     self.buf.advance(len);
                     next
                 } else {
                     let frame = self.buf.split_to(len);
-                    self.on_request(frame, lc.max_method_name)
+                    self.on_request(frame, &limits)
                 };
                 match next {
                     Next::Continue => {}
@@ -215,10 +221,10 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
     /// Classifies, routes and forwards one request frame, synchronously unless it has to wait
     /// for an upstream connection (a future moved per request costs a large memcpy).
-    fn on_request(&self, frame: impl FrameBytes, max_name: usize) -> Next {
+    fn on_request(&self, frame: impl FrameBytes, limits: &ThriftListener) -> Next {
         let ds = &self.ds;
         let stats = &self.state.stats;
-        let info = match parse_frame(&frame, max_name) {
+        let info = match parse_frame(&frame, limits.max_method_name) {
             Ok(info) => info,
             Err(ParseError::Transform) => {
                 let seq = OriginalSeq::from_parts(&frame[8..12], None);
@@ -238,7 +244,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     ParseError::Invalid(why) => why,
                     _ => "frame ends inside its headers",
                 };
-                self.protocol_error(&frame, max_name, &format!("malformed request: {why}"));
+                self.protocol_error(&frame, limits, &format!("malformed request: {why}"));
                 return Next::Close;
             }
         };
@@ -330,8 +336,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     }
 
     /// Answers with PROTOCOL_ERROR, naming the request if its header can be read.
-    fn protocol_error(&self, frame: &[u8], max_name: usize, msg: &str) {
-        match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], max_name) {
+    fn protocol_error(&self, frame: &[u8], limits: &ThriftListener, msg: &str) {
+        match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], limits.max_method_name) {
             Ok(info) => {
                 let orig = OriginalSeq::capture(frame, &info);
                 self.ds.send_exception(
@@ -359,7 +365,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
     }
 
-    async fn reject_oversized(&mut self, len: usize, max: usize, max_name: usize) {
+    async fn reject_oversized(&mut self, len: usize, limits: &ThriftListener) {
+        let (max, max_name) = (limits.max_frame_size.get(), limits.max_method_name);
         let stats = &self.state.stats;
         stats.oversized_frames.set(stats.oversized_frames.get() + 1);
         // Buffer just enough of the frame to read its header, never the whole frame.
@@ -369,7 +376,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             }
         }
         let buf = std::mem::take(&mut self.buf);
-        self.protocol_error(&buf, max_name, &format!("frame of {len} bytes is over the limit of {max} bytes"));
+        self.protocol_error(&buf, limits, &format!("frame of {len} bytes is over the limit of {max} bytes"));
         self.linger(len.saturating_sub(buf.len()), std::time::Duration::from_secs(1)).await;
     }
 

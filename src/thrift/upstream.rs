@@ -348,8 +348,8 @@ impl Member for ThriftUpstream {
     {
         let limits = ConnLimits {
             max_inflight: cluster.max_requests_per_connection,
-            max_frame: cluster.max_frame_size,
-            max_write_buffer: cluster.max_write_buffer,
+            max_frame: cluster.max_frame_size.get(),
+            max_write_buffer: cluster.max_write_buffer.get(),
         };
         ThriftUpstream::start(stream, label, limits, capacity, stats)
     }
