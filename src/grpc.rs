@@ -9,7 +9,7 @@
 //! - `up`: pooled upstream connections.
 
 pub mod config;
-mod core;
+mod conn;
 mod downstream;
 pub mod h2;
 mod stream;

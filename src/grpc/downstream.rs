@@ -11,14 +11,12 @@ use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable};
 
 use super::config::GrpcListener;
-use super::core::{Core, Side};
-use super::stream::{queue_data, Item, Stream};
+use super::conn::{Control, ControlLimits, Core, Side};
+use super::stream::{ClientEnd, Due, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields, Code};
 use crate::grpc::h2::block::{Block, BlockLimits};
-use crate::grpc::h2::frame::{
-    self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
-};
+use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, StreamMap};
@@ -399,95 +397,58 @@ impl GrpcSession {
             }
             _ => {}
         }
-        let payload = &frame[HEAD_LEN..];
-        match head.kind {
-            kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
-            kind::RST_STREAM => {
-                let r = frame::rst_stream::parse(&head, payload)?;
-                self.on_rst(head.stream, r)
-            }
-            kind::SETTINGS => match frame::settings::parse(&head, payload, self.limits.max_settings_entries)? {
-                frame::settings::Frame::Ack => Ok(()),
-                frame::settings::Frame::Settings(s) => {
-                    let delta = self.core.apply_settings(&s);
-                    // Changing every stream's window costs a pass over the streams: such
-                    // SETTINGS share the budget of stream errors.
-                    if delta != 0 && !self.resets.borrow_mut().take() {
-                        return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
-                    }
-                    if delta != 0 {
-                        self.core.shift_stream_windows(delta, &self.all_streams())?;
-                    }
-                    let mut ack = BytesMut::with_capacity(HEAD_LEN);
-                    frame::settings::encode_ack(&mut ack);
-                    if !self.core.queue_ack(ack, self.limits.max_pending_control_frames) {
-                        return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "SETTINGS flood"));
-                    }
-                    if delta > 0 {
-                        self.core.unpark_all();
-                    }
-                    Ok(())
+        let limits = self.control_limits();
+        match self.core.control_frame(&head, &frame[HEAD_LEN..], &limits)? {
+            Control::Done => Ok(()),
+            Control::Reset { stream, reason } => self.on_rst(stream, reason),
+            Control::Settings { delta } => {
+                // Changing every stream's window costs a pass over the streams: such
+                // SETTINGS share the budget of stream errors.
+                if delta != 0 && !self.resets.borrow_mut().take() {
+                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
                 }
-            },
-            kind::PUSH_PROMISE => {
+                if delta != 0 {
+                    for s in self.all_streams() {
+                        s.shift_send_window(Side::Client, delta)
+                            .map_err(|r| FrameError::Connection(r.reason, r.why))?;
+                    }
+                }
+                self.core.settings_done(delta, &limits)
+            }
+            Control::PushPromise => {
                 Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "a client must not send PUSH_PROMISE"))
             }
-            kind::PING => {
-                let p = frame::ping::parse(&head, payload)?;
-                if p.ack {
-                    if p.data == DRAIN_PING {
-                        self.final_goaway();
-                    }
-                    return Ok(());
-                }
-                let mut ack = BytesMut::with_capacity(17);
-                frame::ping::encode(frame::ping::Ping { ack: true, data: p.data }, &mut ack);
-                if !self.core.queue_ack(ack, self.limits.max_pending_control_frames) {
-                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "PING flood"));
+            Control::PingAck(data) => {
+                if data == DRAIN_PING {
+                    self.final_goaway();
                 }
                 Ok(())
             }
-            kind::GOAWAY => {
-                let g = frame::goaway::parse(&head, payload)?;
-                if g.reason != Reason::NO_ERROR {
+            Control::GoAway { reason, debug, .. } => {
+                if reason != Reason::NO_ERROR {
                     log::debug!(
                         "listener {}: client GOAWAY {}: {}",
                         self.listener,
-                        g.reason,
-                        String::from_utf8_lossy(&payload[g.debug])
+                        reason,
+                        String::from_utf8_lossy(&debug)
                     );
                 }
                 Ok(())
             }
-            kind::WINDOW_UPDATE => {
-                let inc = frame::window_update::parse(&head, payload)?;
-                if head.stream == 0 {
-                    self.core.grow_send_window(inc)?;
-                    self.core.unpark_all();
-                    return Ok(());
+            Control::StreamWindow { stream, inc } => match self.stream(stream) {
+                Some(s) => s.on_client_window(inc).map_err(|r| FrameError::Stream(stream, r.reason, r.why)),
+                None if stream > self.max_seen.get() => {
+                    Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
                 }
-                match self.stream(head.stream) {
-                    Some(s) => {
-                        let mut st = s.st.borrow_mut();
-                        st.resp.send_window += inc as i64;
-                        if st.resp.send_window > MAX_WINDOW as i64 {
-                            return Err(FrameError::Stream(
-                                head.stream,
-                                Reason::FLOW_CONTROL_ERROR,
-                                "window above 2^31-1",
-                            ));
-                        }
-                        drop(st);
-                        s.flush_resp();
-                        Ok(())
-                    }
-                    None if head.stream > self.max_seen.get() => {
-                        Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
-                    }
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()), // unknown frame types are ignored (RFC 9113 §4.1)
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn control_limits(&self) -> ControlLimits {
+        ControlLimits {
+            max_settings_entries: self.limits.max_settings_entries,
+            max_pending_control_frames: self.limits.max_pending_control_frames,
         }
     }
 
@@ -510,20 +471,8 @@ impl GrpcSession {
             }
             return Ok(()); // a stream we already closed or reset: ignored
         };
-        let mut st = s.st.borrow_mut();
-        if st.req.end_received {
-            drop(st);
-            self.core.credit(d.flow_len);
-            return Err(FrameError::Stream(head.stream, Reason::STREAM_CLOSED, "DATA after END_STREAM"));
-        }
-        if queue_data(&mut st.req, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
-            drop(st);
-            self.core.credit(d.flow_len);
-            return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
-        }
-        drop(st);
-        s.flush_req();
-        Ok(())
+        s.on_request_data(frame, d.data, d.flow_len, d.end_stream)
+            .map_err(|r| FrameError::Stream(head.stream, r.reason, r.why))
     }
 
     fn on_rst(self: &Rc<Self>, id: u32, r: Reason) -> Result<(), FrameError> {
@@ -556,15 +505,7 @@ impl GrpcSession {
             if too_large || !b.end_stream {
                 return Err(FrameError::Stream(id, Reason::PROTOCOL_ERROR, "bad request trailers"));
             }
-            let mut st = s.st.borrow_mut();
-            if st.req.end_received {
-                return Err(FrameError::Stream(id, Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
-            }
-            st.req.end_received = true;
-            st.req.queue.push_back(Item::Headers(list, true));
-            drop(st);
-            s.flush_req();
-            return Ok(());
+            return s.on_request_trailers(list).map_err(|r| FrameError::Stream(id, r.reason, r.why));
         }
         if id % 2 == 0 {
             return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "even stream id from a client"));
@@ -613,13 +554,14 @@ impl GrpcSession {
         stats.requests.set(stats.requests.get() + 1);
         let pool = cluster.pool::<GrpcUpstream>(0);
         match pool.try_acquire(self.affinity) {
-            Some(up) => stream.open_upstream(&up),
+            Some(up) => stream.open_upstream(up),
             None => {
                 let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
+                let (conn, affinity) = (self.clone(), self.affinity);
                 monoio::spawn(async move {
-                    let s = stream.clone();
-                    if CatchUnwind::new(open_when_ready(stream, pool, Instant::now() + wait)).await.is_err() {
-                        s.down.panicked("upstream wait");
+                    let waiting = open_when_ready(stream, pool, affinity, Instant::now() + wait);
+                    if CatchUnwind::new(waiting).await.is_err() {
+                        conn.panicked("upstream wait");
                     }
                 });
             }
@@ -651,21 +593,11 @@ impl GrpcSession {
             let mut expired = Vec::new();
             let mut stalled = Vec::new();
             for s in self.streams.borrow().values() {
-                let st = s.st.borrow();
-                if let Some(d) = st.deadline {
-                    if d <= now {
-                        expired.push(s.clone());
-                        continue;
-                    }
-                    next = Some(next.map_or(d, |n| n.min(d)));
-                }
-                for since in [st.req.blocked_since, st.resp.blocked_since].into_iter().flatten() {
-                    let at = since + stall;
-                    if at <= now {
-                        stalled.push(s.clone());
-                    } else {
-                        next = Some(next.map_or(at, |n| n.min(at)));
-                    }
+                match s.due(now, stall) {
+                    Due::Expired => expired.push(s.clone()),
+                    Due::Stalled => stalled.push(s.clone()),
+                    Due::Later(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                    Due::Later(None) => {}
                 }
             }
             for s in expired {
@@ -689,6 +621,24 @@ impl GrpcSession {
                 None => woken.await,
             }
         }
+    }
+}
+
+impl ClientEnd for GrpcSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn forget(&self, id: u32) {
+        GrpcSession::forget(self, id)
+    }
+
+    fn wake_sweeper(&self) {
+        self.sweeper.notify_all();
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.state.stats
     }
 }
 
@@ -729,13 +679,13 @@ impl DownstreamConn for GrpcSession {
 
 /// Waits for an upstream connection with a free stream slot (connecting if the pool may),
 /// then opens the stream there; a failure ends the call with UNAVAILABLE.
-async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, until: Instant) {
-    let got = pool.acquire(until, stream.down.affinity).await;
+async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, affinity: usize, until: Instant) {
+    let got = pool.acquire(until, affinity).await;
     if stream.is_closed() {
         return;
     }
     match got {
-        Ok(up) => stream.open_upstream(&up),
+        Ok(up) => stream.open_upstream(up),
         Err(e) => stream.fail(Code::Unavailable, &e.to_string()),
     }
 }

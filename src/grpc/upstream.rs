@@ -11,14 +11,12 @@ use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use super::config::GrpcListener;
-use super::core::{Core, Side};
-use super::stream::{queue_data, Item, Stream};
-use super::wire::{check_response, Code};
+use super::conn::{Control, ControlLimits, Core, Side};
+use super::stream::{Stream, UpstreamEnd};
+use super::wire::Code;
 use crate::config::ClusterConfig;
 use crate::grpc::h2::block::{Block, BlockLimits};
-use crate::grpc::h2::frame::{
-    self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID, MAX_WINDOW,
-};
+use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, Notify, StreamMap};
@@ -32,6 +30,10 @@ pub type GrpcPool = crate::pool::Pool<GrpcUpstream>;
 const MAX_RESPONSE_HEADERS: usize = 64 << 10;
 /// CONTINUATION frames accepted from an upstream per block.
 const MAX_RESPONSE_CONTINUATIONS: usize = 64;
+/// What an upstream may make us answer: entries per SETTINGS frame, and unread PING/SETTINGS
+/// acknowledgements before the connection is closed with ENHANCE_YOUR_CALM (the listener
+/// default of `max_pending_control_frames`).
+const UPSTREAM_CONTROL: ControlLimits = ControlLimits { max_settings_entries: 64, max_pending_control_frames: 1000 };
 
 pub struct GrpcUpstream {
     pub core: Core,
@@ -150,6 +152,20 @@ impl Member for GrpcUpstream {
 
     fn warming(&self) -> bool {
         !self.settings_seen.get() && !self.dead.get()
+    }
+}
+
+impl UpstreamEnd for GrpcUpstream {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn register(&self, stream: Rc<Stream>) -> u32 {
+        GrpcUpstream::register(self, stream)
+    }
+
+    fn forget(&self, id: u32) {
+        GrpcUpstream::forget(self, id)
     }
 }
 
@@ -293,84 +309,43 @@ impl GrpcUpstream {
             }
             _ => {}
         }
-        let payload = &frame[HEAD_LEN..];
-        match head.kind {
-            kind::PRIORITY => frame::priority::parse(&head, payload).map(|_| ()),
-            kind::RST_STREAM => {
-                let r = frame::rst_stream::parse(&head, payload)?;
-                if let Some(s) = self.stream(head.stream) {
-                    let st = s.st.borrow();
-                    let early_close = r == Reason::NO_ERROR && st.resp.end_received;
-                    drop(st);
-                    if early_close {
-                        // The "server finished early" pattern: its trailers are in; they still
-                        // reach the client, then a client still sending is told to stop.
-                        s.upstream_done_early();
-                    } else {
-                        s.reset(Some(r), None);
-                    }
+        // Whether a stream could be opened here before the peer's SETTINGS change its limits.
+        let had_capacity = head.kind == kind::SETTINGS && self.has_capacity();
+        match self.core.control_frame(&head, &frame[HEAD_LEN..], &UPSTREAM_CONTROL)? {
+            Control::Done | Control::PingAck(_) => Ok(()),
+            Control::Reset { stream, reason } => {
+                if let Some(s) = self.stream(stream) {
+                    s.on_upstream_reset(reason);
                 }
                 Ok(())
             }
-            kind::SETTINGS => match frame::settings::parse(&head, payload, 64)? {
-                frame::settings::Frame::Ack => Ok(()),
-                frame::settings::Frame::Settings(s) => {
-                    let before = self.has_capacity();
-                    // Waiters held back while this connection was warming may now use it, or
-                    // open another one.
-                    let first = !self.settings_seen.replace(true);
-                    let delta = self.core.apply_settings(&s);
-                    if delta != 0 {
-                        self.core.shift_stream_windows(delta, &self.all_streams())?;
+            Control::Settings { delta } => {
+                // Waiters held back while this connection was warming may now use it, or
+                // open another one.
+                let first = !self.settings_seen.replace(true);
+                if delta != 0 {
+                    for s in self.all_streams() {
+                        s.shift_send_window(Side::Upstream, delta)
+                            .map_err(|r| FrameError::Connection(r.reason, r.why))?;
                     }
-                    let mut ack = BytesMut::with_capacity(HEAD_LEN);
-                    frame::settings::encode_ack(&mut ack);
-                    self.core.push(ack);
-                    if delta > 0 {
-                        self.core.unpark_all();
-                    }
-                    if first || (!before && self.has_capacity()) {
-                        self.capacity.notify_all();
-                    }
-                    Ok(())
                 }
-            },
-            kind::PUSH_PROMISE => {
+                self.core.settings_done(delta, &UPSTREAM_CONTROL)?;
+                if first || (!had_capacity && self.has_capacity()) {
+                    self.capacity.notify_all();
+                }
+                Ok(())
+            }
+            Control::PushPromise => {
                 Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "PUSH_PROMISE after ENABLE_PUSH=0"))
             }
-            kind::PING => {
-                let p = frame::ping::parse(&head, payload)?;
-                if !p.ack {
-                    let mut ack = BytesMut::with_capacity(17);
-                    frame::ping::encode(frame::ping::Ping { ack: true, data: p.data }, &mut ack);
-                    self.core.push(ack);
-                }
+            Control::GoAway { last_stream, reason, debug } => {
+                self.on_goaway(last_stream, reason, &debug);
                 Ok(())
             }
-            kind::GOAWAY => {
-                let g = frame::goaway::parse(&head, payload)?;
-                self.on_goaway(g.last_stream, g.reason, &payload[g.debug]);
-                Ok(())
-            }
-            kind::WINDOW_UPDATE => {
-                let inc = frame::window_update::parse(&head, payload)?;
-                if head.stream == 0 {
-                    self.core.grow_send_window(inc)?;
-                    self.core.unpark_all();
-                    return Ok(());
-                }
-                if let Some(s) = self.stream(head.stream) {
-                    let mut st = s.st.borrow_mut();
-                    st.req.send_window += inc as i64;
-                    if st.req.send_window > MAX_WINDOW as i64 {
-                        return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "window above 2^31-1"));
-                    }
-                    drop(st);
-                    s.flush_req();
-                }
-                Ok(())
-            }
-            _ => Ok(()),
+            Control::StreamWindow { stream, inc } => match self.stream(stream) {
+                Some(s) => s.on_upstream_window(inc).map_err(|r| FrameError::Stream(stream, r.reason, r.why)),
+                None => Ok(()),
+            },
         }
     }
 
@@ -395,24 +370,8 @@ impl GrpcUpstream {
             self.core.credit(d.flow_len);
             return Ok(());
         };
-        let mut st = s.st.borrow_mut();
-        if st.resp.end_received || !st.resp_headers_seen {
-            drop(st);
-            self.core.credit(d.flow_len);
-            return Err(FrameError::Stream(
-                head.stream,
-                Reason::PROTOCOL_ERROR,
-                "DATA before HEADERS or after END_STREAM",
-            ));
-        }
-        if queue_data(&mut st.resp, &self.core, frame, d.data, d.flow_len, d.end_stream).is_err() {
-            drop(st);
-            self.core.credit(d.flow_len);
-            return Err(FrameError::Stream(head.stream, Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
-        }
-        drop(st);
-        s.flush_resp();
-        Ok(())
+        s.on_response_data(frame, d.data, d.flow_len, d.end_stream)
+            .map_err(|r| FrameError::Stream(head.stream, r.reason, r.why))
     }
 
     fn on_block(self: &Rc<Self>, b: Block) -> Result<(), FrameError> {
@@ -427,24 +386,6 @@ impl GrpcUpstream {
             }
         }
         let Some(s) = self.stream(b.stream) else { return Ok(()) };
-        let mut st = s.st.borrow_mut();
-        let trailers = st.resp_headers_seen;
-        if st.resp.end_received {
-            return Err(FrameError::Stream(b.stream, Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
-        }
-        if let Err(why) = check_response(&list, trailers) {
-            return Err(FrameError::Stream(b.stream, Reason::PROTOCOL_ERROR, why));
-        }
-        if trailers && !b.end_stream {
-            return Err(FrameError::Stream(b.stream, Reason::PROTOCOL_ERROR, "trailers without END_STREAM"));
-        }
-        st.resp_headers_seen = true;
-        if b.end_stream {
-            st.resp.end_received = true;
-        }
-        st.resp.queue.push_back(Item::Headers(list, b.end_stream));
-        drop(st);
-        s.flush_resp();
-        Ok(())
+        s.on_response_headers(list, b.end_stream).map_err(|r| FrameError::Stream(b.stream, r.reason, r.why))
     }
 }

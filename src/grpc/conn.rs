@@ -1,5 +1,7 @@
 //! What both ends of the proxy share per HTTP/2 connection: the write queue, the HPACK
-//! contexts, the peer's settings, and connection-level flow control in both directions.
+//! contexts, the peer's settings, connection-level flow control in both directions, and the
+//! handling of connection-level frames (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, GOAWAY),
+//! written once for the client side and the upstream side, with the same flood limits.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -7,7 +9,6 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use monoio::io::Canceller;
 
-use super::stream::Stream;
 use crate::grpc::h2::block::{Assembler, Block, BlockLimits};
 use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
@@ -30,6 +31,46 @@ pub enum Side {
     Upstream,
 }
 
+/// A stream waiting for room on a connection (a window, or the write queue).
+pub trait Parked {
+    /// Closed streams are dropped from the list when it is swept.
+    fn is_closed(&self) -> bool;
+    /// Room again: go on writing the direction this side receives (`Side::Client`: the
+    /// response; `Side::Upstream`: the request).
+    fn resume(self: Rc<Self>, side: Side);
+}
+
+/// Limits on what a peer may make us answer (flood guards), per side.
+#[derive(Clone, Copy, Debug)]
+pub struct ControlLimits {
+    /// Entries in one SETTINGS frame.
+    pub max_settings_entries: usize,
+    /// PING and SETTINGS acknowledgements queued while the peer does not read them.
+    pub max_pending_control_frames: usize,
+}
+
+/// What a connection-level frame (or a stream-level frame that is not DATA or a header block)
+/// leaves for the side that read it to do.
+#[derive(Debug)]
+pub enum Control {
+    /// Nothing: it was handled here (PRIORITY, a SETTINGS ACK, a PING answered, a connection
+    /// WINDOW_UPDATE applied, an unknown frame type ignored).
+    Done,
+    /// The peer's SETTINGS were applied to the connection: the side shifts its streams' send
+    /// windows by `delta` (the change of the initial window), then calls `settings_done`.
+    Settings { delta: i64 },
+    /// The answer to a PING of ours.
+    PingAck([u8; 8]),
+    /// GOAWAY: no new streams above `last_stream`.
+    GoAway { last_stream: u32, reason: Reason, debug: Vec<u8> },
+    /// WINDOW_UPDATE on a stream.
+    StreamWindow { stream: u32, inc: u32 },
+    /// RST_STREAM.
+    Reset { stream: u32, reason: Reason },
+    /// PUSH_PROMISE (each side refuses it in its own words).
+    PushPromise,
+}
+
 /// Below this many parked streams the list is not swept.
 const PARKED_SWEEP_MIN: usize = 16;
 
@@ -41,7 +82,7 @@ pub struct Core {
     /// The header block being assembled from HEADERS + CONTINUATION.
     assembler: RefCell<Assembler>,
     /// Streams whose data for this connection waits for room (a window, or the write queue).
-    parked: RefCell<Vec<Rc<Stream>>>,
+    parked: RefCell<Vec<Rc<dyn Parked>>>,
     /// `parked` is swept of closed streams when it reaches this length.
     parked_sweep_at: Cell<usize>,
     pub out: Outbox,
@@ -151,10 +192,10 @@ impl Core {
     /// are dropped whenever the list has doubled since the last sweep (otherwise they would
     /// stay until the window opens or the connection ends, holding their memory and their
     /// place in the worker's coalescing count).
-    pub fn park(&self, s: Rc<Stream>) {
+    pub fn park(&self, s: Rc<dyn Parked>) {
         let mut parked = self.parked.borrow_mut();
         if parked.len() >= self.parked_sweep_at.get() {
-            parked.retain(|p| p.st.try_borrow().map_or(true, |st| !st.closed));
+            parked.retain(|p| !p.is_closed());
             self.parked_sweep_at.set((parked.len() * 2).max(PARKED_SWEEP_MIN));
         }
         parked.push(s);
@@ -172,34 +213,8 @@ impl Core {
     pub fn unpark_all(&self) {
         let parked = std::mem::take(&mut *self.parked.borrow_mut());
         for s in parked {
-            match self.side {
-                Side::Client => {
-                    s.st.borrow_mut().resp.parked = false;
-                    s.flush_resp();
-                }
-                Side::Upstream => {
-                    s.st.borrow_mut().req.parked = false;
-                    s.flush_req();
-                }
-            }
+            s.resume(self.side);
         }
-    }
-
-    /// Applies a change of the peer's initial stream window to the send windows of `streams`
-    /// (the direction this connection receives).
-    pub fn shift_stream_windows(&self, delta: i64, streams: &[Rc<Stream>]) -> Result<(), FrameError> {
-        for s in streams {
-            let mut st = s.st.borrow_mut();
-            let dir = match self.side {
-                Side::Client => &mut st.resp,
-                Side::Upstream => &mut st.req,
-            };
-            dir.send_window += delta;
-            if dir.send_window > frame::MAX_WINDOW as i64 {
-                return Err(FrameError::Connection(Reason::FLOW_CONTROL_ERROR, "stream window above 2^31-1"));
-            }
-        }
-        Ok(())
     }
 
     pub fn push(&self, b: BytesMut) {
@@ -317,6 +332,68 @@ impl Core {
             }
             None => 0,
         }
+    }
+}
+
+impl Core {
+    /// Handles every frame that is neither DATA nor part of a header block, the same way on
+    /// both sides: SETTINGS are applied (the caller shifts stream windows, then calls
+    /// `settings_done`), PINGs answered and connection WINDOW_UPDATEs applied here, each
+    /// acknowledgement under the flood limit; what concerns one stream or the side's own policy
+    /// is returned.
+    pub fn control_frame(&self, head: &Head, payload: &[u8], limits: &ControlLimits) -> Result<Control, FrameError> {
+        match head.kind {
+            kind::PRIORITY => frame::priority::parse(head, payload).map(|_| Control::Done),
+            kind::RST_STREAM => {
+                let reason = frame::rst_stream::parse(head, payload)?;
+                Ok(Control::Reset { stream: head.stream, reason })
+            }
+            kind::SETTINGS => match frame::settings::parse(head, payload, limits.max_settings_entries)? {
+                frame::settings::Frame::Ack => Ok(Control::Done),
+                frame::settings::Frame::Settings(s) => Ok(Control::Settings { delta: self.apply_settings(&s) }),
+            },
+            kind::PUSH_PROMISE => Ok(Control::PushPromise),
+            kind::PING => {
+                let p = frame::ping::parse(head, payload)?;
+                if p.ack {
+                    return Ok(Control::PingAck(p.data));
+                }
+                let mut ack = BytesMut::with_capacity(17);
+                frame::ping::encode(frame::ping::Ping { ack: true, data: p.data }, &mut ack);
+                if !self.queue_ack(ack, limits.max_pending_control_frames) {
+                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "PING flood"));
+                }
+                Ok(Control::Done)
+            }
+            kind::GOAWAY => {
+                let g = frame::goaway::parse(head, payload)?;
+                Ok(Control::GoAway { last_stream: g.last_stream, reason: g.reason, debug: payload[g.debug].to_vec() })
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = frame::window_update::parse(head, payload)?;
+                if head.stream != 0 {
+                    return Ok(Control::StreamWindow { stream: head.stream, inc });
+                }
+                self.grow_send_window(inc)?;
+                self.unpark_all();
+                Ok(Control::Done)
+            }
+            _ => Ok(Control::Done), // unknown frame types are ignored (RFC 9113 §4.1)
+        }
+    }
+
+    /// The second half of a peer's SETTINGS, once the side has shifted its streams' windows:
+    /// the ACK (under the flood limit), and streams a larger window lets go on.
+    pub fn settings_done(&self, delta: i64, limits: &ControlLimits) -> Result<(), FrameError> {
+        let mut ack = BytesMut::with_capacity(HEAD_LEN);
+        frame::settings::encode_ack(&mut ack);
+        if !self.queue_ack(ack, limits.max_pending_control_frames) {
+            return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "SETTINGS flood"));
+        }
+        if delta > 0 {
+            self.unpark_all();
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,190 @@
+//! One direction of a stream: what is queued for the receiver while its flow-control window
+//! (or the receiving connection's write queue) is closed, and the windows both ways.
+//!
+//! Flow control is per hop: the proxy gives window back to the sender only for bytes it has
+//! queued towards the receiver (which the receiver's own window allowed), so a slow reader
+//! slows the writer and what the proxy holds per stream stays below the window it granted.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::grpc::conn::Core;
+use crate::grpc::h2::frame::{self, HEAD_LEN};
+use crate::grpc::h2::hpack::HeaderList;
+
+/// Something queued for the receiving side of one direction.
+pub(super) enum Item {
+    /// A header block (response headers, or trailers) and its END_STREAM flag.
+    Headers(HeaderList, bool),
+    /// DATA content. With `head_room`, `buf` still starts with the frame's own 9-byte header,
+    /// which is rewritten in place when the whole rest goes out in one frame.
+    Data { buf: BytesMut, head_room: bool, end: bool },
+}
+
+/// One direction of a stream.
+pub(super) struct Dir {
+    pub(super) queue: VecDeque<Item>,
+    /// What the receiver still accepts on this stream.
+    pub(super) send_window: i64,
+    /// What the sender may still send us on this stream.
+    pub(super) recv_window: i64,
+    /// Forwarded bytes not yet given back to the sender.
+    recv_credit: u32,
+    /// END_STREAM came from the sender.
+    pub(super) end_received: bool,
+    /// END_STREAM went to the receiver.
+    pub(super) end_sent: bool,
+    /// Since when data has waited without progress for a zero window or a full write queue
+    /// (stall guard).
+    pub(super) blocked_since: Option<Instant>,
+    /// On the receiving connection's list of streams to flush when it has room again.
+    pub(super) parked: bool,
+}
+
+impl Dir {
+    pub(super) fn new(recv_window: u32) -> Dir {
+        Dir {
+            queue: VecDeque::new(),
+            send_window: 0,
+            recv_window: recv_window as i64,
+            recv_credit: 0,
+            end_received: false,
+            end_sent: false,
+            blocked_since: None,
+            parked: false,
+        }
+    }
+
+    /// Bytes of DATA queued.
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|i| match i {
+                Item::Data { buf, head_room, .. } => buf.len() - if *head_room { HEAD_LEN } else { 0 },
+                Item::Headers(..) => 0,
+            })
+            .sum()
+    }
+}
+
+/// What a flush did.
+pub(super) struct Flushed {
+    /// A header block was written.
+    pub(super) headers: bool,
+    /// Data is left that waits for room (a window or the write queue).
+    pub(super) parked: bool,
+}
+
+/// Moves queued items of one direction to the receiver (`to`, stream `to_id`) as far as its
+/// windows, frame size and write queue allow, and gives the forwarded bytes back to the
+/// sender (`from`, stream `from_id`).
+pub(super) fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> Flushed {
+    let mut wrote_headers = false;
+    let mut parked = false;
+    let mut forwarded = 0usize;
+    while let Some(item) = dir.queue.front_mut() {
+        match item {
+            Item::Headers(..) => {
+                let Some(Item::Headers(list, end)) = dir.queue.pop_front() else { unreachable!() };
+                to.write_headers(to_id, list.iter(), end);
+                wrote_headers = true;
+                if end {
+                    dir.end_sent = true;
+                }
+            }
+            Item::Data { buf, head_room, end } => {
+                let start = if *head_room { HEAD_LEN } else { 0 };
+                let len = buf.len() - start;
+                let room = dir.send_window.min(to.send_window.get()).max(0) as usize;
+                let n = len.min(room).min(to.peer.max_frame_size.get() as usize);
+                if (n == 0 && len > 0) || to.out.queued_bytes() >= to.out_limit {
+                    if dir.blocked_since.is_none() {
+                        dir.blocked_since = Some(Instant::now());
+                    }
+                    parked = true;
+                    break;
+                }
+                // Progress: the stall clock restarts when it blocks again.
+                dir.blocked_since = None;
+                let last = n == len;
+                let end_now = last && *end;
+                let flags = if end_now { frame::flag::END_STREAM } else { 0 };
+                let head = frame::Head::new(frame::kind::DATA, flags, to_id, n);
+                if *head_room {
+                    let mut piece = buf.split_to(HEAD_LEN + n);
+                    head.write_into(&mut piece);
+                    to.push(piece);
+                    *head_room = false;
+                } else {
+                    let mut piece = BytesMut::with_capacity(HEAD_LEN);
+                    head.encode(&mut piece);
+                    to.push(piece);
+                    if n > 0 {
+                        to.push(buf.split_to(n));
+                    }
+                }
+                dir.send_window -= n as i64;
+                to.send_window.set(to.send_window.get() - n as i64);
+                forwarded += n;
+                if last {
+                    dir.queue.pop_front();
+                    if end_now {
+                        dir.end_sent = true;
+                    }
+                }
+            }
+        }
+    }
+    if dir.queue.is_empty() {
+        dir.blocked_since = None;
+    }
+    if forwarded > 0 {
+        from.credit(forwarded);
+        if !dir.end_received {
+            let c = dir.recv_credit + forwarded as u32;
+            if c >= from.stream_window / 2 {
+                dir.recv_credit = 0;
+                dir.recv_window += c as i64;
+                from.write_window_update(from_id, c);
+            } else {
+                dir.recv_credit = c;
+            }
+        }
+    }
+    Flushed { headers: wrote_headers, parked }
+}
+
+/// Accounts DATA received on a stream direction and queues it (padding is given back at once).
+/// `frame` is the whole frame, header included.
+pub(super) fn queue_data(
+    dir: &mut Dir,
+    from: &Core,
+    mut frame: BytesMut,
+    data: std::ops::Range<usize>,
+    flow_len: usize,
+    end: bool,
+) -> Result<(), ()> {
+    dir.recv_window -= flow_len as i64;
+    if dir.recv_window < 0 {
+        return Err(());
+    }
+    let padding = flow_len - data.len();
+    if padding > 0 {
+        from.credit(padding);
+        dir.recv_credit += padding as u32;
+    }
+    let item = if data.start == 0 && padding == 0 {
+        Item::Data { buf: frame, head_room: true, end }
+    } else {
+        let _ = frame.split_to(HEAD_LEN + data.start);
+        frame.truncate(data.len());
+        Item::Data { buf: frame, head_room: false, end }
+    };
+    if end {
+        dir.end_received = true;
+    }
+    dir.queue.push_back(item);
+    Ok(())
+}
