@@ -11,6 +11,7 @@
 pub mod config;
 mod conn;
 mod downstream;
+pub mod errors;
 pub mod h2;
 mod stream;
 mod upstream;

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod grpc;
 pub mod io;
 pub mod local;

@@ -1,5 +1,5 @@
-//! A pool of upstream connections for one cluster and one dialect, inside one worker.
-//! Requests go round-robin across endpoints; on an endpoint, the first live connection with
+//! A pool of upstream connections for one cluster and one connection type (and flavour: a
+//! Thrift dialect), inside one worker. Requests go round-robin across endpoints; on an endpoint, the first live connection with
 //! room takes the request; a new connection is opened only when all are full (up to
 //! `max_connections_per_endpoint`); when an endpoint is saturated the next one is tried, and
 //! when all are, callers wait for a slot until their deadline. Pools of HTTP/2 connections
@@ -20,26 +20,9 @@ use monoio::net::{TcpStream, UnixStream};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use crate::config::{Address, ClusterConfig};
+use crate::error::{ConnectCause, ErrorKind, RequestError};
 use crate::local::Notify;
 use crate::stats::Stats;
-
-/// Why no connection could be had for a request.
-#[derive(Debug)]
-pub enum AcquireError {
-    /// Connecting to this endpoint failed or timed out.
-    Connect { endpoint: String, why: String },
-    /// Every connection stayed full until the request's deadline.
-    Saturated,
-}
-
-impl std::fmt::Display for AcquireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AcquireError::Connect { endpoint, why } => write!(f, "connect to upstream {endpoint} failed: {why}"),
-            AcquireError::Saturated => write!(f, "no upstream connection had room before the request deadline"),
-        }
-    }
-}
 
 /// A multiplexed upstream connection a pool can hold (Thrift or HTTP/2).
 pub trait Member: Sized + 'static {
@@ -187,7 +170,7 @@ impl<C: Member> Pool<C> {
     /// failed connect goes on to the next endpoint (the endpoint's open connections still
     /// serve); the error of the last one is returned once every endpoint has failed this
     /// request and none has a connection left to wait for, or at the deadline.
-    pub async fn acquire(&self, deadline: Instant, key: usize) -> Result<Rc<C>, AcquireError> {
+    pub async fn acquire(&self, deadline: Instant, key: usize) -> Result<Rc<C>, RequestError> {
         let n = self.endpoints.len();
         // Endpoints whose connect failed for this request (allocated on the first failure).
         let mut failed: Vec<bool> = Vec::new();
@@ -252,22 +235,22 @@ impl<C: Member> Pool<C> {
                 break 'scan;
             }
         }
-        Err(last_error.unwrap_or(AcquireError::Saturated))
+        Err(last_error.unwrap_or_else(|| ErrorKind::Saturated.into()))
     }
 
     /// Opens a connection to `ep`, giving up at `connect_timeout` or the request's deadline,
     /// whichever is first. A failure marks the endpoint down for `connect_failure_backoff`
     /// (not a timeout cut short by the deadline).
-    async fn connect(&self, ep: &Endpoint<C>, deadline: Instant) -> Result<Rc<C>, AcquireError> {
+    async fn connect(&self, ep: &Endpoint<C>, deadline: Instant) -> Result<Rc<C>, RequestError> {
         let limit = self.cluster.connect_timeout.min(deadline.saturating_duration_since(Instant::now()));
         ep.connecting.set(ep.connecting.get() + 1);
         let res = monoio::time::timeout(limit, self.open(ep)).await;
         ep.connecting.set(ep.connecting.get() - 1);
-        let err = |why: String, endpoints_fault: bool| {
+        let err = |cause: ConnectCause, endpoints_fault: bool| -> RequestError {
             if endpoints_fault {
                 ep.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
             }
-            AcquireError::Connect { endpoint: ep.label.to_string(), why }
+            ErrorKind::ConnectFailed { endpoint: ep.label.clone(), cause }.into()
         };
         match res {
             Ok(Ok(conn)) => {
@@ -284,13 +267,13 @@ impl<C: Member> Pool<C> {
             Ok(Err(e)) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
                 self.capacity.notify_all();
-                Err(err(e.to_string(), true))
+                Err(err(ConnectCause::Io(Rc::new(e)), true))
             }
             Err(_) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
                 self.capacity.notify_all();
                 // Cut short by the request's own deadline: not the endpoint's fault.
-                Err(err(format!("timed out after {limit:?}"), limit == self.cluster.connect_timeout))
+                Err(err(ConnectCause::TimedOut(limit), limit == self.cluster.connect_timeout))
             }
         }
     }

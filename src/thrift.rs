@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod config;
 pub mod downstream;
+pub mod errors;
 pub mod seqtable;
 pub mod session;
 pub mod upstream;

@@ -12,9 +12,11 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Can
 
 use super::config::GrpcListener;
 use super::conn::{Control, ControlLimits, Core, Side};
+use super::errors::{reply, reset_code, GrpcReply};
 use super::stream::{ClientEnd, Due, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
-use super::wire::{check_request, split_path, status_fields, Code};
+use super::wire::{check_request, split_path, status_fields};
+use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
@@ -360,8 +362,9 @@ impl GrpcSession {
     /// The connection is over: every open stream is cancelled upstream.
     fn shutdown(self: &Rc<Self>) {
         self.closed.set(true);
+        let cancelled = reset_code(&ErrorKind::Cancelled.into());
         for s in self.all_streams() {
-            s.reset(None, Some(Reason::CANCEL));
+            s.reset(None, Some(cancelled));
         }
         self.core.out.close();
         self.sweeper.notify_all();
@@ -484,7 +487,8 @@ impl GrpcSession {
         }
         if let Some(s) = self.stream(id) {
             self.stats().grpc_cancelled.set(self.stats().grpc_cancelled.get() + 1);
-            s.reset(None, Some(if r == Reason::NO_ERROR { Reason::CANCEL } else { r }));
+            let cancelled = reset_code(&ErrorKind::Cancelled.into());
+            s.reset(None, Some(if r == Reason::NO_ERROR { cancelled } else { r }));
         }
         Ok(())
     }
@@ -517,15 +521,16 @@ impl GrpcSession {
         }
         self.max_seen.set(id);
         if self.drain.get() == Drain::Final || self.closed.get() {
-            self.core.write_rst(id, Reason::REFUSED_STREAM);
+            self.core.write_rst(id, reset_code(&ErrorKind::Draining.into()));
             return Ok(());
         }
         if self.streams.borrow().len() >= self.limits.max_concurrent_streams as usize {
-            return Err(FrameError::Stream(id, Reason::REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS"));
+            let refused = reset_code(&ErrorKind::TooManyStreams.into());
+            return Err(FrameError::Stream(id, refused, "over SETTINGS_MAX_CONCURRENT_STREAMS"));
         }
         if too_large {
-            let msg = format!("request headers over max_header_list_size ({} bytes)", self.limits.max_header_list_size);
-            self.reply_status(id, b.end_stream, Code::ResourceExhausted, &msg);
+            let err = ErrorKind::HeadersTooLarge { max: self.limits.max_header_list_size }.into();
+            self.reply_error(id, b.end_stream, &err);
             return Ok(());
         }
         let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
@@ -538,8 +543,8 @@ impl GrpcSession {
         let Some(ci) = routed else {
             let stats = self.stats();
             stats.no_route.set(stats.no_route.get() + 1);
-            let msg = format!("no route for {}", String::from_utf8_lossy(path));
-            self.reply_status(id, b.end_stream, Code::Unimplemented, &msg);
+            let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(path).into_owned() }.into();
+            self.reply_error(id, b.end_stream, &err);
             return Ok(());
         };
         let cluster = view.clusters[ci].clone();
@@ -569,13 +574,19 @@ impl GrpcSession {
         Ok(())
     }
 
-    /// Answers a stream that never reached an upstream with a Trailers-Only status.
-    fn reply_status(&self, id: u32, end_stream: bool, code: Code, msg: &str) {
-        let mut fields = HeaderList::new();
-        status_fields(&mut fields, true, code, msg);
-        self.core.write_headers(id, fields.iter(), true);
-        if !end_stream {
-            self.core.write_rst(id, Reason::NO_ERROR);
+    /// Answers a stream that never reached an upstream: a Trailers-Only status (then
+    /// RST_STREAM(NO_ERROR) if the client is still sending), or the reset the table gives.
+    fn reply_error(&self, id: u32, end_stream: bool, err: &RequestError) {
+        match reply(err) {
+            GrpcReply::Status(code, msg) => {
+                let mut fields = HeaderList::new();
+                status_fields(&mut fields, true, code, &msg);
+                self.core.write_headers(id, fields.iter(), true);
+                if !end_stream {
+                    self.core.write_rst(id, Reason::NO_ERROR);
+                }
+            }
+            GrpcReply::Reset(r) => self.core.write_rst(id, r),
         }
         self.stats().grpc_errors.set(self.stats().grpc_errors.get() + 1);
     }
@@ -603,12 +614,13 @@ impl GrpcSession {
             for s in expired {
                 let stats = self.stats();
                 stats.timeouts.set(stats.timeouts.get() + 1);
-                s.fail(Code::DeadlineExceeded, "deadline exceeded at the proxy");
+                s.fail(&ErrorKind::Timeout { endpoint: None }.into());
             }
             for s in stalled {
                 log::debug!("listener {}: stream {} stalled on a zero window; reset", self.listener, s.down_id);
                 self.stats().grpc_stalled.set(self.stats().grpc_stalled.get() + 1);
-                s.reset(Some(Reason::CANCEL), Some(Reason::CANCEL));
+                let r = reset_code(&ErrorKind::Stalled.into());
+                s.reset(Some(r), Some(r));
             }
             let woken = self.sweeper.notified();
             match next {
@@ -686,6 +698,6 @@ async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, affinity: usize
     }
     match got {
         Ok(up) => stream.open_upstream(up),
-        Err(e) => stream.fail(Code::Unavailable, &e.to_string()),
+        Err(e) => stream.fail(&e),
     }
 }

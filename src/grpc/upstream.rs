@@ -12,9 +12,10 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use super::config::GrpcListener;
 use super::conn::{Control, ControlLimits, Core, Side};
+use super::errors::reset_code;
 use super::stream::{Stream, UpstreamEnd};
-use super::wire::Code;
 use crate::config::ClusterConfig;
+use crate::error::{ErrorKind, LostCause};
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
@@ -101,8 +102,8 @@ impl Member for GrpcUpstream {
             match CatchUnwind::new(write_outbox(&mut wr, &c.core.out)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    let why = format!("upstream write failed ({e})");
-                    let _ = CatchUnwind::new(async { c.die(&why) }).await;
+                    let cause = LostCause::WriteFailed(Rc::new(e));
+                    let _ = CatchUnwind::new(async { c.die(cause) }).await;
                 }
                 Err(_) => c.stats.panics.set(c.stats.panics.get() + 1),
             }
@@ -111,14 +112,14 @@ impl Member for GrpcUpstream {
         monoio::spawn(async move {
             if CatchUnwind::new(c.clone().unpark_on_drain()).await.is_err() {
                 c.stats.panics.set(c.stats.panics.get() + 1);
-                c.die("upstream connection failed (panic)");
+                c.die(LostCause::Panicked("writer wake-up"));
             }
         });
         let c = conn.clone();
         monoio::spawn(async move {
             if CatchUnwind::new(c.clone().read_loop(rd)).await.is_err() {
                 c.stats.panics.set(c.stats.panics.get() + 1);
-                c.die("upstream connection failed (reader panicked)");
+                c.die(LostCause::Panicked("reader"));
             }
         });
         conn
@@ -221,8 +222,9 @@ impl GrpcUpstream {
         self.streams.borrow().get(&id).cloned()
     }
 
-    /// The connection is gone: no new streams; every stream on it ends with UNAVAILABLE.
-    fn die(&self, why: &str) {
+    /// The connection is gone (`cause`): no new streams; every stream on it ends with the
+    /// status the error table gives a lost upstream (UNAVAILABLE).
+    fn die(&self, cause: LostCause) {
         if self.dead.replace(true) && self.streams.borrow().is_empty() {
             return;
         }
@@ -233,11 +235,12 @@ impl GrpcUpstream {
         let streams = self.all_streams();
         if !streams.is_empty() {
             self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
-            log::warn!("upstream {}: {why}; failing {} streams", self.peer, streams.len());
+            log::warn!("upstream {}: {cause}; failing {} streams", self.peer, streams.len());
         }
-        let msg = format!("{why}: {}", self.peer);
+        let inflight = streams.len();
+        let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
         for s in streams {
-            s.fail(Code::Unavailable, &msg);
+            s.fail(&err);
         }
         self.capacity.notify_all();
     }
@@ -268,9 +271,9 @@ impl GrpcUpstream {
             }
             let handle = self.core.read_handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
-                Ok(0) => return self.die("upstream connection closed"),
+                Ok(0) => return self.die(LostCause::Closed),
                 Ok(_) => {}
-                Err(e) => return self.die(&format!("upstream read failed ({e})")),
+                Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
             }
         }
     }
@@ -282,13 +285,13 @@ impl GrpcUpstream {
                 let mut b = BytesMut::new();
                 frame::goaway::encode(0, r, why.as_bytes(), &mut b);
                 self.core.push(b);
-                self.die(&format!("upstream protocol error ({why})"));
+                self.die(LostCause::ProtocolError(why));
             }
             FrameError::Stream(id, r, why) => {
                 log::debug!("upstream {}: stream {id}: {r}: {why}", self.peer);
                 match self.stream(id) {
                     // fail() cancels the upstream stream itself.
-                    Some(s) => s.fail(Code::Internal, &format!("upstream protocol error: {why}")),
+                    Some(s) => s.fail(&ErrorKind::UpstreamProtocol(why).into()),
                     None => self.core.write_rst(id, r),
                 }
             }
@@ -358,7 +361,7 @@ impl GrpcUpstream {
         let refused: Vec<_> =
             self.streams.borrow().iter().filter(|(id, _)| **id > last).map(|(_, s)| s.clone()).collect();
         for s in refused {
-            s.reset(Some(Reason::REFUSED_STREAM), None);
+            s.reset(Some(reset_code(&ErrorKind::UpstreamRefused.into())), None);
         }
         self.close_if_idle();
     }

@@ -8,17 +8,17 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
+use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
-use crate::pool::AcquireError;
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
 use crate::thrift::codec::{
-    detect, encode_exception, frame_len, parse_frame, Detected, ExceptionType, FrameInfo, OriginalSeq, ParseError,
-    Protocol,
+    detect, encode_exception, frame_len, parse_frame, Detected, FrameInfo, OriginalSeq, ParseError, Protocol,
 };
 use crate::thrift::config::ThriftListener;
+use crate::thrift::errors::exception;
 use crate::thrift::session::{Pending, ThriftSession};
 use crate::thrift::upstream::{ThriftPool, ThriftUpstream};
 use crate::worker::state::WorkerState;
@@ -228,15 +228,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             Ok(info) => info,
             Err(ParseError::Transform) => {
                 let seq = OriginalSeq::from_parts(&frame[8..12], None);
-                encode_raw(
-                    ds,
-                    ReplyFraming::THeader,
-                    Protocol::Binary,
-                    b"",
-                    &seq,
-                    ExceptionType::InvalidTransform,
-                    "THeader transforms (zlib, …) are not supported by this proxy",
-                );
+                let err = ErrorKind::Unsupported(Unsupported::HeaderTransform).into();
+                encode_raw(ds, ReplyFraming::THeader, Protocol::Binary, b"", &seq, &err);
                 return Next::Close;
             }
             Err(e) => {
@@ -244,25 +237,19 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                     ParseError::Invalid(why) => why,
                     _ => "frame ends inside its headers",
                 };
-                self.protocol_error(&frame, limits, &format!("malformed request: {why}"));
+                self.protocol_error(&frame, limits, &ErrorKind::Malformed(why).into());
                 return Next::Close;
             }
         };
         let name = &frame[info.msg.name.clone()];
         let orig = OriginalSeq::capture(&frame, &info);
         if info.custom_validator {
-            let msg = "TTHeader PV_* payload validators cannot be re-signed by a proxy that rewrites seqIDs";
-            ds.send_exception(info.dialect, name, &orig, ExceptionType::ProtocolError, msg);
+            let err = ErrorKind::Unsupported(Unsupported::PayloadValidator).into();
+            ds.send_error(info.dialect, name, &orig, &err);
             return Next::Continue;
         }
         if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
-            ds.send_exception(
-                info.dialect,
-                name,
-                &orig,
-                ExceptionType::InvalidMessageType,
-                "only CALL and ONEWAY messages may be sent to the proxy",
-            );
+            ds.send_error(info.dialect, name, &orig, &ErrorKind::Unsupported(Unsupported::MessageType).into());
             return Next::Continue;
         }
         let (prefix, method) = split_multiplexed(name);
@@ -271,9 +258,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let view = self.state.view();
         let Some(ci) = route(view.routes(&self.listener), &key) else {
             stats.no_route.set(stats.no_route.get() + 1);
-            let msg = format!("no route for method {:?}", String::from_utf8_lossy(name));
             if info.msg.msg_type == CALL {
-                ds.send_exception(info.dialect, name, &orig, ExceptionType::UnknownMethod, &msg);
+                let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(name).into_owned() }.into();
+                ds.send_error(info.dialect, name, &orig, &err);
             }
             return Next::Continue;
         };
@@ -300,13 +287,12 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline),
             Err(e) => {
                 let stats = &self.state.stats;
-                if matches!(e, AcquireError::Saturated) {
+                if matches!(e.kind, ErrorKind::Saturated) {
                     stats.timeouts.set(stats.timeouts.get() + 1);
                 }
                 let name = &w.frame[w.info.msg.name.clone()];
                 if w.info.msg.msg_type == CALL {
-                    let kind = ExceptionType::InternalError;
-                    self.ds.send_exception(w.info.dialect, name, &w.orig, kind, &e.to_string());
+                    self.ds.send_error(w.info.dialect, name, &w.orig, &e);
                 } else {
                     log::debug!("oneway request dropped: {e}");
                 }
@@ -335,32 +321,18 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         conn.send(frame, info, Some(pending));
     }
 
-    /// Answers with PROTOCOL_ERROR, naming the request if its header can be read.
-    fn protocol_error(&self, frame: &[u8], limits: &ThriftListener, msg: &str) {
+    /// Answers a request the client got wrong, naming it if its header can be read.
+    fn protocol_error(&self, frame: &[u8], limits: &ThriftListener, err: &RequestError) {
         match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], limits.max_method_name) {
             Ok(info) => {
                 let orig = OriginalSeq::capture(frame, &info);
-                self.ds.send_exception(
-                    info.dialect,
-                    &frame[info.msg.name.clone()],
-                    &orig,
-                    ExceptionType::ProtocolError,
-                    msg,
-                );
+                self.ds.send_error(info.dialect, &frame[info.msg.name.clone()], &orig, err);
             }
             Err(_) => {
                 // Not even a header: a framed binary exception with an empty name is the most
                 // any client can parse.
                 let seq = OriginalSeq::from_parts(&[0, 0, 0, 0], None);
-                encode_raw(
-                    &self.ds,
-                    ReplyFraming::Framed,
-                    Protocol::Binary,
-                    b"",
-                    &seq,
-                    ExceptionType::ProtocolError,
-                    msg,
-                );
+                encode_raw(&self.ds, ReplyFraming::Framed, Protocol::Binary, b"", &seq, err);
             }
         }
     }
@@ -376,7 +348,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             }
         }
         let buf = std::mem::take(&mut self.buf);
-        self.protocol_error(&buf, limits, &format!("frame of {len} bytes is over the limit of {max} bytes"));
+        self.protocol_error(&buf, limits, &ErrorKind::FrameTooLarge { len, max }.into());
         self.linger(len.saturating_sub(buf.len()), std::time::Duration::from_secs(1)).await;
     }
 
@@ -413,18 +385,10 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
             }
         };
-        let msg = "unframed (buffered) transport is not supported by this proxy; use framed or TTHeader";
         if let Some(h) = hdr {
             let seq = OriginalSeq::from_parts(&self.buf[h.seq_at..h.seq_at + h.seq_len], None);
-            encode_raw(
-                &self.ds,
-                ReplyFraming::Unframed,
-                h.protocol,
-                &self.buf[h.name.clone()],
-                &seq,
-                ExceptionType::UnsupportedClientType,
-                msg,
-            );
+            let err = ErrorKind::Unsupported(Unsupported::UnframedTransport).into();
+            encode_raw(&self.ds, ReplyFraming::Unframed, h.protocol, &self.buf[h.name.clone()], &seq, &err);
         }
         log::debug!("listener {}: unframed client rejected", self.listener);
     }
@@ -437,11 +401,11 @@ fn encode_raw(
     protocol: Protocol,
     name: &[u8],
     seq: &OriginalSeq,
-    kind: ExceptionType,
-    msg: &str,
+    err: &RequestError,
 ) {
+    let (kind, msg) = exception(err);
     let mut buf = BytesMut::new();
-    encode_exception(&mut buf, framing, protocol, name, seq, kind, msg);
+    encode_exception(&mut buf, framing, protocol, name, seq, kind, &msg);
     ds.stats.exceptions.set(ds.stats.exceptions.get() + 1);
     ds.out.push(buf);
 }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::io::Canceller;
 
+use crate::error::RequestError;
 use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::stats::Stats;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
-use crate::thrift::codec::{encode_exception, restore_reply, Dialect, ExceptionType, FrameInfo, OriginalSeq};
+use crate::thrift::codec::{encode_exception, restore_reply, Dialect, FrameInfo, OriginalSeq};
+use crate::thrift::errors::exception;
 use crate::worker::state::DownstreamConn;
 
 /// Shared state of one client connection.
@@ -90,10 +92,12 @@ impl ThriftSession {
         self.progress.notify_all();
     }
 
-    /// Queues a proxy-generated exception for a request.
-    pub fn send_exception(&self, dialect: Dialect, name: &[u8], seq: &OriginalSeq, kind: ExceptionType, msg: &str) {
+    /// Answers a request with the exception `err` maps to (`thrift/errors.rs`), in the
+    /// client's own dialect, with its method name and seqID.
+    pub fn send_error(&self, dialect: Dialect, name: &[u8], seq: &OriginalSeq, err: &RequestError) {
+        let (kind, msg) = exception(err);
         let mut buf = BytesMut::with_capacity(64 + name.len() + msg.len());
-        encode_exception(&mut buf, dialect.reply_framing(), dialect.protocol, name, seq, kind, msg);
+        encode_exception(&mut buf, dialect.reply_framing(), dialect.protocol, name, seq, kind, &msg);
         self.stats.exceptions.set(self.stats.exceptions.get() + 1);
         self.out.push(buf);
     }
@@ -150,9 +154,9 @@ impl Pending {
         self.downstream.request_done();
     }
 
-    /// Answers the request with an INTERNAL_ERROR exception saying why.
-    pub fn fail(self, msg: &str) {
-        self.downstream.send_exception(self.dialect, &self.name, &self.orig, ExceptionType::InternalError, msg);
+    /// Answers the request with the exception for `err`.
+    pub fn fail(self, err: &RequestError) {
+        self.downstream.send_error(self.dialect, &self.name, &self.orig, err);
         self.downstream.request_done();
     }
 }

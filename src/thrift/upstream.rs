@@ -11,6 +11,7 @@ use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::config::ClusterConfig;
+use crate::error::{ErrorKind, LostCause};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::pool::Member;
@@ -94,13 +95,13 @@ impl ThriftUpstream {
             if let Err(p) = CatchUnwind::new(c.clone().read_loop(rd)).await {
                 c.stats.panics.set(c.stats.panics.get() + 1);
                 log::error!("upstream {}: reader panicked: {p}", c.peer);
-                c.die("upstream connection failed");
+                c.die(LostCause::Panicked("reader"));
             }
         });
         let c = conn.clone();
         monoio::spawn(async move {
             if let Err(e) = write_outbox(&mut wr, &c.out).await {
-                c.die(&format!("upstream write failed ({e})"));
+                c.die(LostCause::WriteFailed(Rc::new(e)));
             }
         });
         let c = conn.clone();
@@ -160,19 +161,20 @@ impl ThriftUpstream {
     }
 
     /// Stops accepting requests, drops unsent frames (their clients are answered here) and
-    /// fails everything pending with `why`.
-    pub fn die(&self, why: &str) {
+    /// fails everything pending: the upstream was lost (`cause`).
+    pub fn die(&self, cause: LostCause) {
         if !self.dead.replace(true) {
             self.out.close_and_clear();
             self.cancel_reader();
             let pending: Vec<Pending> = self.pending.borrow_mut().drain().map(|(_, p)| p).collect();
             if !pending.is_empty() {
                 self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
-                log::warn!("upstream {}: {why}; failing {} requests in flight", self.peer, pending.len());
+                log::warn!("upstream {}: {cause}; failing {} requests in flight", self.peer, pending.len());
             }
-            let msg = format!("{why}: {} ({} requests in flight)", self.peer, pending.len());
+            let inflight = pending.len();
+            let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
             for p in pending {
-                p.fail(&msg);
+                p.fail(&err);
             }
             self.deadline_added.notify_all();
             self.capacity.notify_all();
@@ -229,7 +231,7 @@ impl ThriftUpstream {
                             skip -= n;
                             continue;
                         }
-                        Some(false) => return self.die("upstream sent an unparseable oversized reply"),
+                        Some(false) => return self.die(LostCause::UnparseableOversizedReply),
                         None => break, // need more of its header
                     }
                 }
@@ -250,9 +252,9 @@ impl ThriftUpstream {
             }
             let handle = self.reader.borrow().handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
-                Ok(0) => return self.die("upstream connection closed"),
+                Ok(0) => return self.die(LostCause::Closed),
                 Ok(_) => {}
-                Err(e) => return self.die(&format!("upstream read failed ({e})")),
+                Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
             }
         }
     }
@@ -268,10 +270,7 @@ impl ThriftUpstream {
         log::warn!("upstream {}: reply of {len} bytes over max_frame_size {}", self.peer, self.limits.max_frame);
         let removed = self.pending.borrow_mut().remove(info.msg.seq);
         if let Some(p) = removed {
-            p.fail(&format!(
-                "upstream reply of {len} bytes is over the cluster max_frame_size of {}",
-                self.limits.max_frame
-            ));
+            p.fail(&ErrorKind::ReplyTooLarge { len, max: self.limits.max_frame }.into());
             self.capacity.notify_all();
         }
         Some(true)
@@ -282,7 +281,7 @@ impl ThriftUpstream {
             Ok(i) => i,
             Err(e) => {
                 log::warn!("upstream {}: unparseable reply ({e:?}); closing", self.peer);
-                return self.die("upstream sent a malformed reply");
+                return self.die(LostCause::MalformedReply);
             }
         };
         if info.crrst && !self.retired.get() {
@@ -331,7 +330,7 @@ impl ThriftUpstream {
             };
             for p in expired {
                 self.stats.timeouts.set(self.stats.timeouts.get() + 1);
-                p.fail(&format!("upstream request timed out ({})", self.peer));
+                p.fail(&ErrorKind::Timeout { endpoint: Some(self.peer.clone()) }.into());
             }
             self.capacity.notify_all();
             self.close_if_retired_and_idle();

@@ -269,7 +269,12 @@ fn a_proxy_failure_before_response_headers_is_trailers_only_and_cancels_the_upst
     let (client, up) = pair();
     let s = opened(&client, &up, false);
     frames(&up.core);
-    s.fail(Code::Unavailable, "upstream gone");
+    let err = crate::error::ErrorKind::UpstreamLost {
+        endpoint: "10.0.0.9:50051".into(),
+        cause: crate::error::LostCause::Closed,
+        inflight: 1,
+    };
+    s.fail(&err.into());
     let got = frames(&client.core);
     let shape: Vec<_> = got.iter().map(|f| (f.kind, f.stream, f.end_stream)).collect();
     // Trailers-Only with END_STREAM, then RST_STREAM(NO_ERROR): the client was still sending.
@@ -277,7 +282,8 @@ fn a_proxy_failure_before_response_headers_is_trailers_only_and_cancels_the_upst
     let fields = decode(&mut Decoder::new(4096), &got[0].payload);
     assert!(fields.contains(&(":status".into(), "200".into())), "{fields:?}");
     assert!(fields.contains(&("grpc-status".into(), "14".into())), "{fields:?}");
-    assert!(fields.contains(&("grpc-message".into(), "upstream gone".into())), "{fields:?}");
+    let msg = ("grpc-message".to_string(), "upstream connection closed: 10.0.0.9:50051".to_string());
+    assert!(fields.contains(&msg), "{fields:?}");
     assert_eq!(got[1].payload, 0u32.to_be_bytes(), "NO_ERROR");
     let cancelled = frames(&up.core);
     assert_eq!((cancelled[0].kind, cancelled[0].stream), (kind::RST_STREAM, 1));
