@@ -292,7 +292,9 @@ impl std::hash::Hasher for SeqHasher {
 }
 
 pub type SeqMap<V> = std::collections::HashMap<i32, V, std::hash::BuildHasherDefault<SeqHasher>>;
-/// HTTP/2 stream id tables.
+/// Tables keyed by a small id newtype (a stream id), hashed like seqIDs.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<SeqHasher>>;
+/// HTTP/2 stream id tables keyed by the bare number (the load generator's).
 pub type StreamMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<SeqHasher>>;
 
 #[cfg(test)]

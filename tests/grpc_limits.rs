@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::control::Server;
-use ringway::grpc::h2::frame::{self, kind, settings::Settings, Head, Reason, HEAD_LEN};
+use ringway::grpc::h2::frame::{self, kind, settings::Settings, Flags, Head, Reason, StreamId, HEAD_LEN};
 use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway_bench::grpc_echo::{EchoClient, EchoServer};
 
@@ -110,8 +110,8 @@ impl Raw {
     /// message with END_STREAM).
     fn server_stream(&mut self, id: u32, extra: &[(&str, &str)], b: &mut BytesMut) {
         let block = self.request_block("ServerStream", extra);
-        frame::headers::encode(id, &block, false, 16384, b);
-        frame::data::encode(id, &[0, 0, 0, 0, 1, b'z'], true, b);
+        frame::headers::encode(StreamId::new(id), &block, false, 16384, b);
+        frame::data::encode(StreamId::new(id), &[0, 0, 0, 0, 1, b'z'], true, b);
     }
 
     /// Reads frames until one of interest arrives or `within` passes.
@@ -126,13 +126,13 @@ impl Raw {
                         return Some(Got::GoAway(g.reason, String::from_utf8_lossy(&p[g.debug]).into()));
                     }
                     kind::RST_STREAM => {
-                        return Some(Got::Rst(head.stream, frame::rst_stream::parse(&head, p).unwrap()))
+                        return Some(Got::Rst(head.stream.get(), frame::rst_stream::parse(&head, p).unwrap()))
                     }
                     kind::HEADERS => {
                         let h = frame::headers::parse(&head, p).unwrap();
                         let mut list = HeaderList::new();
                         self.dec.decode(&p[h.fragment], 1 << 20, &mut list).unwrap();
-                        return Some(Got::Headers(head.stream, list, h.end_stream));
+                        return Some(Got::Headers(head.stream.get(), list, h.end_stream));
                     }
                     _ => {}
                 }
@@ -181,8 +181,8 @@ both_drivers! {
         for i in 0..100u32 {
             let id = 1 + 2 * i;
             let block = raw.request_block("Unary", &[]);
-            frame::headers::encode(id, &block, false, 16384, &mut b);
-            frame::rst_stream::encode(id, Reason::CANCEL, &mut b);
+            frame::headers::encode(StreamId::new(id), &block, false, 16384, &mut b);
+            frame::rst_stream::encode(StreamId::new(id), Reason::CANCEL, &mut b);
         }
         raw.send(&b);
         let (r, why) = raw.goaway(Duration::from_secs(5)).expect("GOAWAY");
@@ -197,10 +197,10 @@ both_drivers! {
         let mut raw = Raw::connect(proxy.addr, Settings::default());
         let block = raw.request_block("Unary", &[]);
         let mut b = BytesMut::new();
-        Head::new(kind::HEADERS, 0, 1, 1).encode(&mut b);
+        Head::new(kind::HEADERS, Flags::NONE, StreamId::new(1), 1).encode(&mut b);
         b.extend_from_slice(&block[..1]);
         for _ in 0..50 {
-            frame::continuation::encode(1, b"", false, &mut b);
+            frame::continuation::encode(StreamId::new(1), b"", false, &mut b);
         }
         raw.send(&b);
         let (r, why) = raw.goaway(Duration::from_secs(5)).expect("GOAWAY");
@@ -226,7 +226,7 @@ both_drivers! {
         // Index 62 is the newest dynamic entry; the request fields above did not add after it.
         block.extend(std::iter::repeat_n(0x80 | 62, 2000));
         let mut b = BytesMut::new();
-        frame::headers::encode(1, &block, true, 16384, &mut b);
+        frame::headers::encode(StreamId::new(1), &block, true, 16384, &mut b);
         raw.send(&b);
         match raw.next(Duration::from_secs(5)) {
             Some(Got::Headers(1, list, true)) => {
@@ -237,8 +237,8 @@ both_drivers! {
         // Same connection, HPACK state still in sync: a normal request works.
         let block = raw.request_block("Unary", &[("x-echo-a", "1")]);
         let mut b = BytesMut::new();
-        frame::headers::encode(3, &block, false, 16384, &mut b);
-        frame::data::encode(3, &[0, 0, 0, 0, 2, b'h', b'i'], true, &mut b);
+        frame::headers::encode(StreamId::new(3), &block, false, 16384, &mut b);
+        frame::data::encode(StreamId::new(3), &[0, 0, 0, 0, 2, b'h', b'i'], true, &mut b);
         raw.send(&b);
         match raw.next(Duration::from_secs(5)) {
             Some(Got::Headers(3, list, false)) => assert_eq!(list.get(b":status"), Some(&b"200"[..])),
@@ -301,15 +301,15 @@ both_drivers! {
         let proxy = Proxy::start(driver, echo.addr, "");
         let mut raw = Raw::connect(proxy.addr, Settings::default());
         let unknown = |kind: u8, stream: u32, b: &mut BytesMut| {
-            Head::new(kind, 0xff, stream, 5).encode(b);
+            Head::new(kind, Flags::from_bits(0xff), StreamId::new(stream), 5).encode(b);
             b.extend_from_slice(b"hello");
         };
         let mut b = BytesMut::new();
         unknown(0xfa, 0, &mut b);
         let block = raw.request_block("ServerStream", &[("x-count", "1")]);
-        frame::headers::encode(1, &block, false, 16384, &mut b);
+        frame::headers::encode(StreamId::new(1), &block, false, 16384, &mut b);
         unknown(0xfb, 1, &mut b);
-        frame::data::encode(1, &[0, 0, 0, 0, 1, b'z'], true, &mut b);
+        frame::data::encode(StreamId::new(1), &[0, 0, 0, 0, 1, b'z'], true, &mut b);
         unknown(0x0c + 0x70, 3, &mut b);
         raw.send(&b);
         match raw.next(Duration::from_secs(5)) {
@@ -357,7 +357,7 @@ both_drivers! {
         std::thread::sleep(Duration::from_millis(300));
         let mut b = BytesMut::new();
         for i in 0..24u32 {
-            frame::rst_stream::encode(1 + 2 * i, Reason::CANCEL, &mut b);
+            frame::rst_stream::encode(StreamId::new(1 + 2 * i), Reason::CANCEL, &mut b);
         }
         raw.send(&b);
         let c = EchoClient::connect(proxy.addr).unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringway::config::Config;
 use ringway::control::Server;
-use ringway::grpc::h2::frame::{self, flag, kind, settings::Settings, HEAD_LEN};
+use ringway::grpc::h2::frame::{self, kind, settings::Settings, AckFlags, StreamId, HEAD_LEN};
 use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway_bench::grpc_echo::EchoClient;
 
@@ -107,25 +107,25 @@ fn serve(
         while let Ok(Some((head, f))) = frame::cut(&mut buf, 1 << 24) {
             let p = &f[HEAD_LEN..];
             match head.kind {
-                kind::SETTINGS if !head.has(flag::ACK) => frame::settings::encode_ack(&mut out),
+                kind::SETTINGS if !AckFlags::from(head.flags).is_ack() => frame::settings::encode_ack(&mut out),
                 kind::HEADERS => {
                     let h = frame::headers::parse(&head, p).unwrap();
                     assert!(h.end_headers, "test upstream handles single-frame blocks only");
                     let mut list = HeaderList::new();
                     dec.decode(&p[h.fragment], 1 << 20, &mut list).unwrap();
                     let mut s = seen.lock().unwrap();
-                    s.opened.push(head.stream);
-                    open.insert(head.stream, (Vec::new(), None));
+                    s.opened.push(head.stream.get());
+                    open.insert(head.stream.get(), (Vec::new(), None));
                     s.max_open = s.max_open.max(open.len());
                 }
                 kind::DATA => {
                     let d = frame::data::parse(&head, p).unwrap();
-                    seen.lock().unwrap().data.push((head.stream, d.data.len(), d.end_stream));
+                    seen.lock().unwrap().data.push((head.stream.get(), d.data.len(), d.end_stream));
                     if d.flow_len > 0 {
-                        frame::window_update::encode(0, d.flow_len as u32, &mut out);
+                        frame::window_update::encode(StreamId::new(0), d.flow_len as u32, &mut out);
                         frame::window_update::encode(head.stream, d.flow_len as u32, &mut out);
                     }
-                    if let Some(e) = open.get_mut(&head.stream) {
+                    if let Some(e) = open.get_mut(&head.stream.get()) {
                         e.0.extend_from_slice(&p[d.data]);
                         if d.end_stream {
                             e.1 = Some(Instant::now() + delay);
@@ -146,13 +146,13 @@ fn serve(
                 fields.iter().map(|(n, v)| Field { name: n.as_bytes(), value: v.as_bytes(), never_indexed: false }),
                 &mut block,
             );
-            frame::headers::encode(id, &block, false, 16384, &mut out);
+            frame::headers::encode(StreamId::new(id), &block, false, 16384, &mut out);
             for chunk in msg.chunks(16384) {
-                frame::data::encode(id, chunk, false, &mut out);
+                frame::data::encode(StreamId::new(id), chunk, false, &mut out);
             }
             let mut block = BytesMut::new();
             enc.encode([Field { name: b"grpc-status", value: b"0", never_indexed: false }], &mut block);
-            frame::headers::encode(id, &block, true, 16384, &mut out);
+            frame::headers::encode(StreamId::new(id), &block, true, 16384, &mut out);
         }
         if !out.is_empty() && c.write_all(&out).is_err() {
             return;

@@ -17,10 +17,10 @@ use monoio::net::TcpStream;
 
 use crate::load::{write_batch, Acc, LoadSpec, Window};
 use crate::wire::BenchProtocol;
-use ringway::grpc::h2::frame::{self, kind, settings::Settings, Head, HEAD_LEN};
+use ringway::grpc::h2::frame::{self, kind, settings::Settings, AckFlags, Head, StreamId, HEAD_LEN};
 use ringway::grpc::h2::hpack::{Decoder, Encoder, Field, HeaderList};
 use ringway::io::{read_more, ReadHint};
-use ringway::local::{Notify, StreamMap};
+use ringway::local::{IdMap, Notify};
 
 /// Reply messages per server-streaming call.
 pub const STREAM_MESSAGES: usize = 10;
@@ -41,11 +41,11 @@ struct Client<'a> {
     spec: &'a LoadSpec,
     enc: Encoder,
     dec: Decoder,
-    next_stream: u32,
+    next_stream: StreamId,
     next_tag: u64,
     wbuf: BytesMut,
     consumed: u32,
-    calls: StreamMap<Call>,
+    calls: IdMap<StreamId, Call>,
     headers: HeaderList,
     /// Closed loop: a finished call opens the next one.
     closed: bool,
@@ -61,11 +61,11 @@ impl<'a> Client<'a> {
             spec,
             enc: Encoder::new(),
             dec: Decoder::new(4096),
-            next_stream: 1,
+            next_stream: StreamId::new(1),
             next_tag: 1,
             wbuf: BytesMut::with_capacity(64 * 1024),
             consumed: 0,
-            calls: StreamMap::default(),
+            calls: IdMap::default(),
             headers: HeaderList::new(),
             closed,
             peer_streams: 100,
@@ -73,7 +73,7 @@ impl<'a> Client<'a> {
         c.wbuf.extend_from_slice(frame::PREFACE);
         let s = Settings { initial_window_size: Some(WINDOW), enable_push: Some(false), ..Settings::default() };
         frame::settings::encode(&s, &mut c.wbuf);
-        frame::window_update::encode(0, WINDOW - frame::DEFAULT_WINDOW, &mut c.wbuf);
+        frame::window_update::encode(StreamId::ZERO, WINDOW - frame::DEFAULT_WINDOW, &mut c.wbuf);
         c
     }
 
@@ -94,7 +94,7 @@ impl<'a> Client<'a> {
         self.wbuf.put_bytes(b'x', len - 12);
     }
 
-    fn data(&mut self, stream: u32, tag: u64, end: bool) {
+    fn data(&mut self, stream: StreamId, tag: u64, end: bool) {
         let len = 5 + self.spec.payload.max(16);
         frame::data::encode_head(stream, len, end, &mut self.wbuf);
         self.message(tag);
@@ -103,7 +103,7 @@ impl<'a> Client<'a> {
     /// Opens a call: HEADERS and the first message.
     fn open(&mut self, now: Instant) {
         let stream = self.next_stream;
-        self.next_stream += 2;
+        self.next_stream = stream.next();
         let count = STREAM_MESSAGES.to_string();
         let mut fields = vec![
             (":method", "POST"),
@@ -134,7 +134,7 @@ impl<'a> Client<'a> {
         let p = &f[HEAD_LEN..];
         let mut done = 0u64;
         match head.kind {
-            kind::SETTINGS if !head.has(frame::flag::ACK) => {
+            kind::SETTINGS if !AckFlags::from(head.flags).is_ack() => {
                 if let Ok(frame::settings::Frame::Settings(s)) = frame::settings::parse(&head, p, 64) {
                     if let Some(n) = s.max_concurrent_streams {
                         self.peer_streams = n as usize;
@@ -142,7 +142,7 @@ impl<'a> Client<'a> {
                 }
                 frame::settings::encode_ack(&mut self.wbuf)
             }
-            kind::PING if !head.has(frame::flag::ACK) => {
+            kind::PING if !AckFlags::from(head.flags).is_ack() => {
                 if let Ok(ping) = frame::ping::parse(&head, p) {
                     frame::ping::encode(frame::ping::Ping { ack: true, data: ping.data }, &mut self.wbuf);
                 }
@@ -209,7 +209,7 @@ impl<'a> Client<'a> {
                     frame::data::encode(head.stream, b"", true, &mut self.wbuf);
                 }
                 if self.consumed >= WINDOW / 2 {
-                    frame::window_update::encode(0, self.consumed, &mut self.wbuf);
+                    frame::window_update::encode(StreamId::ZERO, self.consumed, &mut self.wbuf);
                     self.consumed = 0;
                 }
             }
@@ -219,7 +219,7 @@ impl<'a> Client<'a> {
     }
 
     /// A call ended (trailers): account it and open the next one.
-    fn finish(&mut self, stream: u32, acc: &RefCell<Acc>, w: Window, now: Instant) -> u64 {
+    fn finish(&mut self, stream: StreamId, acc: &RefCell<Acc>, w: Window, now: Instant) -> u64 {
         let Some(c) = self.calls.remove(&stream) else { return 0 };
         let closed = self.closed;
         let mut done = 0;

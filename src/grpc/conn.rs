@@ -11,7 +11,7 @@ use monoio::io::Canceller;
 
 use crate::grpc::h2::block::{Assembler, Block, BlockLimits};
 use crate::grpc::h2::frame::{
-    self, kind, settings::Settings, FrameError, Head, Reason, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
+    self, kind, settings::Settings, FrameError, Head, Reason, StreamId, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
 };
 use crate::grpc::h2::hpack::{Decoder, Encoder, Field};
 use crate::local::{Notify, Outbox};
@@ -62,11 +62,11 @@ pub enum Control {
     /// The answer to a PING of ours.
     PingAck([u8; 8]),
     /// GOAWAY: no new streams above `last_stream`.
-    GoAway { last_stream: u32, reason: Reason, debug: Vec<u8> },
+    GoAway { last_stream: StreamId, reason: Reason, debug: Vec<u8> },
     /// WINDOW_UPDATE on a stream.
-    StreamWindow { stream: u32, inc: u32 },
+    StreamWindow { stream: StreamId, inc: u32 },
     /// RST_STREAM.
-    Reset { stream: u32, reason: Reason },
+    Reset { stream: StreamId, reason: Reason },
     /// PUSH_PROMISE (each side refuses it in its own words).
     PushPromise,
 }
@@ -141,7 +141,7 @@ impl Core {
     pub fn opening(&self, s: &Settings, dst: &mut BytesMut) {
         frame::settings::encode(s, dst);
         if self.conn_window > DEFAULT_WINDOW {
-            frame::window_update::encode(0, self.conn_window - DEFAULT_WINDOW, dst);
+            frame::window_update::encode(StreamId::ZERO, self.conn_window - DEFAULT_WINDOW, dst);
         }
     }
 
@@ -224,7 +224,7 @@ impl Core {
     /// Encodes a header list with this connection's encoder and queues it as HEADERS (+
     /// CONTINUATION) on `stream`. Encoding and queueing happen together, so blocks reach the
     /// socket in the order the encoder produced them (the peer's decoder depends on it).
-    pub fn write_headers<'a>(&self, stream: u32, fields: impl IntoIterator<Item = Field<'a>>, end_stream: bool) {
+    pub fn write_headers<'a>(&self, stream: StreamId, fields: impl IntoIterator<Item = Field<'a>>, end_stream: bool) {
         // The block is encoded behind room for the frame head, so the usual block (one
         // frame) costs one buffer and no copy.
         let mut out = BytesMut::with_capacity(256);
@@ -241,13 +241,13 @@ impl Core {
         self.push(out);
     }
 
-    pub fn write_rst(&self, stream: u32, reason: Reason) {
+    pub fn write_rst(&self, stream: StreamId, reason: Reason) {
         let mut b = BytesMut::with_capacity(13);
         frame::rst_stream::encode(stream, reason, &mut b);
         self.push(b);
     }
 
-    pub fn write_window_update(&self, stream: u32, inc: u32) {
+    pub fn write_window_update(&self, stream: StreamId, inc: u32) {
         let mut b = BytesMut::with_capacity(13);
         frame::window_update::encode(stream, inc, &mut b);
         self.push(b);
@@ -273,7 +273,7 @@ impl Core {
         if c >= self.conn_window / 2 {
             self.recv_credit.set(0);
             self.recv_window.set(self.recv_window.get() + c as i64);
-            self.write_window_update(0, c);
+            self.write_window_update(StreamId::ZERO, c);
         } else {
             self.recv_credit.set(c);
         }
@@ -305,7 +305,7 @@ impl Core {
     }
 
     /// Sends GOAWAY and closes the write side once it is flushed.
-    pub fn go_away(&self, last_stream: u32, reason: Reason, debug: &str) {
+    pub fn go_away(&self, last_stream: StreamId, reason: Reason, debug: &str) {
         let mut b = BytesMut::with_capacity(17 + debug.len());
         frame::goaway::encode(last_stream, reason, debug.as_bytes(), &mut b);
         self.push(b);
@@ -371,7 +371,7 @@ impl Core {
             }
             kind::WINDOW_UPDATE => {
                 let inc = frame::window_update::parse(head, payload)?;
-                if head.stream != 0 {
+                if !head.stream.is_zero() {
                     return Ok(Control::StreamWindow { stream: head.stream, inc });
                 }
                 self.grow_send_window(inc)?;
@@ -400,7 +400,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::h2::frame::flag;
+    use crate::grpc::h2::frame::HeadersFlags;
     use crate::grpc::h2::hpack::HeaderList;
 
     /// Everything `core` queued, as (head, payload) frames.
@@ -433,11 +433,15 @@ mod tests {
         let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096);
         // Small: one HEADERS frame with END_HEADERS (and END_STREAM when asked).
         let small = [Field { name: b":status", value: b"200", never_indexed: false }];
-        core.write_headers(3, small, true);
+        core.write_headers(StreamId::new(3), small, true);
         let frames = queued_frames(&core);
         assert_eq!(frames.len(), 1);
         let (h, p) = &frames[0];
-        assert_eq!((h.kind, h.flags, h.stream), (kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3));
+        let flags = HeadersFlags::from(h.flags);
+        assert_eq!(
+            (h.kind, flags, h.stream),
+            (kind::HEADERS, HeadersFlags::END_HEADERS | HeadersFlags::END_STREAM, StreamId::new(3))
+        );
         assert_eq!(decode(p), [(b":status".to_vec(), b"200".to_vec())]);
         let first_block = p.clone();
 
@@ -447,17 +451,18 @@ mod tests {
             (0..3u8).map(|k| (0..9000u32).map(|i| b'!' + ((i * 7 + k as u32 * 13) % 90) as u8).collect()).collect();
         let names = [b"x-a".as_slice(), b"x-b", b"x-c"];
         let fields = names.iter().zip(&values).map(|(n, v)| Field { name: n, value: v, never_indexed: false });
-        core.write_headers(5, fields, false);
+        core.write_headers(StreamId::new(5), fields, false);
         let frames = queued_frames(&core);
         assert!(frames.len() >= 2, "{} frames", frames.len());
         let max = core.peer.max_frame_size.get() as usize;
         let mut block = Vec::new();
         for (i, (h, p)) in frames.iter().enumerate() {
             let last = i == frames.len() - 1;
-            assert_eq!(h.stream, 5);
+            assert_eq!(h.stream, StreamId::new(5));
             assert_eq!(h.kind, if i == 0 { kind::HEADERS } else { kind::CONTINUATION });
-            assert_eq!(h.flags & flag::END_HEADERS != 0, last, "frame {i}");
-            assert_eq!(h.flags & flag::END_STREAM, 0, "frame {i}");
+            let flags = HeadersFlags::from(h.flags);
+            assert_eq!(flags.is_end_headers(), last, "frame {i}");
+            assert!(!flags.is_end_stream(), "frame {i}");
             assert!(p.len() <= max, "frame {i}: {} octets", p.len());
             block.extend_from_slice(p);
         }

@@ -18,10 +18,10 @@ use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields};
 use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::block::{Block, BlockLimits};
-use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
+use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, Notify, StreamMap};
+use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::state::{DownstreamConn, WorkerState};
@@ -66,11 +66,11 @@ impl Bucket {
 
 pub struct GrpcSession {
     pub core: Core,
-    streams: RefCell<StreamMap<Rc<Stream>>>,
+    streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
     /// Highest stream id the client opened.
-    max_seen: Cell<u32>,
+    max_seen: Cell<StreamId>,
     /// The last stream id named by our final GOAWAY (later GOAWAYs must not name more).
-    goaway_last: Cell<Option<u32>>,
+    goaway_last: Cell<Option<StreamId>>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
     pub limits: GrpcListener,
@@ -141,8 +141,8 @@ where
             limits.initial_stream_window,
             HEADER_TABLE,
         ),
-        streams: RefCell::new(StreamMap::default()),
-        max_seen: Cell::new(0),
+        streams: RefCell::new(IdMap::default()),
+        max_seen: Cell::new(StreamId::ZERO),
         goaway_last: Cell::new(None),
         state: state.clone(),
         listener,
@@ -218,7 +218,7 @@ async fn refuse_non_h2<W: AsyncWriteRent>(buf: &[u8], wr: &mut W, state: &Worker
         .into_bytes()
     } else {
         let mut b = BytesMut::new();
-        frame::goaway::encode(0, Reason::PROTOCOL_ERROR, b"invalid HTTP/2 connection preface", &mut b);
+        frame::goaway::encode(StreamId::ZERO, Reason::PROTOCOL_ERROR, b"invalid HTTP/2 connection preface", &mut b);
         b.to_vec()
     };
     let (_, _) = wr.write_all(reply).await;
@@ -334,11 +334,11 @@ impl GrpcSession {
     }
 
     /// The last stream id a GOAWAY may name: frozen by the final GOAWAY of a drain.
-    fn last_stream(&self) -> u32 {
+    fn last_stream(&self) -> StreamId {
         self.goaway_last.get().unwrap_or(self.max_seen.get())
     }
 
-    fn stream(&self, id: u32) -> Option<Rc<Stream>> {
+    fn stream(&self, id: StreamId) -> Option<Rc<Stream>> {
         self.streams.borrow().get(&id).cloned()
     }
 
@@ -347,7 +347,7 @@ impl GrpcSession {
     }
 
     /// A stream ended: forget it (and close if a drain is waiting for that).
-    pub fn forget(&self, id: u32) {
+    pub fn forget(&self, id: StreamId) {
         self.streams.borrow_mut().remove(&id);
         self.close_if_drained();
     }
@@ -478,7 +478,7 @@ impl GrpcSession {
             .map_err(|r| FrameError::Stream(head.stream, r.reason, r.why))
     }
 
-    fn on_rst(self: &Rc<Self>, id: u32, r: Reason) -> Result<(), FrameError> {
+    fn on_rst(self: &Rc<Self>, id: StreamId, r: Reason) -> Result<(), FrameError> {
         if id > self.max_seen.get() {
             return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
         }
@@ -511,7 +511,7 @@ impl GrpcSession {
             }
             return s.on_request_trailers(list).map_err(|r| FrameError::Stream(id, r.reason, r.why));
         }
-        if id % 2 == 0 {
+        if !id.is_client_initiated() {
             return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "even stream id from a client"));
         }
         if id <= self.max_seen.get() {
@@ -576,7 +576,7 @@ impl GrpcSession {
 
     /// Answers a stream that never reached an upstream: a Trailers-Only status (then
     /// RST_STREAM(NO_ERROR) if the client is still sending), or the reset the table gives.
-    fn reply_error(&self, id: u32, end_stream: bool, err: &RequestError) {
+    fn reply_error(&self, id: StreamId, end_stream: bool, err: &RequestError) {
         match reply(err) {
             GrpcReply::Status(code, msg) => {
                 let mut fields = HeaderList::new();
@@ -641,7 +641,7 @@ impl ClientEnd for GrpcSession {
         &self.core
     }
 
-    fn forget(&self, id: u32) {
+    fn forget(&self, id: StreamId) {
         GrpcSession::forget(self, id)
     }
 
@@ -665,7 +665,7 @@ impl DownstreamConn for GrpcSession {
         }
         self.drain.set(Drain::Announced);
         let mut b = BytesMut::with_capacity(40);
-        frame::goaway::encode(MAX_STREAM_ID, Reason::NO_ERROR, b"draining", &mut b);
+        frame::goaway::encode(StreamId::MAX, Reason::NO_ERROR, b"draining", &mut b);
         frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
         self.core.push(b);
         let c = self.clone();

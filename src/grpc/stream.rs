@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use self::flow::{flush, queue_data, Dir, Item};
+use self::flow::{flush, queue_data, Dir, Hop, Item};
 use super::conn::{Core, Parked, Side};
 use super::errors::{reply, GrpcReply};
 use super::wire::{check_response, encode_timeout, status_fields};
 use crate::error::RequestError;
-use crate::grpc::h2::frame::{Reason, MAX_WINDOW};
+use crate::grpc::h2::frame::{Reason, StreamId, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
 use crate::stats::Stats;
 use crate::worker::hold::InFlight;
@@ -30,7 +30,7 @@ use crate::worker::hold::InFlight;
 pub trait ClientEnd {
     fn core(&self) -> &Core;
     /// The stream ended: forget it (the connection may close if a drain waits for that).
-    fn forget(&self, id: u32);
+    fn forget(&self, id: StreamId);
     /// A stream started waiting on a window: the sweeper should look (stall limit).
     fn wake_sweeper(&self);
     fn stats(&self) -> &Stats;
@@ -40,9 +40,9 @@ pub trait ClientEnd {
 pub trait UpstreamEnd {
     fn core(&self) -> &Core;
     /// Allocates the next stream id for `stream` (called right before its HEADERS are queued).
-    fn register(&self, stream: Rc<Stream>) -> u32;
+    fn register(&self, stream: Rc<Stream>) -> StreamId;
     /// The stream ended: its slot is free.
-    fn forget(&self, id: u32);
+    fn forget(&self, id: StreamId);
 }
 
 /// A frame a stream refused: the side resets the stream with `reason` (RFC 9113 §5.4.2).
@@ -69,7 +69,7 @@ pub enum Due {
 
 struct StreamState {
     up: Option<Rc<dyn UpstreamEnd>>,
-    up_id: u32,
+    up_id: StreamId,
     /// Client → upstream.
     req: Dir,
     /// Upstream → client.
@@ -90,7 +90,7 @@ struct StreamState {
 pub struct Stream {
     down: Rc<dyn ClientEnd>,
     /// The client's stream id.
-    pub down_id: u32,
+    pub down_id: StreamId,
     st: RefCell<StreamState>,
     /// Counts towards the worker's event coalescing while the stream lives.
     _in_flight: InFlight,
@@ -101,7 +101,7 @@ impl Stream {
     /// on an upstream connection.
     pub fn new(
         down: Rc<dyn ClientEnd>,
-        down_id: u32,
+        down_id: StreamId,
         request: HeaderList,
         end_stream: bool,
         deadline: Option<Instant>,
@@ -117,7 +117,7 @@ impl Stream {
             _in_flight: InFlight::new(),
             st: RefCell::new(StreamState {
                 up: None,
-                up_id: 0,
+                up_id: StreamId::ZERO,
                 req,
                 resp,
                 resp_headers_seen: false,
@@ -305,7 +305,7 @@ impl Stream {
         let Some(up) = st.up.clone() else { return };
         let up_id = st.up_id;
         let was_blocked = st.req.blocked_since.is_some();
-        let out = flush(&mut st.req, up.core(), up_id, self.down.core(), self.down_id);
+        let out = flush(&mut st.req, Hop::new(up.core(), up_id), Hop::new(self.down.core(), self.down_id));
         if !was_blocked && st.req.blocked_since.is_some() {
             self.down.wake_sweeper();
         }
@@ -327,7 +327,7 @@ impl Stream {
         let up_id = st.up_id;
         let had_headers = st.resp_headers_sent;
         let was_blocked = st.resp.blocked_since.is_some();
-        let out = flush(&mut st.resp, self.down.core(), self.down_id, up.core(), up_id);
+        let out = flush(&mut st.resp, Hop::new(self.down.core(), self.down_id), Hop::new(up.core(), up_id));
         st.resp_headers_sent = had_headers || out.headers;
         if !was_blocked && st.resp.blocked_since.is_some() {
             self.down.wake_sweeper();

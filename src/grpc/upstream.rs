@@ -17,10 +17,12 @@ use super::stream::{Stream, UpstreamEnd};
 use crate::config::ClusterConfig;
 use crate::error::{ErrorKind, LostCause};
 use crate::grpc::h2::block::{Block, BlockLimits};
-use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, HEAD_LEN, MAX_STREAM_ID};
+use crate::grpc::h2::frame::{
+    self, kind, settings::Settings, FrameError, Head, Reason, StreamId, HEAD_LEN, MAX_STREAM_ID,
+};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, Notify, StreamMap};
+use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::pool::Member;
 use crate::stats::Stats;
 
@@ -39,8 +41,8 @@ const UPSTREAM_CONTROL: ControlLimits = ControlLimits { max_settings_entries: 64
 pub struct GrpcUpstream {
     pub core: Core,
     pub peer: Rc<str>,
-    streams: RefCell<StreamMap<Rc<Stream>>>,
-    next_id: Cell<u32>,
+    streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
+    next_id: Cell<StreamId>,
     max_streams: usize,
     going_away: Cell<bool>,
     dead: Cell<bool>,
@@ -76,8 +78,8 @@ impl Member for GrpcUpstream {
                 4096,
             ),
             peer: label,
-            streams: RefCell::new(StreamMap::default()),
-            next_id: Cell::new(1),
+            streams: RefCell::new(IdMap::default()),
+            next_id: Cell::new(StreamId::new(1)),
             max_streams: cluster.max_requests_per_connection,
             going_away: Cell::new(false),
             dead: Cell::new(false),
@@ -134,7 +136,7 @@ impl Member for GrpcUpstream {
             && !self.going_away.get()
             && !self.retired.get()
             && self.settings_seen.get()
-            && self.next_id.get() < MAX_STREAM_ID - 2
+            && self.next_id.get().get() < MAX_STREAM_ID - 2
             && self.streams.borrow().len() < self.max_streams.min(self.core.peer.max_concurrent_streams.get() as usize)
     }
 
@@ -161,20 +163,20 @@ impl UpstreamEnd for GrpcUpstream {
         &self.core
     }
 
-    fn register(&self, stream: Rc<Stream>) -> u32 {
+    fn register(&self, stream: Rc<Stream>) -> StreamId {
         GrpcUpstream::register(self, stream)
     }
 
-    fn forget(&self, id: u32) {
+    fn forget(&self, id: StreamId) {
         GrpcUpstream::forget(self, id)
     }
 }
 
 impl GrpcUpstream {
     /// Allocates the next stream id for `stream` (called right before its HEADERS are queued).
-    pub fn register(&self, stream: Rc<Stream>) -> u32 {
+    pub fn register(&self, stream: Rc<Stream>) -> StreamId {
         let id = self.next_id.get();
-        self.next_id.set(id + 2);
+        self.next_id.set(id.next());
         self.streams.borrow_mut().insert(id, stream);
         self.stats.upstream_streams.set(self.stats.upstream_streams.get() + 1);
         id
@@ -193,7 +195,7 @@ impl GrpcUpstream {
     }
 
     /// A stream ended: its slot is free.
-    pub fn forget(&self, id: u32) {
+    pub fn forget(&self, id: StreamId) {
         let was_full = !self.has_capacity();
         self.streams.borrow_mut().remove(&id);
         if was_full {
@@ -206,7 +208,7 @@ impl GrpcUpstream {
         if (self.retired.get() || self.going_away.get()) && self.streams.borrow().is_empty() && !self.dead.get() {
             self.dead.set(true);
             let mut b = BytesMut::with_capacity(17);
-            frame::goaway::encode(0, Reason::NO_ERROR, b"", &mut b);
+            frame::goaway::encode(StreamId::ZERO, Reason::NO_ERROR, b"", &mut b);
             self.core.push(b);
             self.core.out.close();
             self.core.cancel_reader();
@@ -218,7 +220,7 @@ impl GrpcUpstream {
         self.streams.borrow().values().cloned().collect()
     }
 
-    fn stream(&self, id: u32) -> Option<Rc<Stream>> {
+    fn stream(&self, id: StreamId) -> Option<Rc<Stream>> {
         self.streams.borrow().get(&id).cloned()
     }
 
@@ -283,7 +285,7 @@ impl GrpcUpstream {
             FrameError::Connection(r, why) => {
                 log::warn!("upstream {}: protocol error {r}: {why}", self.peer);
                 let mut b = BytesMut::new();
-                frame::goaway::encode(0, r, why.as_bytes(), &mut b);
+                frame::goaway::encode(StreamId::ZERO, r, why.as_bytes(), &mut b);
                 self.core.push(b);
                 self.die(LostCause::ProtocolError(why));
             }
@@ -354,7 +356,7 @@ impl GrpcUpstream {
 
     /// GOAWAY: no new streams here; streams above `last` were not processed, so the client
     /// gets REFUSED_STREAM, which gRPC clients retry transparently.
-    fn on_goaway(&self, last: u32, reason: Reason, debug: &[u8]) {
+    fn on_goaway(&self, last: StreamId, reason: Reason, debug: &[u8]) {
         log::info!("upstream {}: GOAWAY {reason} last stream {last} {}", self.peer, String::from_utf8_lossy(debug));
         self.going_away.set(true);
         self.capacity.notify_all();

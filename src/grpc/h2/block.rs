@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use super::frame::{FrameError, Reason};
+use super::frame::{FrameError, Reason, StreamId};
 
 /// Limits on one header block.
 #[derive(Clone, Copy, Debug)]
@@ -18,7 +18,7 @@ pub struct BlockLimits {
 /// A header block being assembled.
 #[derive(Debug)]
 pub struct Pending {
-    pub stream: u32,
+    pub stream: StreamId,
     pub end_stream: bool,
     pub block: BytesMut,
     continuations: usize,
@@ -32,21 +32,21 @@ pub struct Assembler {
 
 /// A complete block.
 pub struct Block {
-    pub stream: u32,
+    pub stream: StreamId,
     pub end_stream: bool,
     pub block: BytesMut,
 }
 
 impl Assembler {
     /// True while a block waits for CONTINUATION: every other frame is then a protocol error.
-    pub fn in_progress(&self) -> Option<u32> {
+    pub fn in_progress(&self) -> Option<StreamId> {
         self.pending.as_ref().map(|p| p.stream)
     }
 
     /// Starts a block with a HEADERS fragment. Returns it at once when END_HEADERS is set.
     pub fn start(
         &mut self,
-        stream: u32,
+        stream: StreamId,
         end_stream: bool,
         end_headers: bool,
         fragment: BytesMut,
@@ -65,7 +65,7 @@ impl Assembler {
     /// Adds a CONTINUATION fragment for `stream`.
     pub fn continuation(
         &mut self,
-        stream: u32,
+        stream: StreamId,
         end_headers: bool,
         fragment: &[u8],
         limits: BlockLimits,

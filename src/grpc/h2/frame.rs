@@ -5,6 +5,7 @@
 
 pub mod continuation;
 pub mod data;
+pub mod flags;
 pub mod goaway;
 pub mod headers;
 pub mod ping;
@@ -43,13 +44,70 @@ pub mod kind {
     pub const CONTINUATION: u8 = 0x9;
 }
 
-/// Frame flags (their meaning depends on the type).
-pub mod flag {
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PADDED: u8 = 0x8;
-    pub const PRIORITY: u8 = 0x20;
+pub use flags::{AckFlags, ContinuationFlags, DataFlags, Flags, HeadersFlags, PushPromiseFlags};
+
+/// The name of a frame type.
+pub fn kind_name(k: u8) -> &'static str {
+    const NAMES: [&str; 10] = [
+        "DATA",
+        "HEADERS",
+        "PRIORITY",
+        "RST_STREAM",
+        "SETTINGS",
+        "PUSH_PROMISE",
+        "PING",
+        "GOAWAY",
+        "WINDOW_UPDATE",
+        "CONTINUATION",
+    ];
+    NAMES.get(k as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// A stream identifier (RFC 9113 §5.1.1): 31 bits, the reserved high bit always clear. Zero
+/// is the connection itself; clients open odd ids, servers even ones.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(u32);
+
+impl StreamId {
+    /// The connection (frames that belong to no stream).
+    pub const ZERO: StreamId = StreamId(0);
+    /// The largest id (GOAWAY's "every stream" in the first phase of a graceful drain).
+    pub const MAX: StreamId = StreamId(MAX_STREAM_ID);
+
+    /// The id `n`, its reserved bit cleared.
+    pub const fn new(n: u32) -> StreamId {
+        StreamId(n & MAX_STREAM_ID)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Opened by a client (odd).
+    pub const fn is_client_initiated(self) -> bool {
+        self.0 % 2 == 1
+    }
+
+    /// The next id the same peer may open (ids grow by two).
+    pub const fn next(self) -> StreamId {
+        StreamId::new(self.0 + 2)
+    }
+}
+
+impl std::fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// An HTTP/2 error code (RFC 9113 §7).
@@ -103,22 +161,33 @@ impl std::fmt::Display for Reason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
     Connection(Reason, &'static str),
-    Stream(u32, Reason, &'static str),
+    Stream(StreamId, Reason, &'static str),
 }
 
-/// The 9-byte frame header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The 9-byte frame header. Its `Debug` reads like a trace: `DATA stream=3 len=5 END_STREAM`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub len: u32,
     pub kind: u8,
-    pub flags: u8,
-    pub stream: u32,
+    pub flags: Flags,
+    pub stream: StreamId,
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} stream={} len={}", kind_name(self.kind), self.stream, self.len)?;
+        if self.flags != Flags::NONE {
+            f.write_str(" ")?;
+            self.flags.fmt_for(self.kind, f)?;
+        }
+        Ok(())
+    }
 }
 
 impl Head {
-    pub fn new(kind: u8, flags: u8, stream: u32, len: usize) -> Head {
+    pub fn new(kind: u8, flags: impl Into<Flags>, stream: StreamId, len: usize) -> Head {
         debug_assert!(len <= MAX_MAX_FRAME_SIZE as usize);
-        Head { len: len as u32, kind, flags, stream }
+        Head { len: len as u32, kind, flags: flags.into(), stream }
     }
 
     /// Reads a header from the first 9 bytes; the reserved bit of the stream id is ignored.
@@ -127,15 +196,15 @@ impl Head {
         Some(Head {
             len: u32::from_be_bytes([0, b[0], b[1], b[2]]),
             kind: b[3],
-            flags: b[4],
-            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & MAX_STREAM_ID,
+            flags: Flags::from_bits(b[4]),
+            stream: StreamId::new(u32::from_be_bytes([b[5], b[6], b[7], b[8]])),
         })
     }
 
     pub fn to_bytes(self) -> [u8; HEAD_LEN] {
         let l = self.len.to_be_bytes();
-        let s = (self.stream & MAX_STREAM_ID).to_be_bytes();
-        [l[1], l[2], l[3], self.kind, self.flags, s[0], s[1], s[2], s[3]]
+        let s = self.stream.get().to_be_bytes();
+        [l[1], l[2], l[3], self.kind, self.flags.bits(), s[0], s[1], s[2], s[3]]
     }
 
     pub fn encode(self, dst: &mut BytesMut) {
@@ -146,10 +215,6 @@ impl Head {
     pub fn write_into(self, frame: &mut [u8]) {
         frame[..HEAD_LEN].copy_from_slice(&self.to_bytes());
     }
-
-    pub fn has(self, f: u8) -> bool {
-        self.flags & f != 0
-    }
 }
 
 /// Checks a frame against our SETTINGS_MAX_FRAME_SIZE (RFC 9113 §4.2): too large is a
@@ -159,7 +224,7 @@ pub fn check_size(head: &Head, max_frame_size: u32) -> Result<(), FrameError> {
     if head.len <= max_frame_size {
         return Ok(());
     }
-    let conn_fatal = head.stream == 0
+    let conn_fatal = head.stream.is_zero()
         || matches!(head.kind, kind::HEADERS | kind::CONTINUATION | kind::PUSH_PROMISE | kind::SETTINGS);
     if conn_fatal {
         Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"))
@@ -169,8 +234,9 @@ pub fn check_size(head: &Head, max_frame_size: u32) -> Result<(), FrameError> {
 }
 
 /// Removes PADDED framing: returns the range of the payload that is content.
-pub(crate) fn unpad(head: &Head, payload: &[u8]) -> Result<std::ops::Range<usize>, FrameError> {
-    if !head.has(flag::PADDED) {
+/// (`padded`: the frame's PADDED flag.)
+pub(crate) fn unpad(padded: bool, payload: &[u8]) -> Result<std::ops::Range<usize>, FrameError> {
+    if !padded {
         return Ok(0..payload.len());
     }
     let Some(&pad) = payload.first() else {
@@ -184,14 +250,14 @@ pub(crate) fn unpad(head: &Head, payload: &[u8]) -> Result<std::ops::Range<usize
 }
 
 pub(crate) fn need_stream(head: &Head, what: &'static str) -> Result<(), FrameError> {
-    if head.stream == 0 {
+    if head.stream.is_zero() {
         return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, what));
     }
     Ok(())
 }
 
 pub(crate) fn need_conn(head: &Head, what: &'static str) -> Result<(), FrameError> {
-    if head.stream != 0 {
+    if !head.stream.is_zero() {
         return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, what));
     }
     Ok(())

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::grpc::conn::Core;
-use crate::grpc::h2::frame::{self, HEAD_LEN};
+use crate::grpc::h2::frame::{self, DataFlags, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::HeaderList;
 
 /// Something queued for the receiving side of one direction.
@@ -69,6 +69,19 @@ impl Dir {
     }
 }
 
+/// One end of a hop: a connection and the stream's id on it.
+#[derive(Clone, Copy)]
+pub(super) struct Hop<'a> {
+    pub(super) conn: &'a Core,
+    pub(super) stream: StreamId,
+}
+
+impl<'a> Hop<'a> {
+    pub(super) fn new(conn: &'a Core, stream: StreamId) -> Self {
+        Hop { conn, stream }
+    }
+}
+
 /// What a flush did.
 pub(super) struct Flushed {
     /// A header block was written.
@@ -77,10 +90,11 @@ pub(super) struct Flushed {
     pub(super) parked: bool,
 }
 
-/// Moves queued items of one direction to the receiver (`to`, stream `to_id`) as far as its
-/// windows, frame size and write queue allow, and gives the forwarded bytes back to the
-/// sender (`from`, stream `from_id`).
-pub(super) fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: u32) -> Flushed {
+/// Moves queued items of one direction to the receiver (`to`) as far as its windows, frame
+/// size and write queue allow, and gives the forwarded bytes back to the sender (`from`).
+pub(super) fn flush(dir: &mut Dir, to: Hop<'_>, from: Hop<'_>) -> Flushed {
+    let (to_id, from_id) = (to.stream, from.stream);
+    let (to, from) = (to.conn, from.conn);
     let mut wrote_headers = false;
     let mut parked = false;
     let mut forwarded = 0usize;
@@ -110,7 +124,7 @@ pub(super) fn flush(dir: &mut Dir, to: &Core, to_id: u32, from: &Core, from_id: 
                 dir.blocked_since = None;
                 let last = n == len;
                 let end_now = last && *end;
-                let flags = if end_now { frame::flag::END_STREAM } else { 0 };
+                let flags = DataFlags::empty().with(DataFlags::END_STREAM, end_now);
                 let head = frame::Head::new(frame::kind::DATA, flags, to_id, n);
                 if *head_room {
                     let mut piece = buf.split_to(HEAD_LEN + n);

@@ -6,13 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use super::*;
-use crate::grpc::h2::frame::{self, flag, kind, Head, HEAD_LEN};
+use crate::grpc::h2::frame::{self, kind, DataFlags, Head, HeadersFlags, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::Decoder;
 
 /// The client connection: a core and a record of the stream ids it was told to forget.
 struct Client {
     core: Core,
-    forgotten: RefCell<Vec<u32>>,
+    forgotten: RefCell<Vec<StreamId>>,
     sweeper_woken: Cell<usize>,
     stats: Stats,
 }
@@ -21,7 +21,7 @@ impl ClientEnd for Client {
     fn core(&self) -> &Core {
         &self.core
     }
-    fn forget(&self, id: u32) {
+    fn forget(&self, id: StreamId) {
         self.forgotten.borrow_mut().push(id);
     }
     fn wake_sweeper(&self) {
@@ -35,20 +35,20 @@ impl ClientEnd for Client {
 /// The upstream connection: allocates odd stream ids from 1, as a real one does.
 struct Upstream {
     core: Core,
-    next_id: Cell<u32>,
-    forgotten: RefCell<Vec<u32>>,
+    next_id: Cell<StreamId>,
+    forgotten: RefCell<Vec<StreamId>>,
 }
 
 impl UpstreamEnd for Upstream {
     fn core(&self) -> &Core {
         &self.core
     }
-    fn register(&self, _stream: Rc<Stream>) -> u32 {
+    fn register(&self, _stream: Rc<Stream>) -> StreamId {
         let id = self.next_id.get();
-        self.next_id.set(id + 2);
+        self.next_id.set(id.next());
         id
     }
-    fn forget(&self, id: u32) {
+    fn forget(&self, id: StreamId) {
         self.forgotten.borrow_mut().push(id);
     }
 }
@@ -62,7 +62,11 @@ fn pair() -> (Rc<Client>, Rc<Upstream>) {
         sweeper_woken: Cell::new(0),
         stats: Stats::default(),
     });
-    let up = Rc::new(Upstream { core: core(Side::Upstream), next_id: Cell::new(1), forgotten: RefCell::default() });
+    let up = Rc::new(Upstream {
+        core: core(Side::Upstream),
+        next_id: Cell::new(StreamId::new(1)),
+        forgotten: RefCell::default(),
+    });
     (client, up)
 }
 
@@ -71,6 +75,7 @@ fn pair() -> (Rc<Client>, Rc<Upstream>) {
 struct Seen {
     kind: u8,
     stream: u32,
+    /// END_STREAM, on a DATA or HEADERS frame.
     end_stream: bool,
     payload: Vec<u8>,
 }
@@ -90,8 +95,12 @@ fn frames(core: &Core) -> Vec<Seen> {
     }
     let mut out = Vec::new();
     while let Some((h, f)) = frame::cut(&mut wire, 1 << 24).unwrap() {
-        let end_stream = matches!(h.kind, kind::DATA | kind::HEADERS) && h.flags & flag::END_STREAM != 0;
-        out.push(Seen { kind: h.kind, stream: h.stream, end_stream, payload: f[HEAD_LEN..].to_vec() });
+        let end_stream = match h.kind {
+            kind::DATA => DataFlags::from(h.flags).is_end_stream(),
+            kind::HEADERS => HeadersFlags::from(h.flags).is_end_stream(),
+            _ => false,
+        };
+        out.push(Seen { kind: h.kind, stream: h.stream.get(), end_stream, payload: f[HEAD_LEN..].to_vec() });
     }
     assert!(wire.is_empty());
     out
@@ -112,8 +121,8 @@ fn request() -> HeaderList {
 /// A DATA frame as the reader hands it over: the whole frame, head included.
 fn data_frame(stream: u32, payload: &[u8], end: bool) -> (BytesMut, std::ops::Range<usize>, usize) {
     let mut b = BytesMut::new();
-    let flags = if end { flag::END_STREAM } else { 0 };
-    Head::new(kind::DATA, flags, stream, payload.len()).encode(&mut b);
+    let flags = DataFlags::empty().with(DataFlags::END_STREAM, end);
+    Head::new(kind::DATA, flags, StreamId::new(stream), payload.len()).encode(&mut b);
     b.extend_from_slice(payload);
     (b, 0..payload.len(), payload.len())
 }
@@ -128,7 +137,7 @@ fn decode(dec: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
 
 /// A client stream 3 opened on the upstream (as its stream 1), request headers sent.
 fn opened(client: &Rc<Client>, up: &Rc<Upstream>, end_stream: bool) -> Rc<Stream> {
-    let s = Rc::new(Stream::new(client.clone(), 3, request(), end_stream, None));
+    let s = Rc::new(Stream::new(client.clone(), StreamId::new(3), request(), end_stream, None));
     s.open_upstream(up.clone());
     s
 }
@@ -167,8 +176,8 @@ fn a_unary_call_goes_through_with_ids_rewritten_and_ends_on_both_connections() {
 
     // Both directions ended: the stream is forgotten on both connections, once.
     assert!(s.is_closed());
-    assert_eq!(*client.forgotten.borrow(), [3]);
-    assert_eq!(*up.forgotten.borrow(), [1]);
+    assert_eq!(*client.forgotten.borrow(), [StreamId::new(3)]);
+    assert_eq!(*up.forgotten.borrow(), [StreamId::new(1)]);
     s.reset(Some(Reason::CANCEL), Some(Reason::CANCEL));
     assert!(frames(&client.core).is_empty() && frames(&up.core).is_empty(), "a closed stream sends nothing");
 }
@@ -259,7 +268,7 @@ fn data_waits_for_the_receivers_window_and_resumes_when_it_opens() {
 fn a_deadline_makes_the_stream_due() {
     let (client, _) = pair();
     let at = Instant::now() + Duration::from_millis(50);
-    let s = Rc::new(Stream::new(client, 3, request(), true, Some(at)));
+    let s = Rc::new(Stream::new(client, StreamId::new(3), request(), true, Some(at)));
     assert_eq!(s.due(Instant::now(), Duration::from_secs(30)), Due::Later(Some(at)));
     assert_eq!(s.due(at, Duration::from_secs(30)), Due::Expired);
 }
@@ -289,7 +298,10 @@ fn a_proxy_failure_before_response_headers_is_trailers_only_and_cancels_the_upst
     assert_eq!((cancelled[0].kind, cancelled[0].stream), (kind::RST_STREAM, 1));
     assert_eq!(cancelled[0].payload, 8u32.to_be_bytes(), "CANCEL");
     assert_eq!(client.stats.grpc_errors.get(), 1);
-    assert_eq!((&*client.forgotten.borrow(), &*up.forgotten.borrow()), (&vec![3], &vec![1]));
+    assert_eq!(
+        (&*client.forgotten.borrow(), &*up.forgotten.borrow()),
+        (&vec![StreamId::new(3)], &vec![StreamId::new(1)])
+    );
 }
 
 #[test]

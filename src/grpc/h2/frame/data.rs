@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use bytes::BytesMut;
 
-use super::{flag, kind, need_stream, unpad, FrameError, Head};
+use super::{kind, need_stream, unpad, DataFlags, FrameError, Head, StreamId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
@@ -17,18 +17,19 @@ pub struct Data {
 
 pub fn parse(head: &Head, payload: &[u8]) -> Result<Data, FrameError> {
     need_stream(head, "DATA on stream 0")?;
-    let data = unpad(head, payload)?;
-    Ok(Data { data, end_stream: head.has(flag::END_STREAM), flow_len: payload.len() })
+    let flags = DataFlags::from(head.flags);
+    let data = unpad(flags.is_padded(), payload)?;
+    Ok(Data { data, end_stream: flags.is_end_stream(), flow_len: payload.len() })
 }
 
 /// Writes a DATA frame header for `len` bytes of content that the caller appends.
-pub fn encode_head(stream: u32, len: usize, end_stream: bool, dst: &mut BytesMut) {
-    let flags = if end_stream { flag::END_STREAM } else { 0 };
+pub fn encode_head(stream: StreamId, len: usize, end_stream: bool, dst: &mut BytesMut) {
+    let flags = DataFlags::empty().with(DataFlags::END_STREAM, end_stream);
     Head::new(kind::DATA, flags, stream, len).encode(dst);
 }
 
 /// A whole DATA frame.
-pub fn encode(stream: u32, data: &[u8], end_stream: bool, dst: &mut BytesMut) {
+pub fn encode(stream: StreamId, data: &[u8], end_stream: bool, dst: &mut BytesMut) {
     encode_head(stream, data.len(), end_stream, dst);
     dst.extend_from_slice(data);
 }

@@ -4,11 +4,11 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
-use super::{kind, need_conn, u31, FrameError, Head, Reason};
+use super::{kind, need_conn, u31, Flags, FrameError, Head, Reason, StreamId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoAway {
-    pub last_stream: u32,
+    pub last_stream: StreamId,
     pub reason: Reason,
     /// Debug data (a range of the payload).
     pub debug: Range<usize>,
@@ -20,12 +20,12 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<GoAway, FrameError> {
         return Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes"));
     }
     let reason = Reason(u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]));
-    Ok(GoAway { last_stream: u31(payload), reason, debug: 8..payload.len() })
+    Ok(GoAway { last_stream: StreamId::new(u31(payload)), reason, debug: 8..payload.len() })
 }
 
-pub fn encode(last_stream: u32, reason: Reason, debug: &[u8], dst: &mut BytesMut) {
-    Head::new(kind::GOAWAY, 0, 0, 8 + debug.len()).encode(dst);
-    dst.put_u32(last_stream & super::MAX_STREAM_ID);
+pub fn encode(last_stream: StreamId, reason: Reason, debug: &[u8], dst: &mut BytesMut) {
+    Head::new(kind::GOAWAY, Flags::NONE, StreamId::ZERO, 8 + debug.len()).encode(dst);
+    dst.put_u32(last_stream.get());
     dst.put_u32(reason.0);
     dst.extend_from_slice(debug);
 }

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 
-use super::{flag, kind, need_conn, FrameError, Head, Reason};
+use super::{kind, need_conn, AckFlags, FrameError, Head, Reason, StreamId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ping {
@@ -14,10 +14,10 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<Ping, FrameError> {
     need_conn(head, "PING on a stream")?;
     let data: [u8; 8] =
         payload.try_into().map_err(|_| FrameError::Connection(Reason::FRAME_SIZE_ERROR, "PING length is not 8"))?;
-    Ok(Ping { ack: head.has(flag::ACK), data })
+    Ok(Ping { ack: AckFlags::from(head.flags).is_ack(), data })
 }
 
 pub fn encode(p: Ping, dst: &mut BytesMut) {
-    Head::new(kind::PING, if p.ack { flag::ACK } else { 0 }, 0, 8).encode(dst);
+    Head::new(kind::PING, AckFlags::empty().with(AckFlags::ACK, p.ack), StreamId::ZERO, 8).encode(dst);
     dst.extend_from_slice(&p.data);
 }

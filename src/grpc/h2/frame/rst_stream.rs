@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{kind, need_stream, FrameError, Head, Reason};
+use super::{kind, need_stream, Flags, FrameError, Head, Reason, StreamId};
 
 pub fn parse(head: &Head, payload: &[u8]) -> Result<Reason, FrameError> {
     need_stream(head, "RST_STREAM on stream 0")?;
@@ -12,7 +12,7 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<Reason, FrameError> {
     Ok(Reason(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])))
 }
 
-pub fn encode(stream: u32, reason: Reason, dst: &mut BytesMut) {
-    Head::new(kind::RST_STREAM, 0, stream, 4).encode(dst);
+pub fn encode(stream: StreamId, reason: Reason, dst: &mut BytesMut) {
+    Head::new(kind::RST_STREAM, Flags::NONE, stream, 4).encode(dst);
     dst.put_u32(reason.0);
 }

@@ -3,7 +3,10 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{flag, kind, need_conn, FrameError, Head, Reason, MAX_MAX_FRAME_SIZE, MAX_WINDOW, MIN_MAX_FRAME_SIZE};
+use super::{
+    kind, need_conn, AckFlags, Flags, FrameError, Head, Reason, StreamId, MAX_MAX_FRAME_SIZE, MAX_WINDOW,
+    MIN_MAX_FRAME_SIZE,
+};
 
 pub const HEADER_TABLE_SIZE: u16 = 0x1;
 pub const ENABLE_PUSH: u16 = 0x2;
@@ -33,7 +36,7 @@ pub enum Frame {
 /// exceeding it is ENHANCE_YOUR_CALM).
 pub fn parse(head: &Head, payload: &[u8], max_entries: usize) -> Result<Frame, FrameError> {
     need_conn(head, "SETTINGS on a stream")?;
-    if head.has(flag::ACK) {
+    if AckFlags::from(head.flags).is_ack() {
         if !payload.is_empty() {
             return Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"));
         }
@@ -87,7 +90,7 @@ pub fn encode(s: &Settings, dst: &mut BytesMut) {
         (MAX_HEADER_LIST_SIZE, s.max_header_list_size),
     ];
     let n = entries.iter().filter(|(_, v)| v.is_some()).count();
-    Head::new(kind::SETTINGS, 0, 0, n * 6).encode(dst);
+    Head::new(kind::SETTINGS, Flags::NONE, StreamId::ZERO, n * 6).encode(dst);
     for (id, v) in entries {
         if let Some(v) = v {
             dst.put_u16(id);
@@ -97,5 +100,5 @@ pub fn encode(s: &Settings, dst: &mut BytesMut) {
 }
 
 pub fn encode_ack(dst: &mut BytesMut) {
-    Head::new(kind::SETTINGS, flag::ACK, 0, 0).encode(dst);
+    Head::new(kind::SETTINGS, AckFlags::ACK, StreamId::ZERO, 0).encode(dst);
 }

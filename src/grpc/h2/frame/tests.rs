@@ -2,39 +2,53 @@ use bytes::BytesMut;
 
 use super::*;
 
+/// Raw flag bits, for building frames by hand (the codec itself reads them through the
+/// per-type newtypes).
+mod flag {
+    pub const END_STREAM: u8 = 0x1;
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const PADDED: u8 = 0x8;
+    pub const PRIORITY: u8 = 0x20;
+}
+
+fn head(kind: u8, flags: u8, stream: u32, len: usize) -> Head {
+    Head::new(kind, Flags::from_bits(flags), StreamId(stream), len)
+}
+
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> (Head, Vec<u8>) {
-    (Head::new(kind, flags, stream, payload.len()), payload.to_vec())
+    (head(kind, flags, stream, payload.len()), payload.to_vec())
 }
 
 #[test]
 fn head_round_trips_and_ignores_the_reserved_bit() {
-    let h = Head::new(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 0x7fff_fff1, 0x12_3456);
+    let h = head(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 0x7fff_fff1, 0x12_3456);
     let b = h.to_bytes();
     assert_eq!(b, [0x12, 0x34, 0x56, 0x01, 0x05, 0x7f, 0xff, 0xff, 0xf1]);
     assert_eq!(Head::parse(&b), Some(h));
     let mut r = b;
     r[5] |= 0x80;
-    assert_eq!(Head::parse(&r).unwrap().stream, 0x7fff_fff1, "reserved bit ignored");
+    assert_eq!(Head::parse(&r).unwrap().stream, StreamId(0x7fff_fff1), "reserved bit ignored");
     assert_eq!(Head::parse(&b[..8]), None);
 }
 
 #[test]
 fn cut_waits_for_whole_frames_and_checks_size_first() {
     let mut buf = BytesMut::new();
-    data::encode(1, b"hello", true, &mut buf);
+    data::encode(StreamId(1), b"hello", true, &mut buf);
     ping::encode(ping::Ping { ack: false, data: *b"12345678" }, &mut buf);
     let mut partial = BytesMut::from(&buf[..12]);
     assert_eq!(cut(&mut partial, 16384), Ok(None));
     let (h, f) = cut(&mut buf, 16384).unwrap().unwrap();
-    assert_eq!((h.kind, h.stream, &f[HEAD_LEN..]), (kind::DATA, 1, &b"hello"[..]));
+    assert_eq!((h.kind, h.stream, &f[HEAD_LEN..]), (kind::DATA, StreamId(1), &b"hello"[..]));
     let (h, _) = cut(&mut buf, 16384).unwrap().unwrap();
     assert_eq!(h.kind, kind::PING);
     assert!(buf.is_empty());
 
     // Only the header is needed to refuse a frame over the limit.
-    let mut big = BytesMut::from(&Head::new(kind::DATA, 0, 3, 20000).to_bytes()[..]);
-    assert!(matches!(cut(&mut big, 16384), Err(FrameError::Stream(3, Reason::FRAME_SIZE_ERROR, _))));
-    let mut big = BytesMut::from(&Head::new(kind::HEADERS, 0, 3, 20000).to_bytes()[..]);
+    let mut big = BytesMut::from(&head(kind::DATA, 0, 3, 20000).to_bytes()[..]);
+    assert!(matches!(cut(&mut big, 16384), Err(FrameError::Stream(StreamId(3), Reason::FRAME_SIZE_ERROR, _))));
+    let mut big = BytesMut::from(&head(kind::HEADERS, 0, 3, 20000).to_bytes()[..]);
     assert!(matches!(cut(&mut big, 16384), Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, _))));
 }
 
@@ -61,22 +75,22 @@ fn headers_parse_priority_and_padding() {
     let (h, p) = frame(kind::HEADERS, flag::PADDED | flag::PRIORITY | flag::END_HEADERS, 5, &payload);
     let hd = headers::parse(&h, &p).unwrap();
     assert_eq!(&p[hd.fragment.clone()], b"\x82\x86");
-    assert_eq!(hd.depends_on, Some(3));
+    assert_eq!(hd.depends_on, Some(StreamId(3)));
     assert!(hd.end_headers && !hd.end_stream);
     let (h, p) = frame(kind::HEADERS, flag::PRIORITY, 5, &[0, 0, 0, 5, 1]);
-    assert!(matches!(headers::parse(&h, &p), Err(FrameError::Stream(5, Reason::PROTOCOL_ERROR, _))));
+    assert!(matches!(headers::parse(&h, &p), Err(FrameError::Stream(StreamId(5), Reason::PROTOCOL_ERROR, _))));
 }
 
 #[test]
 fn header_blocks_split_into_continuations_at_the_frame_size() {
     let block: Vec<u8> = (0..40u8).collect();
     let mut out = BytesMut::new();
-    headers::encode(7, &block, true, 16, &mut out);
+    headers::encode(StreamId(7), &block, true, 16, &mut out);
     let mut frames = vec![];
     while let Some((h, f)) = cut(&mut out, 16384).unwrap() {
         frames.push((h, f[HEAD_LEN..].to_vec()));
     }
-    let kinds: Vec<(u8, u8, usize)> = frames.iter().map(|(h, p)| (h.kind, h.flags, p.len())).collect();
+    let kinds: Vec<(u8, u8, usize)> = frames.iter().map(|(h, p)| (h.kind, h.flags.bits(), p.len())).collect();
     assert_eq!(
         kinds,
         [
@@ -89,8 +103,8 @@ fn header_blocks_split_into_continuations_at_the_frame_size() {
     assert_eq!(joined, block);
     // An empty block (empty trailers are legal) is one HEADERS with END_HEADERS.
     let mut out = BytesMut::new();
-    headers::encode(9, b"", true, 16, &mut out);
-    assert_eq!(&out[..], &Head::new(kind::HEADERS, flag::END_STREAM | flag::END_HEADERS, 9, 0).to_bytes());
+    headers::encode(StreamId(9), b"", true, 16, &mut out);
+    assert_eq!(&out[..], &head(kind::HEADERS, flag::END_STREAM | flag::END_HEADERS, 9, 0).to_bytes());
 }
 
 #[test]
@@ -98,10 +112,10 @@ fn a_head_written_in_place_matches_the_encoded_frame() {
     let block: Vec<u8> = (0..40u8).collect();
     for end_stream in [false, true] {
         let mut expected = BytesMut::new();
-        headers::encode(5, &block, end_stream, 16384, &mut expected);
+        headers::encode(StreamId(5), &block, end_stream, 16384, &mut expected);
         let mut frame = vec![0xee; HEAD_LEN];
         frame.extend_from_slice(&block);
-        headers::head_in_place(5, end_stream, &mut frame);
+        headers::head_in_place(StreamId(5), end_stream, &mut frame);
         assert_eq!(frame, &expected[..], "end_stream {end_stream}");
     }
 }
@@ -121,10 +135,10 @@ fn fixed_length_frames_are_checked() {
     assert!(matches!(ping::parse(&h, &p), Err(FrameError::Connection(Reason::PROTOCOL_ERROR, _))));
 
     let (h, p) = frame(kind::PRIORITY, 0, 3, &[0, 0, 0, 1]);
-    assert!(matches!(priority::parse(&h, &p), Err(FrameError::Stream(3, Reason::FRAME_SIZE_ERROR, _))));
+    assert!(matches!(priority::parse(&h, &p), Err(FrameError::Stream(StreamId(3), Reason::FRAME_SIZE_ERROR, _))));
 
     let (h, p) = frame(kind::WINDOW_UPDATE, 0, 3, &[0, 0, 0, 0]);
-    assert!(matches!(window_update::parse(&h, &p), Err(FrameError::Stream(3, Reason::PROTOCOL_ERROR, _))));
+    assert!(matches!(window_update::parse(&h, &p), Err(FrameError::Stream(StreamId(3), Reason::PROTOCOL_ERROR, _))));
     let (h, p) = frame(kind::WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0]);
     assert!(matches!(window_update::parse(&h, &p), Err(FrameError::Connection(Reason::PROTOCOL_ERROR, _))));
     let (h, p) = frame(kind::WINDOW_UPDATE, 0, 0, &[0x80, 0, 1, 0]);
@@ -134,13 +148,13 @@ fn fixed_length_frames_are_checked() {
 #[test]
 fn every_frame_type_round_trips() {
     let mut b = BytesMut::new();
-    priority::encode(3, priority::Priority { depends_on: 1, exclusive: true, weight: 7 }, &mut b);
-    rst_stream::encode(3, Reason::CANCEL, &mut b);
+    priority::encode(StreamId(3), priority::Priority { depends_on: StreamId(1), exclusive: true, weight: 7 }, &mut b);
+    rst_stream::encode(StreamId(3), Reason::CANCEL, &mut b);
     ping::encode(ping::Ping { ack: true, data: *b"abcdefgh" }, &mut b);
-    goaway::encode(41, Reason::ENHANCE_YOUR_CALM, b"calm", &mut b);
-    window_update::encode(0, 1 << 20, &mut b);
-    push_promise::encode(3, 4, b"\x82", &mut b);
-    continuation::encode(3, b"\x86", true, &mut b);
+    goaway::encode(StreamId(41), Reason::ENHANCE_YOUR_CALM, b"calm", &mut b);
+    window_update::encode(StreamId(0), 1 << 20, &mut b);
+    push_promise::encode(StreamId(3), StreamId(4), b"\x82", &mut b);
+    continuation::encode(StreamId(3), b"\x86", true, &mut b);
     let s = settings::Settings {
         header_table_size: Some(0),
         enable_push: Some(false),
@@ -157,19 +171,22 @@ fn every_frame_type_round_trips() {
         (h, f[HEAD_LEN..].to_vec())
     };
     let (h, p) = next();
-    assert_eq!(priority::parse(&h, &p).unwrap(), priority::Priority { depends_on: 1, exclusive: true, weight: 7 });
+    assert_eq!(
+        priority::parse(&h, &p).unwrap(),
+        priority::Priority { depends_on: StreamId(1), exclusive: true, weight: 7 }
+    );
     let (h, p) = next();
     assert_eq!(rst_stream::parse(&h, &p), Ok(Reason::CANCEL));
     let (h, p) = next();
     assert_eq!(ping::parse(&h, &p), Ok(ping::Ping { ack: true, data: *b"abcdefgh" }));
     let (h, p) = next();
     let g = goaway::parse(&h, &p).unwrap();
-    assert_eq!((g.last_stream, g.reason, &p[g.debug]), (41, Reason::ENHANCE_YOUR_CALM, &b"calm"[..]));
+    assert_eq!((g.last_stream, g.reason, &p[g.debug]), (StreamId(41), Reason::ENHANCE_YOUR_CALM, &b"calm"[..]));
     let (h, p) = next();
-    assert_eq!((h.stream, window_update::parse(&h, &p)), (0, Ok(1 << 20)));
+    assert_eq!((h.stream, window_update::parse(&h, &p)), (StreamId(0), Ok(1 << 20)));
     let (h, p) = next();
     let pp = push_promise::parse(&h, &p).unwrap();
-    assert_eq!((pp.promised, &p[pp.fragment], pp.end_headers), (4, &b"\x82"[..], true));
+    assert_eq!((pp.promised, &p[pp.fragment], pp.end_headers), (StreamId(4), &b"\x82"[..], true));
     let (h, p) = next();
     let c = continuation::parse(&h, &p).unwrap();
     assert_eq!((&p[c.fragment], c.end_headers), (&b"\x86"[..], true));
@@ -208,28 +225,44 @@ fn continuation_rules_and_flood_limits() {
     use crate::grpc::h2::block::{Assembler, BlockLimits};
     let limits = BlockLimits { max_block: 64, max_continuations: 2 };
     let mut a = Assembler::default();
-    assert!(a.start(1, true, false, BytesMut::from(&b"ab"[..]), limits).unwrap().is_none());
-    assert_eq!(a.in_progress(), Some(1));
-    assert!(matches!(a.continuation(3, true, b"x", limits), Err(FrameError::Connection(Reason::PROTOCOL_ERROR, _))));
-    assert!(a.continuation(1, false, b"cd", limits).unwrap().is_none());
-    let b = a.continuation(1, true, b"ef", limits).unwrap().unwrap();
-    assert_eq!((b.stream, b.end_stream, &b.block[..]), (1, true, &b"abcdef"[..]));
+    assert!(a.start(StreamId(1), true, false, BytesMut::from(&b"ab"[..]), limits).unwrap().is_none());
+    assert_eq!(a.in_progress(), Some(StreamId(1)));
+    assert!(matches!(
+        a.continuation(StreamId(3), true, b"x", limits),
+        Err(FrameError::Connection(Reason::PROTOCOL_ERROR, _))
+    ));
+    assert!(a.continuation(StreamId(1), false, b"cd", limits).unwrap().is_none());
+    let b = a.continuation(StreamId(1), true, b"ef", limits).unwrap().unwrap();
+    assert_eq!((b.stream, b.end_stream, &b.block[..]), (StreamId(1), true, &b"abcdef"[..]));
     assert_eq!(a.in_progress(), None);
 
     // Flood: more CONTINUATION frames than allowed.
-    a.start(3, false, false, BytesMut::new(), limits).unwrap();
-    a.continuation(3, false, b"", limits).unwrap();
-    a.continuation(3, false, b"", limits).unwrap();
-    assert!(matches!(a.continuation(3, false, b"", limits), Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, _))));
+    a.start(StreamId(3), false, false, BytesMut::new(), limits).unwrap();
+    a.continuation(StreamId(3), false, b"", limits).unwrap();
+    a.continuation(StreamId(3), false, b"", limits).unwrap();
+    assert!(matches!(
+        a.continuation(StreamId(3), false, b"", limits),
+        Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, _))
+    ));
     // Raw block over the limit.
     let mut a = Assembler::default();
-    a.start(5, false, false, BytesMut::from(&[0u8; 60][..]), limits).unwrap();
+    a.start(StreamId(5), false, false, BytesMut::from(&[0u8; 60][..]), limits).unwrap();
     assert!(matches!(
-        a.continuation(5, true, &[0; 8], limits),
+        a.continuation(StreamId(5), true, &[0; 8], limits),
         Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, _))
     ));
     assert!(matches!(
-        Assembler::default().continuation(5, true, b"", limits),
+        Assembler::default().continuation(StreamId(5), true, b"", limits),
         Err(FrameError::Connection(Reason::PROTOCOL_ERROR, _))
     ));
+}
+
+#[test]
+fn a_head_reads_like_a_trace() {
+    assert_eq!(format!("{:?}", head(kind::DATA, flag::END_STREAM, 3, 5)), "DATA stream=3 len=5 END_STREAM");
+    let h = head(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, 12);
+    assert_eq!(format!("{h:?}"), "HEADERS stream=1 len=12 END_STREAM | END_HEADERS");
+    assert_eq!(format!("{:?}", head(kind::PING, flag::ACK, 0, 8)), "PING stream=0 len=8 ACK");
+    assert_eq!(format!("{:?}", head(kind::RST_STREAM, 0, 7, 4)), "RST_STREAM stream=7 len=4");
+    assert_eq!(format!("{:?}", head(0x42, 0x3, 0, 0)), "UNKNOWN stream=0 len=0 flags=0x3");
 }

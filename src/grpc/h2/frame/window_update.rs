@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{kind, u31, FrameError, Head, Reason};
+use super::{kind, u31, Flags, FrameError, Head, Reason, StreamId};
 
 pub fn parse(head: &Head, payload: &[u8]) -> Result<u32, FrameError> {
     if payload.len() != 4 {
@@ -12,7 +12,7 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<u32, FrameError> {
     let inc = u31(payload);
     if inc == 0 {
         let why = "WINDOW_UPDATE with a zero increment";
-        return Err(if head.stream == 0 {
+        return Err(if head.stream.is_zero() {
             FrameError::Connection(Reason::PROTOCOL_ERROR, why)
         } else {
             FrameError::Stream(head.stream, Reason::PROTOCOL_ERROR, why)
@@ -21,8 +21,8 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<u32, FrameError> {
     Ok(inc)
 }
 
-pub fn encode(stream: u32, increment: u32, dst: &mut BytesMut) {
+pub fn encode(stream: StreamId, increment: u32, dst: &mut BytesMut) {
     debug_assert!(increment > 0 && increment <= super::MAX_WINDOW);
-    Head::new(kind::WINDOW_UPDATE, 0, stream, 4).encode(dst);
+    Head::new(kind::WINDOW_UPDATE, Flags::NONE, stream, 4).encode(dst);
     dst.put_u32(increment);
 }
