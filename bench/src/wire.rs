@@ -132,7 +132,7 @@ impl ReplyError {
 /// Checks a reply frame and returns its seqID.
 pub fn check_reply(frame: &[u8], conn: u32) -> Result<i32, ReplyError> {
     let info = parse_frame(frame, 256).map_err(|_| ReplyError::Malformed)?;
-    let seq = info.msg.seq;
+    let seq = info.msg.seq.get();
     if info.msg.msg_type == ringway::thrift::message::EXCEPTION {
         return Err(ReplyError::Exception);
     }
@@ -170,7 +170,7 @@ mod tests {
             let mut b = BytesMut::new();
             encode_request(&mut b, proto, 300, 7, 64);
             let info = parse_frame(&b, 256).unwrap_or_else(|e| panic!("{proto:?}: {e:?}"));
-            assert_eq!((info.msg.seq, &b[info.msg.name.clone()]), (300, &b"echo"[..]), "{proto:?}");
+            assert_eq!((info.msg.seq.get(), &b[info.msg.name.clone()]), (300, &b"echo"[..]), "{proto:?}");
             assert_eq!(ringway::thrift::frame_len(&b), Some(b.len()));
             // What the echo backend does: flip CALL to REPLY.
             let at = info.msg.type_at();

@@ -9,11 +9,13 @@
 //! The table stays at most half full: it doubles before that, and an entry keeps its slot
 //! when it does (its seqID's low bits under the old mask are the same under the new one).
 
+use crate::thrift::codec::message::SeqId;
+
 /// Smallest table.
 const MIN_SLOTS: usize = 16;
 
 pub struct SeqTable<V> {
-    slots: Vec<Option<(i32, V)>>,
+    slots: Vec<Option<(SeqId, V)>>,
     len: usize,
 }
 
@@ -32,13 +34,13 @@ impl<V> SeqTable<V> {
         self.len == 0
     }
 
-    fn slot(&self, seq: i32) -> usize {
-        seq as u32 as usize & (self.slots.len() - 1)
+    fn slot(&self, seq: SeqId) -> usize {
+        seq.get() as u32 as usize & (self.slots.len() - 1)
     }
 
     /// Whether `seq` may be handed out now: its slot is free (growing first if the table
     /// would be more than half full).
-    pub fn vacant(&mut self, seq: i32) -> bool {
+    pub fn vacant(&mut self, seq: SeqId) -> bool {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
@@ -46,17 +48,17 @@ impl<V> SeqTable<V> {
     }
 
     /// Stores an entry for a seqID that [`vacant`](Self::vacant) said is free.
-    pub fn insert(&mut self, seq: i32, v: V) {
+    pub fn insert(&mut self, seq: SeqId, v: V) {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let i = self.slot(seq);
-        assert!(self.slots[i].is_none(), "seqID {seq} taken while its slot was busy");
+        assert!(self.slots[i].is_none(), "seqID {seq:?} taken while its slot was busy");
         self.slots[i] = Some((seq, v));
         self.len += 1;
     }
 
-    pub fn remove(&mut self, seq: i32) -> Option<V> {
+    pub fn remove(&mut self, seq: SeqId) -> Option<V> {
         if self.slots.is_empty() {
             return None;
         }
@@ -70,7 +72,7 @@ impl<V> SeqTable<V> {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (i32, &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (SeqId, &V)> {
         self.slots.iter().flatten().map(|(s, v)| (*s, v))
     }
 
@@ -79,7 +81,7 @@ impl<V> SeqTable<V> {
     }
 
     /// Takes every entry out.
-    pub fn drain(&mut self) -> impl Iterator<Item = (i32, V)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = (SeqId, V)> + '_ {
         self.len = 0;
         self.slots.iter_mut().filter_map(Option::take)
     }
@@ -121,13 +123,13 @@ mod tests {
                 let seq = loop {
                     let s = next;
                     next = if next >= i32::MAX - 1 { 1 } else { next + 1 };
-                    if t.vacant(s) {
+                    if t.vacant(SeqId::new(s)) {
                         break s;
                     }
-                    assert!(m.contains_key(&s) || t.iter().any(|(k, _)| t.slot(k) == t.slot(s)));
+                    assert!(m.contains_key(&s) || t.iter().any(|(k, _)| t.slot(k) == t.slot(SeqId::new(s))));
                 };
                 assert!(!m.contains_key(&seq), "step {step}: seqID {seq} handed out twice");
-                t.insert(seq, step);
+                t.insert(SeqId::new(seq), step);
                 m.insert(seq, step);
             } else {
                 let keys: Vec<i32> = m.keys().copied().collect();
@@ -137,12 +139,12 @@ mod tests {
                     2 => -((r >> 8) as i32).abs(),
                     _ => keys[(r >> 8) as usize % keys.len()],
                 };
-                assert_eq!(t.remove(k), m.remove(&k), "step {step}: remove {k}");
+                assert_eq!(t.remove(SeqId::new(k)), m.remove(&k), "step {step}: remove {k}");
             }
             assert_eq!(t.len(), m.len());
             assert!(t.slots.len() >= 2 * t.len(), "at most half full");
         }
-        let mut left: Vec<(i32, usize)> = t.iter().map(|(k, v)| (k, *v)).collect();
+        let mut left: Vec<(i32, usize)> = t.iter().map(|(k, v)| (k.get(), *v)).collect();
         let mut want: Vec<(i32, usize)> = m.iter().map(|(k, v)| (*k, *v)).collect();
         left.sort();
         want.sort();
@@ -154,12 +156,12 @@ mod tests {
     #[test]
     fn a_late_reply_for_a_reused_slot_does_not_match() {
         let mut t = SeqTable::default();
-        t.insert(3, "old");
-        assert_eq!(t.remove(3), Some("old"));
+        t.insert(SeqId::new(3), "old");
+        assert_eq!(t.remove(SeqId::new(3)), Some("old"));
         // 3 + 16 lands in the same slot of a 16-slot table.
-        assert!(t.vacant(19));
-        t.insert(19, "new");
-        assert_eq!(t.remove(3), None, "the late reply for 3 must not take 19's entry");
-        assert_eq!(t.remove(19), Some("new"));
+        assert!(t.vacant(SeqId::new(19)));
+        t.insert(SeqId::new(19), "new");
+        assert_eq!(t.remove(SeqId::new(3)), None, "the late reply for 3 must not take 19's entry");
+        assert_eq!(t.remove(SeqId::new(19)), Some("new"));
     }
 }

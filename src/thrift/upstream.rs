@@ -16,6 +16,7 @@ use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::pool::Member;
 use crate::stats::Stats;
+use crate::thrift::codec::message::SeqId;
 use crate::thrift::codec::patch::{patch_request_in_place, request_fits};
 use crate::thrift::codec::{frame_len, parse_frame, patch_request, FrameInfo, ParseError};
 use crate::thrift::seqtable::SeqTable;
@@ -49,7 +50,7 @@ pub struct ThriftUpstream {
     next_wake: Cell<Option<Instant>>,
     /// Wakes the sweeper when a request has an earlier deadline than it sleeps until.
     deadline_added: Notify,
-    next_seq: Cell<i32>,
+    next_seq: Cell<SeqId>,
     limits: ConnLimits,
     dead: Cell<bool>,
     /// Its pool was replaced by a reload, or the server announced `crrst`: take no new
@@ -81,7 +82,7 @@ impl ThriftUpstream {
             pending: RefCell::new(SeqTable::default()),
             next_wake: Cell::new(None),
             deadline_added: Notify::default(),
-            next_seq: Cell::new(1),
+            next_seq: Cell::new(SeqId::FIRST),
             limits,
             dead: Cell::new(false),
             retired: Cell::new(false),
@@ -131,12 +132,12 @@ impl ThriftUpstream {
         self.out.queued_bytes()
     }
 
-    fn alloc_seq(&self) -> i32 {
+    fn alloc_seq(&self) -> SeqId {
         let mut pending = self.pending.borrow_mut();
         loop {
             let seq = self.next_seq.get();
             // Never 0 (ref §1.5 rule 8); wrap below i32::MAX.
-            self.next_seq.set(if seq >= i32::MAX - 1 { 1 } else { seq + 1 });
+            self.next_seq.set(seq.next());
             if pending.vacant(seq) {
                 return seq;
             }
@@ -325,7 +326,7 @@ impl ThriftUpstream {
             }
             let expired: Vec<Pending> = {
                 let mut pending = self.pending.borrow_mut();
-                let seqs: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| s).collect();
+                let seqs: Vec<SeqId> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| s).collect();
                 seqs.iter().filter_map(|s| pending.remove(*s)).collect()
             };
             for p in expired {

@@ -38,6 +38,33 @@ pub enum MessageError {
     Invalid(&'static str),
 }
 
+/// A Thrift message's seqID: the client's, or one an upstream connection allocated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(i32);
+
+impl SeqId {
+    /// The first seqID an upstream connection hands out (0 is never used: ref §1.5 rule 8).
+    pub const FIRST: SeqId = SeqId(1);
+
+    pub const fn new(seq: i32) -> SeqId {
+        SeqId(seq)
+    }
+
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+
+    /// The next seqID to allocate after this one: counting up through the positive range,
+    /// wrapping back to 1 below `i32::MAX` (never 0, never negative).
+    pub const fn next(self) -> SeqId {
+        if self.0 >= i32::MAX - 1 || self.0 < 1 {
+            SeqId(1)
+        } else {
+            SeqId(self.0 + 1)
+        }
+    }
+}
+
 /// A parsed message header. All ranges and offsets are absolute in the buffer passed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageHeader {
@@ -47,7 +74,7 @@ pub struct MessageHeader {
     pub msg_type: u8,
     /// The method name, possibly `Service:method` (multiplexed).
     pub name: Range<usize>,
-    pub seq: i32,
+    pub seq: SeqId,
     /// Offset of the seqID field.
     pub seq_at: usize,
     /// Width of the seqID field on the wire: 4 for binary, 1..=5 for compact.
@@ -133,7 +160,7 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
         }
         let name = at + 8..at + 8 + n;
         let seq_at = name.end;
-        let seq = be_u32(buf, seq_at)? as i32;
+        let seq = SeqId(be_u32(buf, seq_at)? as i32);
         return Ok(MessageHeader { protocol: Protocol::Binary, start: at, msg_type, name, seq, seq_at, seq_len: 4 });
     }
     // Non-strict binary: u32 name length, name, u8 type, i32 seq.
@@ -144,7 +171,7 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
     let name = at + 4..at + 4 + n;
     let msg_type = *buf.get(name.end).ok_or(MessageError::Incomplete)?;
     let seq_at = name.end + 1;
-    let seq = be_u32(buf, seq_at)? as i32;
+    let seq = SeqId(be_u32(buf, seq_at)? as i32);
     if !(CALL..=ONEWAY).contains(&msg_type) {
         return Err(MessageError::Invalid("bad message type"));
     }
@@ -172,7 +199,15 @@ fn parse_compact(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHeader
     if buf.len() < name.end {
         return Err(MessageError::Incomplete);
     }
-    Ok(MessageHeader { protocol: Protocol::Compact, start: at, msg_type, name, seq: seq as i32, seq_at, seq_len })
+    Ok(MessageHeader {
+        protocol: Protocol::Compact,
+        start: at,
+        msg_type,
+        name,
+        seq: SeqId(seq as i32),
+        seq_at,
+        seq_len,
+    })
 }
 
 /// Splits a multiplexed method name `Service:method` into its parts.
@@ -195,7 +230,7 @@ mod tests {
         assert_eq!(h.protocol, Protocol::Binary);
         assert_eq!(h.msg_type, CALL);
         assert_eq!(&m[h.name.clone()], b"ping");
-        assert_eq!((h.seq, h.seq_at, h.seq_len), (7, 12, 4));
+        assert_eq!((h.seq.get(), h.seq_at, h.seq_len), (7, 12, 4));
     }
 
     #[test]
@@ -203,7 +238,7 @@ mod tests {
         let m = [0, 0, 0, 4, b'p', b'i', b'n', b'g', 1, 0, 0, 0, 7];
         let h = parse_message(&m, 0, 64).unwrap();
         assert_eq!(h.protocol, Protocol::BinaryNonStrict);
-        assert_eq!((h.seq, h.seq_at), (7, 9));
+        assert_eq!((h.seq.get(), h.seq_at), (7, 9));
     }
 
     #[test]
@@ -211,7 +246,7 @@ mod tests {
         let m = [0x82, 0x21, 0xfb, 0xff, 0xff, 0xff, 0x0f, 4, b'p', b'i', b'n', b'g'];
         let h = parse_message(&m, 0, 64).unwrap();
         assert_eq!(h.protocol, Protocol::Compact);
-        assert_eq!((h.seq, h.seq_at, h.seq_len), (-5, 2, 5));
+        assert_eq!((h.seq.get(), h.seq_at, h.seq_len), (-5, 2, 5));
         assert_eq!(&m[h.name], b"ping");
     }
 
@@ -241,5 +276,14 @@ mod tests {
     fn multiplexed_names_split_on_the_first_colon() {
         assert_eq!(split_multiplexed(b"Echo:ping"), (Some(&b"Echo"[..]), &b"ping"[..]));
         assert_eq!(split_multiplexed(b"ping"), (None, &b"ping"[..]));
+    }
+
+    #[test]
+    fn allocated_seqids_count_up_and_wrap_to_one_below_i32_max() {
+        assert_eq!(SeqId::FIRST.next(), SeqId::new(2));
+        assert_eq!(SeqId::new(i32::MAX - 2).next(), SeqId::new(i32::MAX - 1));
+        assert_eq!(SeqId::new(i32::MAX - 1).next(), SeqId::FIRST, "never i32::MAX");
+        assert_eq!(SeqId::new(0).next(), SeqId::FIRST, "never 0");
+        assert_eq!(SeqId::new(-7).next(), SeqId::FIRST, "never negative");
     }
 }

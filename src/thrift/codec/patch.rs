@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::frame::{FrameInfo, HEADER_SEQ_AT};
-use super::message::{encode_varint32, Protocol};
+use super::message::{encode_varint32, Protocol, SeqId};
 
 /// The seqID bytes a client wrote, kept verbatim so the reply carries exactly them back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +51,8 @@ impl OriginalSeq {
 }
 
 /// Encodes `seq` the way `protocol` writes a seqID.
-pub fn seq_wire_bytes(protocol: Protocol, seq: i32) -> ([u8; 5], usize) {
+pub fn seq_wire_bytes(protocol: Protocol, seq: SeqId) -> ([u8; 5], usize) {
+    let seq = seq.get();
     match protocol {
         Protocol::Compact => encode_varint32(seq as u32),
         _ => {
@@ -63,22 +64,22 @@ pub fn seq_wire_bytes(protocol: Protocol, seq: i32) -> ([u8; 5], usize) {
 }
 
 /// Writes an upstream seqID into a request, in the payload and (when present) the header.
-pub fn patch_request(frame: BytesMut, info: &FrameInfo, seq: i32) -> BytesMut {
+pub fn patch_request(frame: BytesMut, info: &FrameInfo, seq: SeqId) -> BytesMut {
     let (bytes, n) = seq_wire_bytes(info.msg.protocol, seq);
-    let frame = replace(frame, info, &bytes[..n], info.header_seq.then(|| seq.to_be_bytes()));
+    let frame = replace(frame, info, &bytes[..n], info.header_seq.then(|| seq.get().to_be_bytes()));
     refresh_checksum(frame, info)
 }
 
 /// Whether [`patch_request_in_place`] can write `seq` into this request: its seqID has the
 /// same width on the wire (always for binary; for compact, the same varint length).
-pub fn request_fits(info: &FrameInfo, seq: i32) -> bool {
+pub fn request_fits(info: &FrameInfo, seq: SeqId) -> bool {
     seq_wire_bytes(info.msg.protocol, seq).1 == info.msg.seq_len
 }
 
 /// [`patch_request`] without moving a byte, for a request where [`request_fits`].
-pub fn patch_request_in_place(frame: &mut [u8], info: &FrameInfo, seq: i32) {
+pub fn patch_request_in_place(frame: &mut [u8], info: &FrameInfo, seq: SeqId) {
     let (bytes, n) = seq_wire_bytes(info.msg.protocol, seq);
-    write_in_place(frame, info, &bytes[..n], info.header_seq.then(|| seq.to_be_bytes()));
+    write_in_place(frame, info, &bytes[..n], info.header_seq.then(|| seq.get().to_be_bytes()));
 }
 
 /// A TTHeader `crc32c` covers the payload, so it is recomputed after the payload changed.

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::thrift::codec::exception::{encode_exception, ExceptionType, ReplyFraming};
-use crate::thrift::codec::message::encode_varint32;
+use crate::thrift::codec::message::{encode_varint32, SeqId};
 use crate::thrift::codec::patch::{patch_request, restore_reply, OriginalSeq};
 
 /// The TTHeader CALL of ref §2.7, byte for byte.
@@ -90,7 +90,7 @@ fn theader(seq: i32, proto: u8, payload: &[u8]) -> Vec<u8> {
 fn seq_of(frame: &[u8]) -> (i32, Option<i32>) {
     let info = parse_frame(frame, 4096).unwrap();
     let header = info.header_seq.then(|| i32::from_be_bytes(frame[8..12].try_into().unwrap()));
-    (info.msg.seq, header)
+    (info.msg.seq.get(), header)
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn reference_ttheader_example_parses_to_its_documented_fields() {
     assert_eq!(frame_len(REF_TTHEADER), Some(REF_TTHEADER.len()));
     assert_eq!(info.dialect.transport, Transport::TTHeader);
     assert_eq!(info.msg.seq_at, 62, "ref §2.7: payload seq at offset 62");
-    assert_eq!(info.msg.seq, 7);
+    assert_eq!(info.msg.seq.get(), 7);
     assert_eq!(&REF_TTHEADER[info.isn.unwrap()], b"Echo");
     assert_eq!(&REF_TTHEADER[info.to_method.unwrap()], b"ping");
     assert_eq!(&REF_TTHEADER[info.to_service.unwrap()], b"echo");
@@ -111,7 +111,7 @@ fn reference_theader_example_parses() {
     assert_eq!(frame_len(REF_THEADER), Some(REF_THEADER.len()));
     assert_eq!(info.dialect.transport, Transport::THeader);
     assert_eq!(info.dialect.protocol, Protocol::Binary);
-    assert_eq!((info.msg.seq, info.msg.seq_at), (7, 22 + 8 + 4));
+    assert_eq!((info.msg.seq.get(), info.msg.seq_at), (7, 22 + 8 + 4));
 }
 
 #[test]
@@ -145,10 +145,10 @@ fn patch_and_restore_at_every_documented_offset() {
     for (what, frame, seq_at) in cases {
         let info = parse_frame(&frame, 4096).unwrap_or_else(|e| panic!("{what}: {e:?}"));
         assert_eq!(info.msg.seq_at, seq_at, "{what}: seq offset");
-        assert_eq!(info.msg.seq, 7, "{what}");
+        assert_eq!(info.msg.seq.get(), 7, "{what}");
         let orig = OriginalSeq::capture(&frame, &info);
         for new_seq in [1, 200, 70_000, i32::MAX - 1] {
-            let patched = patch_request(BytesMut::from(&frame[..]), &info, new_seq);
+            let patched = patch_request(BytesMut::from(&frame[..]), &info, SeqId::new(new_seq));
             assert_eq!(frame_len(&patched), Some(patched.len()), "{what}: LENGTH follows the rebuild");
             let (p, h) = seq_of(&patched);
             assert_eq!(p, new_seq, "{what}: payload seq");
@@ -215,13 +215,13 @@ fn header_exceptions_are_valid_frames_with_the_clients_seq() {
         (ReplyFraming::Framed, Protocol::BinaryNonStrict),
     ] {
         let mut dst = BytesMut::new();
-        let (b, n) = crate::thrift::codec::patch::seq_wire_bytes(proto, 42);
+        let (b, n) = crate::thrift::codec::patch::seq_wire_bytes(proto, SeqId::new(42));
         let seq = OriginalSeq::from_parts(&b[..n], Some(43i32.to_be_bytes()));
         encode_exception(&mut dst, framing, proto, b"Echo:ping", &seq, ExceptionType::InternalError, "x");
         let info = parse_frame(&dst, 4096).unwrap_or_else(|e| panic!("{framing:?}: {e:?}"));
         assert_eq!(frame_len(&dst), Some(dst.len()));
         assert_eq!(info.msg.msg_type, crate::thrift::codec::message::EXCEPTION);
-        assert_eq!(info.msg.seq, 42);
+        assert_eq!(info.msg.seq.get(), 42);
         assert_eq!(&dst[info.msg.name.clone()], b"Echo:ping");
         if info.header_seq {
             assert_eq!(&dst[8..12], &43i32.to_be_bytes());
@@ -252,9 +252,9 @@ proptest! {
         };
         let info = parse_frame(&frame, 4096).unwrap();
         let orig = OriginalSeq::capture(&frame, &info);
-        let patched = patch_request(BytesMut::from(&frame[..]), &info, upstream_seq);
+        let patched = patch_request(BytesMut::from(&frame[..]), &info, SeqId::new(upstream_seq));
         let pinfo = parse_frame(&patched, 4096).unwrap();
-        prop_assert_eq!(pinfo.msg.seq, upstream_seq);
+        prop_assert_eq!(pinfo.msg.seq.get(), upstream_seq);
         prop_assert_eq!(frame_len(&patched), Some(patched.len()));
         let restored = restore_reply(patched, &pinfo, &orig);
         prop_assert_eq!(&restored[..], &frame[..]);
@@ -296,7 +296,7 @@ fn ttheader_compact_exception_declares_protocol_2() {
         "x",
     );
     assert_eq!(dst[14], 2);
-    assert_eq!(parse_frame(&dst, 4096).unwrap().msg.seq, 9);
+    assert_eq!(parse_frame(&dst, 4096).unwrap().msg.seq.get(), 9);
 }
 
 /// A TTHeader with a `crc32c` string key over its payload.
@@ -326,7 +326,7 @@ fn crc32c_follows_the_patched_payload_and_the_restore() {
     let info = parse_frame(&frame, 4096).unwrap();
     let at = info.crc32c.clone().expect("crc32c key found");
     let orig = OriginalSeq::capture(&frame, &info);
-    let patched = patch_request(BytesMut::from(&frame[..]), &info, 1234);
+    let patched = patch_request(BytesMut::from(&frame[..]), &info, SeqId::new(1234));
     let want = format!("{:08x}", crate::thrift::codec::crc32c::crc32c(&patched[info.payload_at..]));
     assert_eq!(&patched[at.clone()], want.as_bytes());
     assert_ne!(&patched[at.clone()], &frame[at.clone()]);
@@ -375,7 +375,7 @@ proptest! {
         if let Ok(info) = parse_frame(&f, 4096) {
             if frame_len(&f) == Some(f.len()) {
                 let orig = OriginalSeq::capture(&f, &info);
-                let p = patch_request(BytesMut::from(&f[..]), &info, 99);
+                let p = patch_request(BytesMut::from(&f[..]), &info, SeqId::new(99));
                 if let Ok(pi) = parse_frame(&p, 4096) {
                     let _ = restore_reply(p, &pi, &orig);
                 }
