@@ -3,17 +3,23 @@
 //! upstream connection for each request, and answers what goes wrong with a gRPC status or
 //! an HTTP/2 error code. A sweeper task enforces deadlines and the zero-window stall limit.
 
+mod drain;
+mod preface;
+mod sweep;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 
+use self::drain::{Drain, DRAIN_PING};
+use self::preface::refuse_non_h2;
 use super::config::GrpcListener;
 use super::conn::{Control, ControlLimits, Core, Side};
 use super::errors::{reply, reset_code, GrpcReply};
-use super::stream::{ClientEnd, Due, Stream};
+use super::stream::{ClientEnd, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields};
 use crate::error::{ErrorKind, RequestError};
@@ -24,24 +30,10 @@ use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
-use crate::worker::state::{DownstreamConn, WorkerState};
+use crate::worker::state::WorkerState;
 
-/// Payload of the PING that follows the first GOAWAY of a graceful drain.
-const DRAIN_PING: [u8; 8] = *b"rw-drain";
 /// Header table size we let clients use.
 const HEADER_TABLE: usize = 4096;
-/// How long the first GOAWAY of a drain waits for the PING round trip.
-const DRAIN_PING_WAIT: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Drain {
-    Open,
-    /// GOAWAY(2^31-1) and a PING sent.
-    Announced,
-    /// GOAWAY(last id) sent: no new streams; close once the open ones end.
-    Final,
-}
-
 /// A token bucket for stream resets (rapid reset, and resets the client provokes).
 struct Bucket {
     tokens: f64,
@@ -201,30 +193,6 @@ where
     state.deregister(id);
 }
 
-/// Something other than an HTTP/2 preface arrived: HTTP/1.x gets an HTTP/1.1 answer saying
-/// what this port speaks; anything else a GOAWAY.
-async fn refuse_non_h2<W: AsyncWriteRent>(buf: &[u8], wr: &mut W, state: &WorkerState, listener: &str) {
-    state.stats.garbage_connections.set(state.stats.garbage_connections.get() + 1);
-    let http1 = buf.iter().take(8).take_while(|b| b.is_ascii_uppercase()).count() >= 3
-        && buf.iter().take(9).any(|&b| b == b' ');
-    let reply: Vec<u8> = if http1 {
-        log::debug!("listener {listener}: HTTP/1.x request on a gRPC (h2c) port refused");
-        let body =
-            "This port speaks gRPC over HTTP/2 cleartext with prior knowledge (h2c); HTTP/1.x is not supported.\n";
-        format!(
-            "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    } else {
-        let mut b = BytesMut::new();
-        frame::goaway::encode(StreamId::ZERO, Reason::PROTOCOL_ERROR, b"invalid HTTP/2 connection preface", &mut b);
-        b.to_vec()
-    };
-    let (_, _) = wr.write_all(reply).await;
-    let _ = wr.shutdown().await;
-}
-
 impl GrpcSession {
     pub fn stats(&self) -> &Stats {
         &self.state.stats
@@ -333,11 +301,6 @@ impl GrpcSession {
         self.closed.set(true);
     }
 
-    /// The last stream id a GOAWAY may name: frozen by the final GOAWAY of a drain.
-    fn last_stream(&self) -> StreamId {
-        self.goaway_last.get().unwrap_or(self.max_seen.get())
-    }
-
     fn stream(&self, id: StreamId) -> Option<Rc<Stream>> {
         self.streams.borrow().get(&id).cloned()
     }
@@ -352,13 +315,6 @@ impl GrpcSession {
         self.close_if_drained();
     }
 
-    fn close_if_drained(&self) {
-        if self.drain.get() == Drain::Final && self.streams.borrow().is_empty() && !self.closed.replace(true) {
-            self.core.out.close();
-            self.core.cancel_reader();
-        }
-    }
-
     /// The connection is over: every open stream is cancelled upstream.
     fn shutdown(self: &Rc<Self>) {
         self.closed.set(true);
@@ -370,18 +326,6 @@ impl GrpcSession {
         self.sweeper.notify_all();
         self.core.drained.notify_all();
         self.core.clear_parked();
-    }
-
-    fn final_goaway(&self) {
-        if self.drain.get() != Drain::Announced {
-            return;
-        }
-        self.drain.set(Drain::Final);
-        self.goaway_last.set(Some(self.max_seen.get()));
-        let mut b = BytesMut::with_capacity(32);
-        frame::goaway::encode(self.max_seen.get(), Reason::NO_ERROR, b"draining", &mut b);
-        self.core.push(b);
-        self.close_if_drained();
     }
 
     pub fn open_streams(&self) -> usize {
@@ -590,50 +534,6 @@ impl GrpcSession {
         }
         self.stats().grpc_errors.set(self.stats().grpc_errors.get() + 1);
     }
-
-    /// Fails streams past their deadline, and resets streams whose data waited on a zero
-    /// window for longer than `stream_stall_timeout`.
-    async fn sweep(self: Rc<Self>) {
-        let stall = self.limits.stream_stall_timeout;
-        loop {
-            if self.closed.get() && self.streams.borrow().is_empty() {
-                return;
-            }
-            let now = Instant::now();
-            let mut next: Option<Instant> = None;
-            let mut expired = Vec::new();
-            let mut stalled = Vec::new();
-            for s in self.streams.borrow().values() {
-                match s.due(now, stall) {
-                    Due::Expired => expired.push(s.clone()),
-                    Due::Stalled => stalled.push(s.clone()),
-                    Due::Later(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
-                    Due::Later(None) => {}
-                }
-            }
-            for s in expired {
-                let stats = self.stats();
-                stats.timeouts.set(stats.timeouts.get() + 1);
-                s.fail(&ErrorKind::Timeout { endpoint: None }.into());
-            }
-            for s in stalled {
-                log::debug!("listener {}: stream {} stalled on a zero window; reset", self.listener, s.down_id);
-                self.stats().grpc_stalled.set(self.stats().grpc_stalled.get() + 1);
-                let r = reset_code(&ErrorKind::Stalled.into());
-                s.reset(Some(r), Some(r));
-            }
-            let woken = self.sweeper.notified();
-            match next {
-                Some(at) => {
-                    monoio::select! {
-                        _ = monoio::time::sleep_until(at.into()) => {},
-                        _ = woken => {},
-                    }
-                }
-                None => woken.await,
-            }
-        }
-    }
 }
 
 impl ClientEnd for GrpcSession {
@@ -651,41 +551,6 @@ impl ClientEnd for GrpcSession {
 
     fn stats(&self) -> &Stats {
         &self.state.stats
-    }
-}
-
-/// Drain: the two-phase GOAWAY; streams already open finish; the connection closes once
-/// they have, or at the drain timeout.
-impl DownstreamConn for GrpcSession {
-    /// Graceful drain, phase one: GOAWAY(2^31-1) and a PING; phase two (on the PING's ACK, or
-    /// after a second) names the last stream that will be served.
-    fn start_drain(self: Rc<Self>) {
-        if self.drain.get() != Drain::Open || self.closed.get() {
-            return;
-        }
-        self.drain.set(Drain::Announced);
-        let mut b = BytesMut::with_capacity(40);
-        frame::goaway::encode(StreamId::MAX, Reason::NO_ERROR, b"draining", &mut b);
-        frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
-        self.core.push(b);
-        let c = self.clone();
-        monoio::spawn(async move {
-            monoio::time::sleep(DRAIN_PING_WAIT).await;
-            if CatchUnwind::new(async { c.final_goaway() }).await.is_err() {
-                c.panicked("drain");
-            }
-        });
-    }
-
-    fn close_if_idle(&self, _idle: Duration, _now: Instant) {}
-
-    /// Forced close (drain timeout).
-    fn close_now(self: Rc<Self>) {
-        if !self.closed.get() {
-            self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
-            self.closed.set(true);
-        }
-        self.core.cancel_reader();
     }
 }
 
