@@ -2,11 +2,17 @@
 //! Header blocks are decoded and re-encoded per connection (HPACK state is per connection
 //! and direction); DATA goes through as received bytes with its 9-byte header rewritten.
 //!
+//! - [`h2`]: the HTTP/2 codec, sans I/O (frames, HPACK, header-block assembly).
 //! - [`wire`]: gRPC specifics (path split, `grpc-timeout`, status fields, header checks).
-//! - `core`: per-connection state shared by both sides (write queue, HPACK, windows).
-//! - `stream`: one proxied call and the flow-controlled queues of its two directions.
-//! - `down`: the client side, one task per downstream connection.
-//! - `up`: pooled upstream connections.
+//! - [`config`]: the keys of a gRPC listener (HTTP/2 limits).
+//! - [`errors`]: every failure the proxy answers, as a gRPC status or a reset code.
+//! - `conn`: per-connection state shared by both sides (write queue, HPACK, windows) and the
+//!   connection-level frames, handled once for both.
+//! - `stream`: one proxied call: its state machine and the flow-controlled queues of its two
+//!   directions (`stream/flow.rs`).
+//! - `downstream`: the client side, one task per downstream connection (with its drain,
+//!   sweeper and preface check).
+//! - `upstream`: pooled upstream connections.
 
 pub mod config;
 mod conn;

@@ -1,14 +1,43 @@
 //! # ringway
 //!
-//! A thread-per-core RPC data-plane proxy. Layout, from the bottom up:
+//! A thread-per-core RPC data-plane proxy for Thrift and gRPC. `docs/architecture.md` walks
+//! one Thrift request and one gRPC stream through these modules.
 //!
-//! - [`thrift`]: sans-I/O codecs (detect, cut, classify, patch seqIDs, exceptions).
+//! # Layout
+//!
+//! Dependencies point down this list, layer by layer (codecs at the bottom).
+//!
+//! Process:
+//! - `main.rs`: the `ringway` binary (`run`, `check`).
+//! - [`control`]: the control thread: loads config, starts workers, hands them snapshots,
+//!   reload (SIGHUP), drain (SIGTERM).
+//! - [`worker`]: pinned worker threads, each one monoio runtime: accept loops, commands,
+//!   drain. [`worker::state`] is what a worker owns (config view, pools by connection type,
+//!   the registry of downstream connections); [`worker::hold`] is event coalescing.
+//! - [`protocol`]: the one place that lists the protocols: each listener's protocol with its
+//!   typed keys, and (`protocol/serve.rs`) the task that serves an accepted connection.
+//!
+//! Proxy logic, one folder per protocol:
+//! - [`thrift`]: Framed, TTHeader, THeader. [`thrift::codec`] (sans I/O: detect, cut,
+//!   classify, patch seqIDs, exceptions), [`thrift::downstream`] (the per-connection loop),
+//!   [`thrift::session`] (a client's shared state, pending entries), [`thrift::seqtable`]
+//!   (pending requests by seqID), [`thrift::upstream`] (multiplexed upstream connection),
+//!   [`thrift::config`] (listener keys), [`thrift::errors`] (errors → exceptions).
+//! - [`grpc`]: gRPC over HTTP/2 cleartext. [`grpc::h2`] (sans I/O: frames, HPACK, header
+//!   blocks), [`grpc::wire`] (gRPC fields), [`grpc::config`] (listener keys),
+//!   [`grpc::errors`] (errors → status or reset), and, private to the folder, `conn`
+//!   (connection state and connection-level frames, both sides), `stream` (one call: state
+//!   machine and flow-controlled queues), `downstream`, `upstream`.
+//!
+//! Shared machinery (knows no protocol):
 //! - [`config`]: TOML config, typed and validated once into an immutable snapshot.
+//! - [`pool`]: per-worker pools of multiplexed upstream connections of any protocol.
 //! - [`route`]: first-match route tables.
-//! - [`upstream`]: per-worker pools of multiplexed upstream connections.
-//! - [`proxy`]: the per-connection Thrift proxy loop.
-//! - [`worker`]: pinned worker threads, each one monoio runtime.
-//! - [`control`]: the control thread: loads config, hands snapshots to workers, reload, drain.
+//! - [`error`]: what can go wrong with a request, and who started it.
+//! - [`stats`]: per-worker counters.
+//! - [`io`]: read and write loops over monoio (adaptive reads, outbox writes).
+//! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
+//! - [`logging`]: the log line format.
 
 pub mod config;
 pub mod control;

@@ -1,6 +1,8 @@
 //! The Thrift proxy: Framed, Kitex TTHeader and Apache THeader, on one listener.
 //!
 //! - [`codec`]: sans-I/O codecs (detect, cut, classify, patch seqIDs, exceptions).
+//! - [`config`]: the keys of a Thrift listener.
+//! - [`errors`]: every failure of a request as the exception a client gets.
 //! - [`session`]: a client connection's shared state and the pending-request entries that
 //!   point back to it.
 //! - [`seqtable`]: an upstream connection's pending requests, indexed by seqID.
@@ -14,6 +16,3 @@ pub mod errors;
 pub mod seqtable;
 pub mod session;
 pub mod upstream;
-
-pub use codec::{crc32c, detect, exception, frame, message, patch};
-pub use codec::{frame_len, parse_frame, Protocol};

@@ -13,8 +13,8 @@ use monoio::net::{TcpListener, TcpStream};
 
 use ringway::io::{read_more, write_outbox, ReadHint};
 use ringway::local::Outbox;
-use ringway::thrift::message::{CALL, REPLY};
-use ringway::thrift::{frame_len, parse_frame, Protocol};
+use ringway::thrift::codec::message::{CALL, REPLY};
+use ringway::thrift::codec::{frame_len, parse_frame, Protocol};
 
 /// Largest frame the echo backend accepts.
 const MAX_FRAME: usize = 64 << 20;

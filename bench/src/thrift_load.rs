@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 use super::wire::{check_reply, encode_request};
 use ringway::io::{read_more, ReadHint};
 use ringway::local::SeqMap;
-use ringway::thrift::frame_len;
+use ringway::thrift::codec::frame_len;
 
 use crate::load::{write_batch, Acc, LoadSpec, Window};
 

@@ -4,8 +4,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use ringway::thrift::message::{encode_varint32, REPLY};
-use ringway::thrift::parse_frame;
+use ringway::thrift::codec::message::{encode_varint32, REPLY};
+use ringway::thrift::codec::parse_frame;
 
 /// The Thrift dialects the load generator speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +133,7 @@ impl ReplyError {
 pub fn check_reply(frame: &[u8], conn: u32) -> Result<i32, ReplyError> {
     let info = parse_frame(frame, 256).map_err(|_| ReplyError::Malformed)?;
     let seq = info.msg.seq.get();
-    if info.msg.msg_type == ringway::thrift::message::EXCEPTION {
+    if info.msg.msg_type == ringway::thrift::codec::message::EXCEPTION {
         return Err(ReplyError::Exception);
     }
     if info.msg.msg_type != REPLY {
@@ -145,8 +145,9 @@ pub fn check_reply(frame: &[u8], conn: u32) -> Result<i32, ReplyError> {
     // The tag sits right after the binary field header (7 bytes) or the compact one (1 + varint).
     let body = info.msg.body_at();
     let tag_at = match info.dialect.protocol {
-        ringway::thrift::Protocol::Compact => {
-            let (_, n) = ringway::thrift::message::read_varint32(frame, body + 1).map_err(|_| ReplyError::Malformed)?;
+        ringway::thrift::codec::Protocol::Compact => {
+            let (_, n) =
+                ringway::thrift::codec::message::read_varint32(frame, body + 1).map_err(|_| ReplyError::Malformed)?;
             body + 1 + n
         }
         _ => body + 7,
@@ -171,7 +172,7 @@ mod tests {
             encode_request(&mut b, proto, 300, 7, 64);
             let info = parse_frame(&b, 256).unwrap_or_else(|e| panic!("{proto:?}: {e:?}"));
             assert_eq!((info.msg.seq.get(), &b[info.msg.name.clone()]), (300, &b"echo"[..]), "{proto:?}");
-            assert_eq!(ringway::thrift::frame_len(&b), Some(b.len()));
+            assert_eq!(ringway::thrift::codec::frame_len(&b), Some(b.len()));
             // What the echo backend does: flip CALL to REPLY.
             let at = info.msg.type_at();
             b[at] = if proto == BenchProtocol::FramedCompact { (REPLY << 5) | 1 } else { REPLY };

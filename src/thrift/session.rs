@@ -160,3 +160,130 @@ impl Pending {
         self.downstream.request_done();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::thrift::codec::message::{encode_varint32, Protocol, CALL, EXCEPTION, REPLY};
+    use crate::thrift::codec::parse_frame;
+
+    /// A framed message with an empty struct as its payload, as a client or server writes it
+    /// (strict binary: version and type, name, seqID; compact: id, type, seqID, name).
+    fn framed(protocol: Protocol, msg_type: u8, name: &str, seq: i32) -> Vec<u8> {
+        let mut m = Vec::new();
+        if protocol == Protocol::Compact {
+            let varint = |m: &mut Vec<u8>, v: u32| {
+                let (b, n) = encode_varint32(v);
+                m.extend_from_slice(&b[..n]);
+            };
+            m.extend_from_slice(&[0x82, (msg_type << 5) | 1]);
+            varint(&mut m, seq as u32);
+            varint(&mut m, name.len() as u32);
+            m.extend_from_slice(name.as_bytes());
+        } else {
+            m.extend_from_slice(&[0x80, 0x01, 0x00, msg_type]);
+            m.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            m.extend_from_slice(name.as_bytes());
+            m.extend_from_slice(&seq.to_be_bytes());
+        }
+        m.push(0); // STOP: an empty struct
+        let mut f = (m.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&m);
+        f
+    }
+
+    /// Everything queued for the client, as one byte string.
+    fn written(s: &ThriftSession) -> Vec<u8> {
+        let mut items = Vec::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let taken = std::pin::pin!(s.out.take_all(&mut items)).as_mut().poll(&mut cx);
+        assert!(matches!(taken, std::task::Poll::Ready(true)), "nothing was queued");
+        items.iter().flat_map(|b| b.iter().copied()).collect()
+    }
+
+    /// A session with one request in flight, and that request's pending entry.
+    fn one_pending(protocol: Protocol, seq: i32) -> (Rc<ThriftSession>, Pending) {
+        let s = Rc::new(ThriftSession::new(Rc::new(Stats::default())));
+        let req = framed(protocol, CALL, "getUser", seq);
+        let info = parse_frame(&req, 4096).unwrap();
+        s.inflight.set(1);
+        let p = Pending {
+            downstream: s.clone(),
+            orig: OriginalSeq::capture(&req, &info),
+            name: s.method_name(b"getUser"),
+            dialect: info.dialect,
+            deadline: Instant::now() + Duration::from_secs(1),
+        };
+        (s, p)
+    }
+
+    #[test]
+    fn a_reply_goes_back_with_the_clients_own_seqid_and_frees_its_slot() {
+        // Binary: the upstream's seqID (1234) has the width of the client's (7): patched in
+        // place. Compact: 1234 takes two varint bytes where 7 took one: the reply is rebuilt.
+        for protocol in [Protocol::Binary, Protocol::Compact] {
+            let (s, p) = one_pending(protocol, 7);
+            let activity = s.activity.get();
+            let reply = framed(protocol, REPLY, "getUser", 1234);
+            p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap());
+            let out = written(&s);
+            assert_eq!(out, framed(protocol, REPLY, "getUser", 7), "{protocol:?}: the reply, seqID 7 again");
+            assert_eq!((s.inflight.get(), s.stats.replies.get()), (0, 1), "{protocol:?}");
+            assert!(s.activity.get() > activity, "a reply counts as activity (drain)");
+        }
+    }
+
+    #[test]
+    fn a_failed_request_gets_the_exception_of_its_error_with_its_name_and_seqid() {
+        let (s, p) = one_pending(Protocol::Binary, 7);
+        p.fail(&ErrorKind::Timeout { endpoint: Some("10.0.0.1:9100".into()) }.into());
+        let out = written(&s);
+        let info = parse_frame(&out, 4096).unwrap();
+        assert_eq!((info.msg.msg_type, info.msg.seq.get()), (EXCEPTION, 7));
+        assert_eq!(&out[info.msg.name.clone()], b"getUser");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("upstream request timed out (10.0.0.1:9100)"), "{text}");
+        assert_eq!((s.inflight.get(), s.stats.exceptions.get()), (0, 1));
+    }
+
+    #[test]
+    fn consecutive_requests_for_one_method_share_its_name() {
+        let s = ThriftSession::new(Rc::new(Stats::default()));
+        let a = s.method_name(b"getUser");
+        let b = s.method_name(b"getUser");
+        let c = s.method_name(b"putUser");
+        assert!(Rc::ptr_eq(&a, &b), "one allocation for the same name");
+        assert!(!Rc::ptr_eq(&a, &c));
+        assert_eq!(&*c, b"putUser");
+    }
+
+    #[test]
+    fn a_drain_closes_a_connection_only_once_it_stayed_idle_for_the_idle_time() {
+        let s = ThriftSession::new(Rc::new(Stats::default()));
+        let idle = Duration::from_millis(200);
+        let t0 = Instant::now();
+        // A request in flight: not idle, whatever the time.
+        s.inflight.set(1);
+        s.close_if_idle(idle, t0);
+        assert_eq!(s.idle_mark.get(), None);
+        // Idle from now: the first tick marks it, a tick before `idle` keeps the mark.
+        s.inflight.set(0);
+        s.close_if_idle(idle, t0);
+        assert_eq!(s.idle_mark.get(), Some((s.activity.get(), t0)));
+        s.close_if_idle(idle, t0 + Duration::from_millis(100));
+        assert_eq!(s.idle_mark.get(), Some((s.activity.get(), t0)));
+        // Activity in between starts the idle time again.
+        s.touch();
+        let t1 = t0 + Duration::from_millis(300);
+        s.close_if_idle(idle, t1);
+        assert_eq!(s.idle_mark.get(), Some((s.activity.get(), t1)), "restarted, not closed");
+        // A partial frame in the buffer is not idle either.
+        s.partial.set(true);
+        s.close_if_idle(idle, t1 + idle);
+        assert_eq!(s.idle_mark.get(), None);
+    }
+}
