@@ -233,3 +233,69 @@ both_drivers! {
         server.shutdown();
     }
 }
+
+/// An upstream that answers a request with a flood of PINGs and reads nothing: once the
+/// proxy has queued `max_pending_control_frames` (1000) unread ACKs it ends the connection
+/// with GOAWAY(ENHANCE_YOUR_CALM), as it does for a client. Returns the GOAWAY codes it saw.
+fn pinging_upstream() -> (SocketAddr, std::thread::JoinHandle<Vec<u32>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = BytesMut::new();
+        frame::settings::encode(&Settings::default(), &mut out);
+        c.write_all(&out).unwrap();
+        // Read until the request's HEADERS are in.
+        let mut buf = BytesMut::new();
+        let mut tmp = [0u8; 65536];
+        'request: loop {
+            let n = c.read(&mut tmp).unwrap();
+            assert!(n > 0, "the proxy closed before sending the request");
+            buf.extend_from_slice(&tmp[..n]);
+            let mut rest = BytesMut::from(buf.get(24..).unwrap_or_default());
+            while let Ok(Some((h, _))) = frame::cut(&mut rest, 1 << 24) {
+                if h.kind == kind::HEADERS {
+                    break 'request;
+                }
+            }
+        }
+        // 200,000 PINGs (3.4 MB) without reading: the ACKs pile up in the proxy.
+        let mut flood = BytesMut::new();
+        for i in 0..200_000u64 {
+            frame::ping::encode(frame::ping::Ping { ack: false, data: i.to_be_bytes() }, &mut flood);
+        }
+        let _ = c.write_all(&flood); // the proxy may close before it has read all of it
+                                     // Now read what the proxy wrote: ACKs, then its GOAWAY, then EOF.
+        let mut goaways = Vec::new();
+        let mut buf = BytesMut::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            match c.read(&mut tmp) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+            while let Ok(Some((h, f))) = frame::cut(&mut buf, 1 << 24) {
+                if h.kind == kind::GOAWAY {
+                    goaways.push(frame::goaway::parse(&h, &f[HEAD_LEN..]).unwrap().reason.0);
+                }
+            }
+        }
+        goaways
+    });
+    (addr, t)
+}
+
+both_drivers! {
+    fn an_upstream_that_floods_pings_is_cut_off_and_its_calls_fail(driver: &str) {
+        let (addr, upstream) = pinging_upstream();
+        let server = proxy(driver, addr, "max_connections_per_endpoint = 1");
+        let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+        let err = c.unary("Unary", Bytes::from_static(b"x"), &[], Some(Duration::from_secs(10))).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("PING flood"), "{err:?}");
+        let goaways = upstream.join().unwrap();
+        assert_eq!(goaways, [0xb], "one GOAWAY(ENHANCE_YOUR_CALM) to the upstream");
+        server.shutdown();
+    }
+}

@@ -5,10 +5,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use monoio::io::Canceller;
 
+use super::config::GrpcListener;
 use crate::grpc::h2::block::{Assembler, Block, BlockLimits};
 use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, StreamId, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
@@ -40,13 +42,64 @@ pub trait Parked {
     fn resume(self: Rc<Self>, side: Side);
 }
 
-/// Limits on what a peer may make us answer (flood guards), per side.
+/// Limits on what a peer may make us do (flood guards), the same on both sides: a client's
+/// come from its listener's keys, an upstream's are the listener defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct ControlLimits {
     /// Entries in one SETTINGS frame.
     pub max_settings_entries: usize,
     /// PING and SETTINGS acknowledgements queued while the peer does not read them.
     pub max_pending_control_frames: usize,
+    /// Consecutive empty DATA frames without END_STREAM.
+    pub max_empty_data_frames: u32,
+    /// Stream resets and stream errors the peer causes, and SETTINGS that change every
+    /// stream's window, in a burst, refilled at `resets_per_second` (rapid reset).
+    pub reset_burst: u32,
+    pub resets_per_second: u32,
+}
+
+impl ControlLimits {
+    /// A client's, from its listener's keys.
+    pub fn client(l: &GrpcListener) -> ControlLimits {
+        ControlLimits {
+            max_settings_entries: l.max_settings_entries,
+            max_pending_control_frames: l.max_pending_control_frames,
+            max_empty_data_frames: l.max_empty_data_frames,
+            reset_burst: l.max_reset_burst,
+            resets_per_second: l.max_resets_per_second,
+        }
+    }
+
+    /// An upstream's: the listener defaults, but for up to 64 SETTINGS entries.
+    pub fn upstream() -> ControlLimits {
+        ControlLimits { max_settings_entries: 64, ..ControlLimits::client(&GrpcListener::default()) }
+    }
+}
+
+/// A token bucket (the reset budget).
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(burst: u32, rate: u32) -> Bucket {
+        Bucket { tokens: burst as f64, last: Instant::now(), rate: rate as f64, burst: burst as f64 }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a connection-level frame (or a stream-level frame that is not DATA or a header block)
@@ -106,10 +159,23 @@ pub struct Core {
     pub stream_window: u32,
     /// ACKs queued since the write queue was last seen empty (control-frame flood guard).
     acks_queued: Cell<usize>,
+    /// The flood guards.
+    pub limits: ControlLimits,
+    /// What is left of the reset budget.
+    budget: RefCell<Bucket>,
+    /// Empty DATA frames without END_STREAM in a row.
+    empty_data: Cell<u32>,
 }
 
 impl Core {
-    pub fn new(side: Side, out_limit: usize, conn_window: u32, stream_window: u32, header_table: usize) -> Core {
+    pub fn new(
+        side: Side,
+        out_limit: usize,
+        conn_window: u32,
+        stream_window: u32,
+        header_table: usize,
+        limits: ControlLimits,
+    ) -> Core {
         let drained = Rc::new(Notify::default());
         Core {
             side,
@@ -133,6 +199,9 @@ impl Core {
             conn_window,
             stream_window,
             acks_queued: Cell::new(0),
+            limits,
+            budget: RefCell::new(Bucket::new(limits.reset_burst, limits.resets_per_second)),
+            empty_data: Cell::new(0),
         }
     }
 
@@ -253,14 +322,31 @@ impl Core {
         self.push(b);
     }
 
-    /// Accounts a received DATA frame against the connection window.
-    pub fn on_data_received(&self, flow_len: usize) -> Result<(), frame::FrameError> {
+    /// Accounts a received DATA frame against the connection window, and counts empty DATA
+    /// frames without END_STREAM in a row (a CPU-burning pattern).
+    pub fn on_data_received(&self, flow_len: usize, end_stream: bool) -> Result<(), frame::FrameError> {
         let left = self.recv_window.get() - flow_len as i64;
         if left < 0 {
             return Err(frame::FrameError::Connection(Reason::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
         }
         self.recv_window.set(left);
+        if flow_len == 0 && !end_stream {
+            let n = self.empty_data.get() + 1;
+            self.empty_data.set(n);
+            if n > self.limits.max_empty_data_frames {
+                return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
+            }
+        } else {
+            self.empty_data.set(0);
+        }
         Ok(())
+    }
+
+    /// Spends one unit of the reset budget (a reset, a stream error, a window-changing
+    /// SETTINGS the peer caused); `false` when it is spent: the caller closes the connection
+    /// with ENHANCE_YOUR_CALM.
+    pub fn take_budget(&self) -> bool {
+        self.budget.borrow_mut().take()
     }
 
     /// Gives `n` received bytes back to the peer (they were forwarded or dropped), in batches
@@ -341,7 +427,8 @@ impl Core {
     /// `settings_done`), PINGs answered and connection WINDOW_UPDATEs applied here, each
     /// acknowledgement under the flood limit; what concerns one stream or the side's own policy
     /// is returned.
-    pub fn control_frame(&self, head: &Head, payload: &[u8], limits: &ControlLimits) -> Result<Control, FrameError> {
+    pub fn control_frame(&self, head: &Head, payload: &[u8]) -> Result<Control, FrameError> {
+        let limits = &self.limits;
         match head.kind {
             kind::PRIORITY => frame::priority::parse(head, payload).map(|_| Control::Done),
             kind::RST_STREAM => {
@@ -384,7 +471,8 @@ impl Core {
 
     /// The second half of a peer's SETTINGS, once the side has shifted its streams' windows:
     /// the ACK (under the flood limit), and streams a larger window lets go on.
-    pub fn settings_done(&self, delta: i64, limits: &ControlLimits) -> Result<(), FrameError> {
+    pub fn settings_done(&self, delta: i64) -> Result<(), FrameError> {
+        let limits = &self.limits;
         let mut ack = BytesMut::with_capacity(HEAD_LEN);
         frame::settings::encode_ack(&mut ack);
         if !self.queue_ack(ack, limits.max_pending_control_frames) {
@@ -430,7 +518,7 @@ mod tests {
 
     #[test]
     fn header_blocks_are_one_frame_or_split_into_continuations() {
-        let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096);
+        let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096, ControlLimits::upstream());
         // Small: one HEADERS frame with END_HEADERS (and END_STREAM when asked).
         let small = [Field { name: b":status", value: b"200", never_indexed: false }];
         core.write_headers(StreamId::new(3), small, true);
@@ -474,5 +562,55 @@ mod tests {
         let got: Vec<(Vec<u8>, Vec<u8>)> = list.iter().map(|f| (f.name.to_vec(), f.value.to_vec())).collect();
         let want: Vec<(Vec<u8>, Vec<u8>)> = names.iter().zip(&values).map(|(n, v)| (n.to_vec(), v.clone())).collect();
         assert_eq!(got, want);
+    }
+
+    fn ping(data: u64) -> (Head, Vec<u8>) {
+        let mut b = BytesMut::new();
+        frame::ping::encode(frame::ping::Ping { ack: false, data: data.to_be_bytes() }, &mut b);
+        (Head::parse(&b).unwrap(), b[HEAD_LEN..].to_vec())
+    }
+
+    /// The flood guards are the connection's, so the upstream side has them too (it queued
+    /// PING ACKs without a limit before they were shared).
+    #[test]
+    fn control_floods_end_the_connection_on_either_side() {
+        let small = GrpcListener { max_pending_control_frames: 3, max_empty_data_frames: 2, ..Default::default() };
+        for (side, limits) in
+            [(Side::Client, ControlLimits::client(&small)), (Side::Upstream, ControlLimits::upstream())]
+        {
+            let core = Core::new(side, 1 << 20, 65_535, 65_535, 4096, limits);
+            // PINGs answered while the peer reads nothing: the (max + 1)th is a flood.
+            let max = limits.max_pending_control_frames;
+            for i in 0..max as u64 {
+                let (h, p) = ping(i);
+                assert!(matches!(core.control_frame(&h, &p), Ok(Control::Done)), "{i}");
+            }
+            let (h, p) = ping(99);
+            let flood = core.control_frame(&h, &p).unwrap_err();
+            assert_eq!(flood, FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "PING flood"));
+            // Once the peer reads what was queued, PINGs are answered again.
+            queued_frames(&core);
+            assert!(core.control_frame(&h, &p).is_ok());
+
+            // Empty DATA frames without END_STREAM in a row.
+            for _ in 0..limits.max_empty_data_frames {
+                core.on_data_received(0, false).unwrap();
+            }
+            core.on_data_received(0, true).unwrap(); // END_STREAM resets the count
+            for _ in 0..limits.max_empty_data_frames {
+                core.on_data_received(0, false).unwrap();
+            }
+            let e = core.on_data_received(0, false).unwrap_err();
+            assert_eq!(e, FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
+        }
+        assert_eq!(ControlLimits::upstream().max_pending_control_frames, 1000, "the listener default");
+    }
+
+    #[test]
+    fn the_reset_budget_refills_at_its_rate() {
+        let limits = ControlLimits { reset_burst: 3, resets_per_second: 1, ..ControlLimits::upstream() };
+        let core = Core::new(Side::Upstream, 1 << 20, 65_535, 65_535, 4096, limits);
+        assert!((0..3).all(|_| core.take_budget()), "the burst");
+        assert!(!core.take_budget(), "spent");
     }
 }

@@ -34,28 +34,6 @@ use crate::worker::state::WorkerState;
 
 /// Header table size we let clients use.
 const HEADER_TABLE: usize = 4096;
-/// A token bucket for stream resets (rapid reset, and resets the client provokes).
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 pub struct GrpcSession {
     pub core: Core,
     streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
@@ -67,8 +45,6 @@ pub struct GrpcSession {
     listener: Rc<str>,
     pub limits: GrpcListener,
     drain: Cell<Drain>,
-    resets: RefCell<Bucket>,
-    empty_data: Cell<u32>,
     /// Wakes the sweeper: a stream got a deadline or started waiting on a zero window.
     pub sweeper: Notify,
     closed: Cell<bool>,
@@ -132,6 +108,7 @@ where
             limits.initial_connection_window,
             limits.initial_stream_window,
             HEADER_TABLE,
+            ControlLimits::client(&limits),
         ),
         streams: RefCell::new(IdMap::default()),
         max_seen: Cell::new(StreamId::ZERO),
@@ -140,13 +117,6 @@ where
         listener,
         limits,
         drain: Cell::new(Drain::Open),
-        resets: RefCell::new(Bucket {
-            tokens: limits.max_reset_burst as f64,
-            last: Instant::now(),
-            rate: limits.max_resets_per_second as f64,
-            burst: limits.max_reset_burst as f64,
-        }),
-        empty_data: Cell::new(0),
         sweeper: Notify::default(),
         closed: Cell::new(false),
         affinity: NEXT_AFFINITY.with(|n| n.replace(n.get().wrapping_add(1))),
@@ -283,7 +253,7 @@ impl GrpcSession {
                     None if id <= self.max_seen.get() => self.core.write_rst(id, r),
                     None => {}
                 }
-                if !self.resets.borrow_mut().take() {
+                if !self.core.take_budget() {
                     self.conn_error(Reason::ENHANCE_YOUR_CALM, "too many stream errors");
                     return false;
                 }
@@ -344,14 +314,13 @@ impl GrpcSession {
             }
             _ => {}
         }
-        let limits = self.control_limits();
-        match self.core.control_frame(&head, &frame[HEAD_LEN..], &limits)? {
+        match self.core.control_frame(&head, &frame[HEAD_LEN..])? {
             Control::Done => Ok(()),
             Control::Reset { stream, reason } => self.on_rst(stream, reason),
             Control::Settings { delta } => {
                 // Changing every stream's window costs a pass over the streams: such
                 // SETTINGS share the budget of stream errors.
-                if delta != 0 && !self.resets.borrow_mut().take() {
+                if delta != 0 && !self.core.take_budget() {
                     return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
                 }
                 if delta != 0 {
@@ -360,7 +329,7 @@ impl GrpcSession {
                             .map_err(|r| FrameError::Connection(r.reason, r.why))?;
                     }
                 }
-                self.core.settings_done(delta, &limits)
+                self.core.settings_done(delta)
             }
             Control::PushPromise => {
                 Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "a client must not send PUSH_PROMISE"))
@@ -392,25 +361,9 @@ impl GrpcSession {
         }
     }
 
-    fn control_limits(&self) -> ControlLimits {
-        ControlLimits {
-            max_settings_entries: self.limits.max_settings_entries,
-            max_pending_control_frames: self.limits.max_pending_control_frames,
-        }
-    }
-
     fn on_data(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
         let d = frame::data::parse(&head, &frame[HEAD_LEN..])?;
-        self.core.on_data_received(d.flow_len)?;
-        if d.flow_len == 0 && !d.end_stream {
-            let n = self.empty_data.get() + 1;
-            self.empty_data.set(n);
-            if n > self.limits.max_empty_data_frames {
-                return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
-            }
-        } else {
-            self.empty_data.set(0);
-        }
+        self.core.on_data_received(d.flow_len, d.end_stream)?;
         let Some(s) = self.stream(head.stream) else {
             self.core.credit(d.flow_len);
             if head.stream > self.max_seen.get() {
@@ -426,7 +379,7 @@ impl GrpcSession {
         if id > self.max_seen.get() {
             return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
         }
-        if !self.resets.borrow_mut().take() {
+        if !self.core.take_budget() {
             return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many stream resets"));
         }
         if let Some(s) = self.stream(id) {

@@ -33,10 +33,6 @@ pub type GrpcPool = crate::pool::Pool<GrpcUpstream>;
 const MAX_RESPONSE_HEADERS: usize = 64 << 10;
 /// CONTINUATION frames accepted from an upstream per block.
 const MAX_RESPONSE_CONTINUATIONS: usize = 64;
-/// What an upstream may make us answer: entries per SETTINGS frame, and unread PING/SETTINGS
-/// acknowledgements before the connection is closed with ENHANCE_YOUR_CALM (the listener
-/// default of `max_pending_control_frames`).
-const UPSTREAM_CONTROL: ControlLimits = ControlLimits { max_settings_entries: 64, max_pending_control_frames: 1000 };
 
 pub struct GrpcUpstream {
     pub core: Core,
@@ -76,6 +72,7 @@ impl Member for GrpcUpstream {
                 d.initial_connection_window,
                 d.initial_stream_window,
                 4096,
+                ControlLimits::upstream(),
             ),
             peer: label,
             streams: RefCell::new(IdMap::default()),
@@ -261,9 +258,8 @@ impl GrpcUpstream {
                     }
                 };
                 if let Err(e) = self.on_frame(next.0, next.1) {
-                    let fatal = matches!(e, FrameError::Connection(..));
                     self.frame_error(e);
-                    if fatal {
+                    if self.dead.get() {
                         return;
                     }
                 }
@@ -296,6 +292,9 @@ impl GrpcUpstream {
                     Some(s) => s.fail(&ErrorKind::UpstreamProtocol(why).into()),
                     None => self.core.write_rst(id, r),
                 }
+                if !self.core.take_budget() {
+                    self.frame_error(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many stream errors"));
+                }
             }
         }
     }
@@ -316,7 +315,7 @@ impl GrpcUpstream {
         }
         // Whether a stream could be opened here before the peer's SETTINGS change its limits.
         let had_capacity = head.kind == kind::SETTINGS && self.has_capacity();
-        match self.core.control_frame(&head, &frame[HEAD_LEN..], &UPSTREAM_CONTROL)? {
+        match self.core.control_frame(&head, &frame[HEAD_LEN..])? {
             Control::Done | Control::PingAck(_) => Ok(()),
             Control::Reset { stream, reason } => {
                 if let Some(s) = self.stream(stream) {
@@ -328,13 +327,18 @@ impl GrpcUpstream {
                 // Waiters held back while this connection was warming may now use it, or
                 // open another one.
                 let first = !self.settings_seen.replace(true);
+                // As on the client side, SETTINGS that change every stream's window spend
+                // the reset budget.
+                if delta != 0 && !self.core.take_budget() {
+                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
+                }
                 if delta != 0 {
                     for s in self.all_streams() {
                         s.shift_send_window(Side::Upstream, delta)
                             .map_err(|r| FrameError::Connection(r.reason, r.why))?;
                     }
                 }
-                self.core.settings_done(delta, &UPSTREAM_CONTROL)?;
+                self.core.settings_done(delta)?;
                 if first || (!had_capacity && self.has_capacity()) {
                     self.capacity.notify_all();
                 }
@@ -370,7 +374,7 @@ impl GrpcUpstream {
 
     fn on_data(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
         let d = frame::data::parse(&head, &frame[HEAD_LEN..])?;
-        self.core.on_data_received(d.flow_len)?;
+        self.core.on_data_received(d.flow_len, d.end_stream)?;
         let Some(s) = self.stream(head.stream) else {
             self.core.credit(d.flow_len);
             return Ok(());

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use super::*;
+use crate::grpc::conn::ControlLimits;
 use crate::grpc::h2::frame::{self, kind, DataFlags, Head, HeadersFlags, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::Decoder;
 
@@ -55,7 +56,7 @@ impl UpstreamEnd for Upstream {
 
 /// Windows of 65,535 bytes both ways (the protocol default), a 1 MiB write queue.
 fn pair() -> (Rc<Client>, Rc<Upstream>) {
-    let core = |side| Core::new(side, 1 << 20, 65_535, 65_535, 4096);
+    let core = |side| Core::new(side, 1 << 20, 65_535, 65_535, 4096, ControlLimits::upstream());
     let client = Rc::new(Client {
         core: core(Side::Client),
         forgotten: RefCell::default(),
@@ -214,7 +215,7 @@ fn a_refused_data_frame_gives_its_bytes_back_to_the_connection_window() {
     // 40,000 bytes is more than half the 65,535 connection window: given back at once.
     let body = vec![7u8; 40_000];
     let (f, d, n) = data_frame(3, &body, false);
-    client.core.on_data_received(n).unwrap();
+    client.core.on_data_received(n, false).unwrap();
     assert!(s.on_request_data(f, d, n, false).is_err());
     let back = frames(&client.core);
     assert_eq!(back.len(), 1);

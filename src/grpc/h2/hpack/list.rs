@@ -56,6 +56,9 @@ impl HeaderList {
         self.fields.reserve(16);
     }
 
+    // Inlined into the decoder's loop (one call per field): measured with callgrind, the
+    // call costs ~300 instructions per gRPC call when the optimiser leaves it out of line.
+    #[inline]
     pub fn push(&mut self, name: &[u8], value: &[u8], never_indexed: bool) {
         let start = self.buf.len();
         self.buf.extend_from_slice(name);
@@ -102,6 +105,7 @@ impl HeaderList {
     }
 
     /// Records a field whose name is `buf[start..split]` and value `buf[split..]`.
+    #[inline]
     pub(super) fn push_span(&mut self, start: usize, split: usize, never_indexed: bool) {
         let end = self.buf.len();
         debug_assert!(start <= split && split <= end);

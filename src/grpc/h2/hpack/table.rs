@@ -187,6 +187,7 @@ impl DynamicTable {
     }
 
     /// Entry `i` (0 = newest) as (name, value).
+    #[inline]
     pub(super) fn get(&self, i: usize) -> Option<(&[u8], &[u8])> {
         let e = self.entries.get(i)?;
         let start = e.start - self.base;
