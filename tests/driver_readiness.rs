@@ -21,7 +21,7 @@ fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
 async fn read_once<R: AsyncReadRent>(r: &mut R) -> Vec<u8> {
     let (res, buf) = monoio::time::timeout(STEP, r.read(Vec::with_capacity(1024)))
         .await
-        .expect("read hung: readiness lost after a short read");
+        .expect("read hung: read readiness was lost");
     res.expect("read failed");
     buf
 }
@@ -60,6 +60,38 @@ fn tcp_short_read_then_late_bytes_and_eof() {
         let writer = peer(server, |w| w.write_all(b"tail").unwrap());
         expect_scenario(&mut client).await;
         writer.join().unwrap();
+    });
+}
+
+/// The other half of the rule: a read that fills its buffer proves nothing about the queue,
+/// so readiness must stay. 64 KiB arrive at once and nothing after (no new epoll edge), then
+/// the reader takes them in 1 KiB reads: each must complete without another edge.
+#[test]
+fn tcp_full_reads_keep_readiness_while_bytes_remain() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    epoll().block_on(async move {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let body: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(&body).unwrap();
+        // The writer keeps the socket open (no FIN: no edge) until the reader is done.
+        let holder = std::thread::spawn(move || {
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+            drop(server);
+        });
+        // Let every byte reach the receive queue before the first read.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut got = Vec::new();
+        while got.len() < body.len() {
+            let chunk = read_once(&mut client).await;
+            assert!(!chunk.is_empty(), "EOF before all bytes");
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == body, "bytes differ");
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
     });
 }
 

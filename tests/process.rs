@@ -180,6 +180,39 @@ fn check_reports_problems_with_key_paths_and_exit_code_2() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A listener takes only its own protocol's keys: a gRPC key on the example's Thrift listener,
+/// and the example's Thrift keys on a gRPC listener, fail `check` with their key paths.
+#[test]
+fn check_refuses_another_protocols_listener_keys() {
+    let dir = temp_dir("check-keys");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ringway.toml")).unwrap();
+    let cases = [
+        (
+            example.replace("protocol = \"thrift\"", "protocol = \"thrift\"\nmax_concurrent_streams = 100"),
+            vec!["listener[0].max_concurrent_streams: is a grpc listener key; this listener's protocol is thrift"],
+        ),
+        (
+            example.replace("protocol = \"thrift\"", "protocol = \"grpc\""),
+            vec![
+                "listener[0].max_frame_size: is a thrift listener key; this listener's protocol is grpc",
+                "listener[0].max_pending_requests: is a thrift listener key; this listener's protocol is grpc",
+                "listener[0].max_method_name: is a thrift listener key; this listener's protocol is grpc",
+            ],
+        ),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "case {i}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for line in want {
+            assert!(err.lines().any(|l| l == line), "case {i}: {line}\n{err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 both_drivers! {
     fn sighup_reload_under_traffic_moves_new_requests_and_closes_nothing(driver: &str) {
         let (a, b) = (Backend::start(Wire::Binary, Duration::ZERO), Backend::start(Wire::Binary, Duration::ZERO));
