@@ -1,7 +1,8 @@
 //! The vendored monoio patch (vendor/monoio/RINGWAY-PATCH.md): on the epoll driver a short
 //! read on a stream socket clears read readiness instead of waiting for an EAGAIN read.
 //! These tests check what that must not break: bytes that arrive after a short read still
-//! wake the reader, and an EOF or reset that follows data is still seen.
+//! wake the reader, an EOF or reset that follows data is still seen, and a read that fills its
+//! buffer keeps readiness (it proves nothing about the queue).
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -56,6 +56,13 @@ const fn refused(reason: Reason, why: &'static str) -> Refused {
     Refused { reason, why }
 }
 
+/// DATA on a stream the client already ended (half-closed remote: RFC 9113 §5.1).
+const DATA_AFTER_END: Refused = refused(Reason::STREAM_CLOSED, "DATA after END_STREAM");
+/// DATA from an upstream before its response headers or after its END_STREAM.
+const DATA_OUT_OF_ORDER: Refused = refused(Reason::PROTOCOL_ERROR, "DATA before HEADERS or after END_STREAM");
+/// DATA beyond what the stream window allowed.
+const DATA_OVER_WINDOW: Refused = refused(Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window");
+
 /// What the sweeper should do about a stream now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
@@ -166,21 +173,7 @@ impl Stream {
         flow_len: usize,
         end: bool,
     ) -> Result<(), Refused> {
-        let core = self.down.core();
-        let mut st = self.st.borrow_mut();
-        if st.req.end_received {
-            drop(st);
-            core.credit(flow_len);
-            return Err(refused(Reason::STREAM_CLOSED, "DATA after END_STREAM"));
-        }
-        if queue_data(&mut st.req, core, frame, data, flow_len, end).is_err() {
-            drop(st);
-            core.credit(flow_len);
-            return Err(refused(Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
-        }
-        drop(st);
-        self.flush_req();
-        Ok(())
+        self.on_data(Side::Client, frame, data, flow_len, end)
     }
 
     /// Trailers from the client (a header block with END_STREAM after the request headers).
@@ -241,20 +234,44 @@ impl Stream {
         flow_len: usize,
         end: bool,
     ) -> Result<(), Refused> {
+        self.on_data(Side::Upstream, frame, data, flow_len, end)
+    }
+
+    /// DATA from the connection on side `from`: refused when that direction's state forbids
+    /// it (the client's after its END_STREAM; the upstream's before its response headers or
+    /// after its END_STREAM) or when it overruns the stream window; else queued and forwarded.
+    fn on_data(
+        self: &Rc<Self>,
+        from: Side,
+        frame: BytesMut,
+        data: std::ops::Range<usize>,
+        flow_len: usize,
+        end: bool,
+    ) -> Result<(), Refused> {
         let mut st = self.st.borrow_mut();
-        let Some(up) = st.up.clone() else { return Ok(()) };
-        if st.resp.end_received || !st.resp_headers_seen {
-            drop(st);
-            up.core().credit(flow_len);
-            return Err(refused(Reason::PROTOCOL_ERROR, "DATA before HEADERS or after END_STREAM"));
-        }
-        if queue_data(&mut st.resp, up.core(), frame, data, flow_len, end).is_err() {
-            drop(st);
-            up.core().credit(flow_len);
-            return Err(refused(Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
-        }
+        let up = st.up.clone();
+        let (sender, refusal) = match from {
+            Side::Client => (self.down.core(), st.req.end_received.then_some(DATA_AFTER_END)),
+            Side::Upstream => {
+                let Some(up) = up.as_deref() else { return Ok(()) };
+                (up.core(), (st.resp.end_received || !st.resp_headers_seen).then_some(DATA_OUT_OF_ORDER))
+            }
+        };
+        let dir = match from {
+            Side::Client => &mut st.req,
+            Side::Upstream => &mut st.resp,
+        };
+        let refusal =
+            refusal.or_else(|| queue_data(dir, sender, frame, data, flow_len, end).err().map(|()| DATA_OVER_WINDOW));
         drop(st);
-        self.flush_resp();
+        if let Some(r) = refusal {
+            sender.credit(flow_len);
+            return Err(r);
+        }
+        match from {
+            Side::Client => self.flush_req(),
+            Side::Upstream => self.flush_resp(),
+        }
         Ok(())
     }
 
