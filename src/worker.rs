@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use monoio::io::{CancelHandle, Canceller};
+use monoio::task::JoinHandle as TaskHandle;
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -24,6 +25,9 @@ use state::WorkerState;
 use crate::config::DriverKind;
 use crate::protocol::spawn_connection;
 use crate::stats::StatsSnapshot;
+
+/// How long a drain waits for an accept loop to notice its cancel.
+const ACCEPT_STOP: Duration = Duration::from_secs(1);
 
 /// Control thread → worker.
 pub enum Command {
@@ -143,19 +147,16 @@ async fn run(spec: WorkerSpec) {
     let state = Rc::new(WorkerState::new(id, snapshot));
 
     let accept_cancel = Canceller::new();
+    let mut accepts = Vec::new();
     for (name, l) in listeners {
         let (state, cancel, name): (_, _, Rc<str>) = (state.clone(), accept_cancel.handle(), name.into());
         match l {
             StdListener::Tcp(l) => match monoio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    monoio::spawn(accept_tcp(l, name, state, cancel));
-                }
+                Ok(l) => accepts.push(monoio::spawn(accept_tcp(l, name, state, cancel))),
                 Err(e) => log::error!("worker {id}: listener {name}: {e}"),
             },
             StdListener::Unix(l) => match monoio::net::UnixListener::from_std(l) {
-                Ok(l) => {
-                    monoio::spawn(accept_unix(l, name, state, cancel));
-                }
+                Ok(l) => accepts.push(monoio::spawn(accept_unix(l, name, state, cancel))),
                 Err(e) => log::error!("worker {id}: listener {name}: {e}"),
             },
         }
@@ -173,7 +174,7 @@ async fn run(spec: WorkerSpec) {
         }
     }
 
-    drain(&state, accept_cancel).await;
+    drain(&state, accept_cancel, accepts).await;
     let _ = events.send(Event::Stopped { worker: id, stats: state.stats.snapshot() });
 }
 
@@ -192,10 +193,18 @@ async fn next_command(rx: &Receiver<Command>, waker: &AtomicWaker) -> Option<Com
 
 /// Stops accepting, closes downstream connections as they go idle, and after the drain
 /// timeout closes whatever is left.
-async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller) {
+async fn drain(state: &Rc<WorkerState>, accept_cancel: Canceller, accepts: Vec<TaskHandle<()>>) {
     state.draining.set(true);
     let _ = accept_cancel.cancel();
     state.start_drain();
+    // The accept loops end on the cancel and drop their listening sockets. Wait for that, and
+    // give the runtime one more turn: on io_uring both the cancel and the socket's close are
+    // operations of this runtime, so a worker with nothing to drain that returned at once
+    // left its socket open, and connects kept landing in its backlog until the process exited.
+    for a in accepts {
+        let _ = monoio::time::timeout(ACCEPT_STOP, a).await;
+    }
+    monoio::time::sleep(Duration::from_millis(1)).await;
     let rt = state.view().snapshot.config.runtime.clone();
     let deadline = Instant::now() + rt.drain_timeout;
     log::info!("worker {}: draining {} connections (up to {:?})", state.id, state.conn_count(), rt.drain_timeout);

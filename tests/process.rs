@@ -315,6 +315,34 @@ both_drivers! {
     }
 }
 
+// Two workers, one request in flight on one of them: once SIGTERM lands, every new connect
+// is refused while that request still runs, including those the kernel would hand to the
+// worker with nothing to drain (on io_uring that worker used to return before its accept loop
+// saw the cancel, leaving its listening socket open until the process exited).
+both_drivers! {
+    fn a_drain_closes_every_workers_listener_at_once(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::from_millis(2000));
+        let dir = temp_dir(&format!("term-listeners-{driver}"));
+        let path = dir.join("ringway.toml");
+        std::fs::write(&path, config(driver, &backend.addr, "drain_timeout = \"10s\"")).unwrap();
+        let mut rw = Ringway::start(&path);
+        let addr = rw.addr;
+        let slow = std::thread::spawn(move || Client::connect(addr, Wire::Binary).call("slowDrain", 5, "x"));
+        // The request reaches the backend, which holds it for 2 s.
+        std::thread::sleep(Duration::from_millis(300));
+        rw.signal(libc::SIGTERM);
+        assert!(common::eventually(Duration::from_secs(1), || rw.logged("draining")));
+        std::thread::sleep(Duration::from_millis(200));
+        // Connects from 40 source ports spread over both workers' sockets.
+        let accepted = (0..40).filter(|_| std::net::TcpStream::connect(addr).is_ok()).count();
+        assert_eq!(rw.child.0.try_wait().unwrap(), None, "still draining the request in flight");
+        assert_eq!(accepted, 0, "{accepted} of 40 connects accepted during the drain");
+        assert_eq!(slow.join().unwrap(), Reply::Ok("slowDrain:x".into()), "in-flight request finished");
+        assert!(rw.wait_exit(Duration::from_secs(15)).expect("exits after the drain").success());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Times ringway's worker threads gave up their core (slept), summed.
 fn worker_sleeps(pid: u32) -> u64 {
     let mut total = 0;
