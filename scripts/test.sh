@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 # The Python peers (PyPI thrift) for the THeader tests.
 python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 
+# Both binaries: the process tests run `ringway` and `ringway-bench` (cargo builds a binary
+# for the integration tests of its own package only).
+cargo build --workspace --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

@@ -19,11 +19,11 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringway")
 }
 
-/// `ringway-bench` (package `bench/`), which the workspace builds into the same directory as
-/// `ringway`: `scripts/test.sh` builds every member's targets before running any test.
+/// `ringway-bench` (package `bench/`), built into the same directory as `ringway` by
+/// `scripts/test.sh` (`cargo build --workspace --bins`) before any test runs.
 fn bench_bin() -> PathBuf {
     let b = Path::new(bin()).with_file_name("ringway-bench");
-    assert!(b.exists(), "{} is not built: run the tests from the workspace root (scripts/test.sh)", b.display());
+    assert!(b.exists(), "{} is not built: run scripts/test.sh, or cargo build --workspace --bins first", b.display());
     b
 }
 
