@@ -19,6 +19,7 @@ mod conn;
 mod downstream;
 pub mod errors;
 pub mod h2;
+pub mod stats;
 mod stream;
 mod upstream;
 pub mod wire;

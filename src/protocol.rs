@@ -1,7 +1,8 @@
 //! The protocols ringway speaks: the one place that lists them and wires them to listeners.
-//! Adding a protocol means a folder of its own (codec, proxy logic, listener keys) and an
-//! entry in each of the two lists here: the listener section it parses (below, used by the
-//! config) and the task that serves its connections (`serve.rs`, used by the workers).
+//! Adding a protocol means a folder of its own (codec, proxy logic, listener keys, counters)
+//! and an entry in each of the lists here: the listener section it parses and its counters
+//! (below, used by the config and the stats) and the task that serves its connections
+//! (`serve.rs`, used by the workers).
 //!
 //! The two halves sit at the two ends of the layer order: the config (low) needs to know each
 //! protocol's listener keys; the workers (top) need each protocol's connection task, which
@@ -12,7 +13,9 @@ mod serve;
 
 use crate::config::problems::{Problems, Section};
 use crate::grpc::config::{self as grpc, GrpcListener};
+use crate::grpc::stats::{GrpcSnapshot, GrpcStats};
 use crate::thrift::config::{self as thrift, ThriftListener};
+use crate::thrift::stats::{ThriftSnapshot, ThriftStats};
 
 pub use serve::spawn_connection;
 
@@ -30,6 +33,39 @@ pub enum ProtocolKind {
 pub enum ListenerProtocol {
     Thrift(ThriftListener),
     Grpc(GrpcListener),
+}
+
+/// Each protocol's own counters, per worker (the shared ones are in `crate::stats`).
+#[derive(Default, Debug)]
+pub struct ProtocolStats {
+    pub thrift: ThriftStats,
+    pub grpc: GrpcStats,
+}
+
+/// A copy of `ProtocolStats` that can cross threads.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolSnapshot {
+    pub thrift: ThriftSnapshot,
+    pub grpc: GrpcSnapshot,
+}
+
+impl ProtocolStats {
+    pub fn snapshot(&self) -> ProtocolSnapshot {
+        ProtocolSnapshot { thrift: self.thrift.snapshot(), grpc: self.grpc.snapshot() }
+    }
+}
+
+impl ProtocolSnapshot {
+    pub fn add(&mut self, o: &ProtocolSnapshot) {
+        self.thrift.add(&o.thrift);
+        self.grpc.add(&o.grpc);
+    }
+
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        let mut p = self.thrift.pairs();
+        p.extend(self.grpc.pairs());
+        p
+    }
 }
 
 /// Every protocol's name and listener keys, for `protocol = "…"` and for naming the protocol a

@@ -15,4 +15,5 @@ pub mod downstream;
 pub mod errors;
 pub mod seqtable;
 pub mod session;
+pub mod stats;
 pub mod upstream;

@@ -84,7 +84,7 @@ both_drivers! {
         assert_eq!(c.bidi(parts.clone(), &[], None).unwrap(), parts);
         let stats = proxy.stop();
         assert_eq!(stats.requests, 4);
-        assert_eq!(stats.grpc_errors, 0);
+        assert_eq!(stats.protocols.grpc.errors, 0);
     }
 
     fn metadata_binary_metadata_and_trailers_pass_unchanged(driver: &str) {
@@ -219,7 +219,7 @@ both_drivers! {
         let stats = proxy.stop();
         let (_, reply, _) = call.join().unwrap().expect("the open stream finished during the drain");
         assert_eq!(reply, Bytes::from_static(b"slow"));
-        assert_eq!(stats.grpc_errors, 0);
+        assert_eq!(stats.protocols.grpc.errors, 0);
     }
 
     fn upstream_graceful_goaway_fails_no_request_in_flight(driver: &str) {
@@ -244,7 +244,7 @@ both_drivers! {
         let (_, reply, _) = c.unary("Unary", Bytes::from_static(b"next"), &[], None).unwrap();
         assert_eq!(reply, Bytes::from_static(b"next"));
         assert!(again.stats().streams_started >= 1);
-        assert_eq!(proxy.stop().grpc_errors, 0);
+        assert_eq!(proxy.stop().protocols.grpc.errors, 0);
     }
 }
 
@@ -305,7 +305,7 @@ both_drivers! {
             .unwrap();
         assert_eq!(msgs.len(), 3);
         assert!(t0.elapsed() >= Duration::from_secs(3));
-        assert_eq!(proxy.stop().grpc_errors, 0);
+        assert_eq!(proxy.stop().protocols.grpc.errors, 0);
     }
 }
 
@@ -334,6 +334,6 @@ both_drivers! {
         let (_, reply, _) = slow.join().unwrap().expect("the stream open on the old pool finished");
         assert_eq!(reply, Bytes::from_static(b"slow on a"));
         assert_eq!(a.stats().streams_started, 2);
-        assert_eq!(proxy.stop().grpc_errors, 0);
+        assert_eq!(proxy.stop().protocols.grpc.errors, 0);
     }
 }

@@ -35,7 +35,7 @@ fn many_clients_few_upstream_connections(driver: &str, wire: Wire) {
     let upstream = backend.accepted.load(Ordering::SeqCst);
     assert!((1..=4).contains(&upstream), "2 workers x 2 connections at most, saw {upstream}");
     let stats = proxy.stop();
-    assert_eq!(stats.replies as usize, total);
+    assert_eq!(stats.protocols.thrift.replies as usize, total);
 }
 
 both_drivers! {
@@ -71,7 +71,7 @@ both_drivers! {
         assert!(common::eventually(Duration::from_secs(5), || !backend.oneways.lock().unwrap().is_empty()));
         assert_eq!(backend.oneways.lock().unwrap().as_slice(), ["fire-and-forget"]);
         let stats = proxy.stop();
-        assert_eq!((stats.oneway, stats.replies), (1, 1));
+        assert_eq!((stats.protocols.thrift.oneway, stats.protocols.thrift.replies), (1, 1));
     }
 
     fn unknown_method_gets_unknown_method_and_connection_lives(driver: &str) {
@@ -121,7 +121,7 @@ both_drivers! {
         assert_eq!(slow.call("echo", 12, "next"), Reply::Ok("echo:next".into()));
         let stats = proxy.stop();
         assert_eq!(stats.timeouts, 1);
-        assert_eq!(stats.late_replies, 1);
+        assert_eq!(stats.protocols.thrift.late_replies, 1);
     }
 
     fn upstream_killed_with_requests_in_flight(driver: &str) {

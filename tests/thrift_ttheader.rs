@@ -126,7 +126,7 @@ both_drivers! {
         std::thread::sleep(Duration::from_millis(350));
         assert_eq!(burst(&mut slow, "after", 100, 2, false), 2);
         let stats = proxy.stop();
-        assert_eq!((stats.timeouts, stats.late_replies), (1, 1));
+        assert_eq!((stats.timeouts, stats.protocols.thrift.late_replies), (1, 1));
     }
 
     fn pending_requests_per_client_connection_are_bounded(driver: &str) {

@@ -57,7 +57,7 @@ pub fn run(duration: Duration) -> std::io::Result<String> {
     out.push_str(&format!(
         "\nringway forwarded {} requests and returned {} replies; every reply was checked against its request.\n\
          Same machine for everything here, so these are a smoke test, not a benchmark: see perf/compare.sh.\n",
-        stats.requests, stats.replies
+        stats.requests, stats.protocols.thrift.replies
     ));
     Ok(out)
 }

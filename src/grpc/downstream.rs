@@ -265,7 +265,7 @@ impl GrpcSession {
     fn conn_error(&self, r: Reason, why: &str) {
         log::debug!("listener {}: connection error {r}: {why}", self.listener);
         if r == Reason::ENHANCE_YOUR_CALM {
-            self.stats().grpc_calm.set(self.stats().grpc_calm.get() + 1);
+            self.stats().protocols.grpc.calm.set(self.stats().protocols.grpc.calm.get() + 1);
         }
         self.core.go_away(self.last_stream(), r, why);
         self.closed.set(true);
@@ -383,7 +383,7 @@ impl GrpcSession {
             return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many stream resets"));
         }
         if let Some(s) = self.stream(id) {
-            self.stats().grpc_cancelled.set(self.stats().grpc_cancelled.get() + 1);
+            self.stats().protocols.grpc.cancelled.set(self.stats().protocols.grpc.cancelled.get() + 1);
             let cancelled = reset_code(&ErrorKind::Cancelled.into());
             s.reset(None, Some(if r == Reason::NO_ERROR { cancelled } else { r }));
         }
@@ -485,7 +485,7 @@ impl GrpcSession {
             }
             GrpcReply::Reset(r) => self.core.write_rst(id, r),
         }
-        self.stats().grpc_errors.set(self.stats().grpc_errors.get() + 1);
+        self.stats().protocols.grpc.errors.set(self.stats().protocols.grpc.errors.get() + 1);
     }
 }
 

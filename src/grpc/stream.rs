@@ -434,7 +434,7 @@ impl Stream {
             }
         }
         let stats = self.down.stats();
-        stats.grpc_errors.set(stats.grpc_errors.get() + 1);
+        stats.protocols.grpc.errors.set(stats.protocols.grpc.errors.get() + 1);
         self.finish();
     }
 

@@ -175,7 +175,7 @@ impl GrpcUpstream {
         let id = self.next_id.get();
         self.next_id.set(id.next());
         self.streams.borrow_mut().insert(id, stream);
-        self.stats.upstream_streams.set(self.stats.upstream_streams.get() + 1);
+        self.stats.protocols.grpc.upstream_streams.set(self.stats.protocols.grpc.upstream_streams.get() + 1);
         id
     }
 

@@ -311,7 +311,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);
         if info.msg.msg_type == ONEWAY {
-            stats.oneway.set(stats.oneway.get() + 1);
+            stats.protocols.thrift.oneway.set(stats.protocols.thrift.oneway.get() + 1);
             conn.send(frame, info, None);
             return;
         }
@@ -340,7 +340,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     async fn reject_oversized(&mut self, len: usize, limits: &ThriftListener) {
         let (max, max_name) = (limits.max_frame_size.get(), limits.max_method_name);
         let stats = &self.state.stats;
-        stats.oversized_frames.set(stats.oversized_frames.get() + 1);
+        stats.protocols.thrift.oversized_frames.set(stats.protocols.thrift.oversized_frames.get() + 1);
         // Buffer just enough of the frame to read its header, never the whole frame.
         while self.buf.len() < PEEK_LIMIT && matches!(parse_frame(&self.buf, max_name), Err(ParseError::Incomplete)) {
             if !self.fill().await {
@@ -372,7 +372,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
     async fn reject_unframed(&mut self) {
         let stats = &self.state.stats;
-        stats.unframed_rejected.set(stats.unframed_rejected.get() + 1);
+        stats.protocols.thrift.unframed_rejected.set(stats.protocols.thrift.unframed_rejected.get() + 1);
         let hdr = loop {
             match parse_message(&self.buf, 0, 4096) {
                 Ok(h) => break Some(h),
@@ -406,6 +406,6 @@ fn encode_raw(
     let (kind, msg) = exception(err);
     let mut buf = BytesMut::new();
     encode_exception(&mut buf, framing, protocol, name, seq, kind, &msg);
-    ds.stats.exceptions.set(ds.stats.exceptions.get() + 1);
+    ds.stats.protocols.thrift.exceptions.set(ds.stats.protocols.thrift.exceptions.get() + 1);
     ds.out.push(buf);
 }

@@ -98,7 +98,7 @@ impl ThriftSession {
         let (kind, msg) = exception(err);
         let mut buf = BytesMut::with_capacity(64 + name.len() + msg.len());
         encode_exception(&mut buf, dialect.reply_framing(), dialect.protocol, name, seq, kind, &msg);
-        self.stats.exceptions.set(self.stats.exceptions.get() + 1);
+        self.stats.protocols.thrift.exceptions.set(self.stats.protocols.thrift.exceptions.get() + 1);
         self.out.push(buf);
     }
 }
@@ -150,7 +150,7 @@ impl Pending {
         } else {
             out.push(restore_reply(reply.into_owned(), info, &self.orig));
         }
-        self.downstream.stats.replies.set(self.downstream.stats.replies.get() + 1);
+        self.downstream.stats.protocols.thrift.replies.set(self.downstream.stats.protocols.thrift.replies.get() + 1);
         self.downstream.request_done();
     }
 
@@ -232,7 +232,7 @@ mod tests {
             p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap());
             let out = written(&s);
             assert_eq!(out, framed(protocol, REPLY, "getUser", 7), "{protocol:?}: the reply, seqID 7 again");
-            assert_eq!((s.inflight.get(), s.stats.replies.get()), (0, 1), "{protocol:?}");
+            assert_eq!((s.inflight.get(), s.stats.protocols.thrift.replies.get()), (0, 1), "{protocol:?}");
             assert!(s.activity.get() > activity, "a reply counts as activity (drain)");
         }
     }
@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(&out[info.msg.name.clone()], b"getUser");
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("upstream request timed out (10.0.0.1:9100)"), "{text}");
-        assert_eq!((s.inflight.get(), s.stats.exceptions.get()), (0, 1));
+        assert_eq!((s.inflight.get(), s.stats.protocols.thrift.exceptions.get()), (0, 1));
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl ThriftUpstream {
                     self.capacity.notify_all();
                 }
             }
-            None => self.stats.late_replies.set(self.stats.late_replies.get() + 1),
+            None => self.stats.protocols.thrift.late_replies.set(self.stats.protocols.thrift.late_replies.get() + 1),
         }
         self.close_if_retired_and_idle();
     }

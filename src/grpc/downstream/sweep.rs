@@ -38,7 +38,7 @@ impl GrpcSession {
             }
             for s in stalled {
                 log::debug!("listener {}: stream {} stalled on a zero window; reset", self.listener, s.down_id);
-                self.stats().grpc_stalled.set(self.stats().grpc_stalled.get() + 1);
+                self.stats().protocols.grpc.stalled.set(self.stats().protocols.grpc.stalled.get() + 1);
                 let r = reset_code(&ErrorKind::Stalled.into());
                 s.reset(Some(r), Some(r));
             }

@@ -298,7 +298,7 @@ fn a_proxy_failure_before_response_headers_is_trailers_only_and_cancels_the_upst
     let cancelled = frames(&up.core);
     assert_eq!((cancelled[0].kind, cancelled[0].stream), (kind::RST_STREAM, 1));
     assert_eq!(cancelled[0].payload, 8u32.to_be_bytes(), "CANCEL");
-    assert_eq!(client.stats.grpc_errors.get(), 1);
+    assert_eq!(client.stats.protocols.grpc.errors.get(), 1);
     assert_eq!(
         (&*client.forgotten.borrow(), &*up.forgotten.borrow()),
         (&vec![StreamId::new(3)], &vec![StreamId::new(1)])
