@@ -6,6 +6,7 @@
 //! - [`wire`]: gRPC specifics (path split, `grpc-timeout`, status fields, header checks).
 //! - [`config`]: the keys of a gRPC listener (HTTP/2 limits).
 //! - [`errors`]: every failure the proxy answers, as a gRPC status or a reset code.
+//! - [`stats`]: the gRPC counters.
 //! - `conn`: per-connection state shared by both sides (write queue, HPACK, windows) and the
 //!   connection-level frames, handled once for both.
 //! - `stream`: one proxied call: its state machine and the flow-controlled queues of its two

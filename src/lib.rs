@@ -15,17 +15,20 @@
 //!   drain. [`worker::state`] is what a worker owns (config view, pools by connection type,
 //!   the registry of downstream connections); [`worker::hold`] is event coalescing.
 //! - [`protocol`]: the one place that lists the protocols: each listener's protocol with its
-//!   typed keys, and (`protocol/serve.rs`) the task that serves an accepted connection.
+//!   typed keys, each protocol's counters, and (`protocol/serve.rs`) the task that serves an
+//!   accepted connection.
 //!
 //! Proxy logic, one folder per protocol:
 //! - [`thrift`]: Framed, TTHeader, THeader. [`thrift::codec`] (sans I/O: detect, cut,
 //!   classify, patch seqIDs, exceptions), [`thrift::downstream`] (the per-connection loop),
 //!   [`thrift::session`] (a client's shared state, pending entries), [`thrift::seqtable`]
 //!   (pending requests by seqID), [`thrift::upstream`] (multiplexed upstream connection),
-//!   [`thrift::config`] (listener keys), [`thrift::errors`] (errors → exceptions).
+//!   [`thrift::config`] (listener keys), [`thrift::errors`] (errors → exceptions),
+//!   [`thrift::stats`] (its counters).
 //! - [`grpc`]: gRPC over HTTP/2 cleartext. [`grpc::h2`] (sans I/O: frames, HPACK, header
 //!   blocks), [`grpc::wire`] (gRPC fields), [`grpc::config`] (listener keys),
-//!   [`grpc::errors`] (errors → status or reset), and, private to the folder, `conn`
+//!   [`grpc::errors`] (errors → status or reset), [`grpc::stats`] (its counters), and, private
+//!   to the folder, `conn`
 //!   (connection state and connection-level frames, both sides), `stream` (one call: state
 //!   machine and flow-controlled queues), `downstream`, `upstream`.
 //!
@@ -34,7 +37,7 @@
 //! - [`pool`]: per-worker pools of multiplexed upstream connections of any protocol.
 //! - [`route`]: first-match route tables.
 //! - [`error`]: what can go wrong with a request, and who started it.
-//! - [`stats`]: per-worker counters.
+//! - [`stats`]: per-worker counters every protocol shares (and the `counters!` macro).
 //! - [`io`]: read and write loops over monoio (adaptive reads, outbox writes).
 //! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
 //! - [`logging`]: the log line format.

@@ -3,6 +3,7 @@
 //! - [`codec`]: sans-I/O codecs (detect, cut, classify, patch seqIDs, exceptions).
 //! - [`config`]: the keys of a Thrift listener.
 //! - [`errors`]: every failure of a request as the exception a client gets.
+//! - [`stats`]: the Thrift counters.
 //! - [`session`]: a client connection's shared state and the pending-request entries that
 //!   point back to it.
 //! - [`seqtable`]: an upstream connection's pending requests, indexed by seqID.
