@@ -19,6 +19,20 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+    /// The admin endpoint; `None`: no admin server.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the admin HTTP endpoint, served off the workers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    /// `host:port` or `unix:/path`.
+    pub address: Address,
+    /// Largest request (head and body) the admin server reads.
+    pub max_request_size: ByteSize,
+    /// A connection that sends nothing for this long is closed (and a request must arrive
+    /// whole within it).
+    pub read_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::admin::{Admin, Status};
 use crate::config::{Address, Config, ListenerConfig};
 use crate::stats::StatsSnapshot;
 use crate::worker::{self, Command, Event, Snapshot, StdListener, WorkerSpec};
@@ -39,6 +40,10 @@ pub struct Server {
     bound: Vec<(String, Address)>,
     current: Arc<Snapshot>,
     drivers: Vec<&'static str>,
+    /// What the admin endpoint reports (workers up, draining).
+    status: Arc<Status>,
+    /// The admin endpoint, when `[admin]` is configured; it stops when the server is dropped.
+    admin: Option<Admin>,
 }
 
 impl Server {
@@ -56,6 +61,10 @@ impl Server {
                 per_worker[w].push((l.name.clone(), s));
             }
         }
+        let status = Arc::new(Status::default());
+        status.workers.store(n, std::sync::atomic::Ordering::Relaxed);
+        // Up before the workers, so `/ready` can say they are not all up yet.
+        let admin = config.admin.as_ref().map(|a| Admin::start(a, status.clone())).transpose()?;
         let current = Arc::new(Snapshot { generation: 1, config });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ev_tx, events) = crossbeam_channel::unbounded();
@@ -76,13 +85,14 @@ impl Server {
             let thread = worker::spawn(spec)?;
             workers.push(WorkerLink { commands: tx, waker, thread: Some(thread) });
         }
-        let mut server = Server { workers, events, bound, current, drivers: vec![""; n] };
+        let mut server = Server { workers, events, bound, current, drivers: vec![""; n], status, admin };
         let mut started = 0;
         let mut failure = None;
         while started < n {
             match server.events.recv_timeout(ACK_TIMEOUT) {
                 Ok(Event::Started { worker, driver }) => {
                     server.drivers[worker] = driver;
+                    server.status.workers_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     started += 1;
                 }
                 Ok(Event::StartFailed { worker, error }) => {
@@ -106,6 +116,11 @@ impl Server {
             Address::Tcp(a) => Some(*a),
             Address::Unix(_) => None,
         })
+    }
+
+    /// Where the admin endpoint listens (TCP), when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr())
     }
 
     /// The I/O driver each worker got.
@@ -151,6 +166,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), stops the
     /// workers and returns their summed counters.
     pub fn shutdown(mut self) -> StatsSnapshot {
+        self.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         for w in &self.workers {
             w.send(Command::Drain);
         }

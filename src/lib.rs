@@ -14,6 +14,7 @@
 //! - [`worker`]: pinned worker threads, each one monoio runtime: accept loops, commands,
 //!   drain. [`worker::state`] is what a worker owns (config view, pools by connection type,
 //!   the registry of downstream connections); [`worker::hold`] is event coalescing.
+//! - [`admin`]: the admin HTTP endpoint, on threads of its own (`/healthz`, `/ready`).
 //! - [`protocol`]: the one place that lists the protocols: each listener's protocol with its
 //!   typed keys, each protocol's counters, and (`protocol/serve.rs`) the task that serves an
 //!   accepted connection.
@@ -42,6 +43,7 @@
 //! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
 //! - [`logging`]: the log line format.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod error;

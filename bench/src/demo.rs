@@ -22,6 +22,9 @@ pub fn run(duration: Duration) -> std::io::Result<String> {
     for l in &mut config.listeners {
         l.address = Address::Tcp("127.0.0.1:0".parse().unwrap());
     }
+    if let Some(a) = &mut config.admin {
+        a.address = Address::Tcp("127.0.0.1:0".parse().unwrap());
+    }
     for c in &mut config.clusters {
         c.endpoints = vec![Address::Tcp(echo.addr)];
     }
@@ -33,6 +36,9 @@ pub fn run(duration: Duration) -> std::io::Result<String> {
         server.drivers().join(", "),
         duration
     );
+    if let Some(a) = server.admin_addr() {
+        println!("ringway demo: admin endpoint on http://{a} (GET /healthz, /ready)");
+    }
     let mut rows = Vec::new();
     for (c, m) in [(1, 1), (32, 10)] {
         for (name, target) in [("direct", echo.addr), ("ringway", proxy)] {

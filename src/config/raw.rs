@@ -20,6 +20,8 @@ const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
+const DEFAULT_ADMIN_MAX_REQUEST: usize = 64 << 10;
+const DEFAULT_ADMIN_READ_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_CONNS_PER_ENDPOINT: usize = 4;
 const DEFAULT_MAX_REQS_PER_CONN: usize = 256;
 
@@ -32,6 +34,15 @@ pub struct RawConfig {
     listener: Vec<RawListener>,
     #[serde(default)]
     cluster: Vec<RawCluster>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    address: Option<String>,
+    max_request_size: Option<StrOrInt>,
+    read_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -213,11 +224,32 @@ impl RawConfig {
                 listeners.push(ListenerConfig { name, address, routes, max_write_buffer, protocol });
             }
         }
+        let admin = self.admin.as_ref().and_then(|a| a.validate(&mut p));
         if p.0.is_empty() {
-            Ok(Config { runtime, listeners, clusters })
+            Ok(Config { runtime, listeners, clusters, admin })
         } else {
             Err(ConfigErrors(p.0))
         }
+    }
+}
+
+impl RawAdmin {
+    fn validate(&self, p: &mut Problems) -> Option<AdminConfig> {
+        let address = match self.address.as_deref() {
+            None => {
+                p.add("admin.address", "missing (leave out [admin] for no admin server)");
+                None
+            }
+            Some(a) => parse_address(a).map_err(|e| p.add("admin.address", e)).ok(),
+        };
+        let max_request_size = p.byte_size(
+            "admin.max_request_size".into(),
+            &self.max_request_size,
+            DEFAULT_ADMIN_MAX_REQUEST,
+            (1024..=16 << 20, "1KiB..=16MiB"),
+        );
+        let read_timeout = p.duration("admin.read_timeout".into(), &self.read_timeout, DEFAULT_ADMIN_READ_TIMEOUT);
+        Some(AdminConfig { address: address?, max_request_size, read_timeout })
     }
 }
 

@@ -52,6 +52,28 @@ fn unknown_keys_are_errors() {
 }
 
 #[test]
+fn the_admin_endpoint_is_off_unless_configured_and_its_limits_have_defaults() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().admin, None);
+    let with = |lines: &str| format!("{EXAMPLE}\n[admin]\n{lines}\n");
+    let a = Config::parse(&with("address = \"127.0.0.1:9901\"")).unwrap().admin.unwrap();
+    assert_eq!(a.address, Address::Tcp("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!((a.max_request_size, a.read_timeout), (ByteSize(64 << 10), Duration::from_secs(5)), "defaults");
+    let a = Config::parse(&with(
+        "address = \"unix:/run/rw-admin.sock\"\nmax_request_size = \"4KiB\"\nread_timeout = \"250ms\"",
+    ))
+    .unwrap()
+    .admin
+    .unwrap();
+    assert_eq!(a.address, Address::Unix("/run/rw-admin.sock".into()));
+    assert_eq!((a.max_request_size, a.read_timeout), (ByteSize(4096), Duration::from_millis(250)));
+    let err = Config::parse(&with("max_request_size = 10")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("admin.address: missing")), "{err}");
+    assert!(err.0.contains(&"admin.max_request_size: 10 is out of range 1KiB..=16MiB".to_string()), "{err}");
+    let err = Config::parse(&with("address = \"127.0.0.1:9901\"\nport = 1")).unwrap_err();
+    assert!(err.to_string().contains("port"), "unknown keys are errors: {err}");
+}
+
+#[test]
 fn units_parse() {
     assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));

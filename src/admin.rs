@@ -1,0 +1,306 @@
+//! The admin endpoint: HTTP/1.1 with keep-alive on threads of its own, never on a worker, so
+//! a saturated data plane cannot starve it and it cannot slow the data plane. Requests are
+//! parsed by `httparse` (the parser hyper uses), bounded by `admin.max_request_size` and
+//! `admin.read_timeout`.
+//!
+//! What it serves so far: `GET /healthz` (200 while the process lives) and `GET /ready` (200
+//! while serving; 503 before every worker is up and while draining). An unknown path is a
+//! 404 and a known path with another method a 405 (with `Allow`), each with a short text body.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Address, AdminConfig};
+
+/// Admin connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// Headers one request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// What the control thread tells the admin server about the proxy (it changes only on
+/// start, reload and drain: plain atomics on the control side, nothing on the data path).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Workers running; `/ready` waits for all of them.
+    pub workers_up: AtomicUsize,
+    pub workers: AtomicUsize,
+    /// A drain started: `/ready` answers 503.
+    pub draining: AtomicBool,
+}
+
+/// A running admin server.
+pub struct Admin {
+    addr: Option<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+impl Admin {
+    /// Binds `config.address` and serves it on a thread of its own.
+    pub fn start(config: &AdminConfig, status: Arc<Status>) -> io::Result<Admin> {
+        let (listener, addr) = match &config.address {
+            Address::Tcp(a) => {
+                let l = TcpListener::bind(a)?;
+                let addr = l.local_addr()?;
+                (Listener::Tcp(l), Some(addr))
+            }
+            Address::Unix(p) => {
+                let _ = std::fs::remove_file(p);
+                (Listener::Unix(UnixListener::bind(p)?, p.clone()), None)
+            }
+        };
+        match &listener {
+            Listener::Tcp(l) => l.set_nonblocking(true)?,
+            Listener::Unix(l, _) => l.set_nonblocking(true)?,
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits { max_request: config.max_request_size.get(), read_timeout: config.read_timeout };
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringway-admin".into())
+            .spawn(move || accept_loop(listener, status, limits, s))?;
+        log::info!("admin endpoint on {}", config.address);
+        Ok(Admin { addr, stop, thread: Some(thread) })
+    }
+
+    /// The bound TCP address (the real port when the config said port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    max_request: usize,
+    read_timeout: Duration,
+}
+
+/// Accepts until stopped (polling the non-blocking socket every 20 ms), one thread per
+/// connection up to `MAX_CONNECTIONS`.
+fn accept_loop(listener: Listener, status: Arc<Status>, limits: Limits, stop: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let conn: io::Result<Box<dyn Conn>> = match &listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+        };
+        match conn {
+            Ok(c) => {
+                let (status, active) = (status.clone(), active.clone());
+                active.fetch_add(1, Ordering::Relaxed);
+                let spawned = std::thread::Builder::new().name("ringway-admin-conn".into()).spawn(move || {
+                    let _ = serve(c, &status, limits);
+                    active.fetch_sub(1, Ordering::Relaxed);
+                });
+                if spawned.is_err() {
+                    log::warn!("admin: could not start a connection thread; connection closed");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                log::warn!("admin: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    if let Listener::Unix(_, p) = &listener {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A connected admin client, TCP or Unix.
+trait Conn: Read + Write + Send {
+    fn set_timeout(&self, t: Duration) -> io::Result<()>;
+    fn shutdown_write(&self);
+}
+
+impl Conn for TcpStream {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(t))
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Conn for UnixStream {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(t))
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// How long a connection answered with `connection: close` is read from before it is closed.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// One answer.
+struct Reply {
+    status: u16,
+    reason: &'static str,
+    body: String,
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn text(status: u16, reason: &'static str, body: impl Into<String>) -> Reply {
+        Reply { status, reason, body: body.into(), allow: None }
+    }
+}
+
+/// Serves requests on one connection until the client closes it, asks to, sends something
+/// the server will not read, or stays silent past the read timeout.
+fn serve(mut c: Box<dyn Conn>, status: &Status, limits: Limits) -> io::Result<()> {
+    c.set_timeout(limits.read_timeout)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        // Read until a whole head is in; the request must arrive within the read timeout.
+        let deadline = Instant::now() + limits.read_timeout;
+        let (head_len, method, path, keep_alive, body_len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let method = req.method.unwrap_or("").to_string();
+                    let path = req.path.unwrap_or("").to_string();
+                    let header = |name: &str| {
+                        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec())
+                    };
+                    let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+                    let keep_alive = req.version == Some(1) && !close;
+                    let body_len = match header("content-length") {
+                        None => 0,
+                        Some(v) => match std::str::from_utf8(&v).ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+                            Some(n) => n,
+                            None => {
+                                return respond(&mut c, Reply::text(400, "Bad Request", "bad content-length\n"), false)
+                            }
+                        },
+                    };
+                    break (n, method, path, keep_alive, body_len);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return respond(&mut c, Reply::text(400, "Bad Request", format!("{e}\n")), false),
+            }
+            if buf.len() >= limits.max_request {
+                let msg = format!("request head over admin.max_request_size ({} bytes)\n", limits.max_request);
+                return respond(&mut c, Reply::text(431, "Request Header Fields Too Large", msg), false);
+            }
+            if Instant::now() >= deadline || !fill(&mut c, &mut buf, limits.max_request)? {
+                return Ok(()); // closed or silent: nothing to answer
+            }
+        };
+        if head_len + body_len > limits.max_request {
+            let msg = format!("request over admin.max_request_size ({} bytes)\n", limits.max_request);
+            return respond(&mut c, Reply::text(413, "Content Too Large", msg), false);
+        }
+        while buf.len() < head_len + body_len {
+            if Instant::now() >= deadline || !fill(&mut c, &mut buf, limits.max_request)? {
+                return Ok(());
+            }
+        }
+        buf.drain(..head_len + body_len);
+        let reply = route(&method, &path, status);
+        respond(&mut c, reply, keep_alive)?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads more into `buf` (at most up to `max` bytes in all); false on EOF or timeout.
+fn fill(c: &mut Box<dyn Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+    let mut tmp = [0u8; 4096];
+    let want = tmp.len().min(max.saturating_sub(buf.len()).max(1));
+    match c.read(&mut tmp[..want]) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Ok(true)
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The endpoints: each path with the one method it takes.
+const ROUTES: &[(&str, &str)] = &[("/healthz", "GET"), ("/ready", "GET")];
+
+fn route(method: &str, path: &str, status: &Status) -> Reply {
+    let path = path.split('?').next().unwrap_or(path);
+    let Some((_, allowed)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        return Reply::text(404, "Not Found", format!("no admin endpoint {path}\n"));
+    };
+    if method != *allowed {
+        let mut r = Reply::text(405, "Method Not Allowed", format!("{path} takes {allowed}\n"));
+        r.allow = Some(allowed);
+        return r;
+    }
+    match path {
+        "/healthz" => Reply::text(200, "OK", "ok\n"),
+        _ => ready(status),
+    }
+}
+
+fn ready(status: &Status) -> Reply {
+    if status.draining.load(Ordering::Relaxed) {
+        return Reply::text(503, "Service Unavailable", "draining\n");
+    }
+    let (up, all) = (status.workers_up.load(Ordering::Relaxed), status.workers.load(Ordering::Relaxed));
+    if all == 0 || up < all {
+        return Reply::text(503, "Service Unavailable", format!("starting: {up} of {all} workers up\n"));
+    }
+    Reply::text(200, "OK", "ready\n")
+}
+
+fn respond(c: &mut Box<dyn Conn>, r: Reply, keep_alive: bool) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        r.status,
+        r.reason,
+        r.body.len()
+    );
+    if let Some(a) = r.allow {
+        head.push_str(&format!("allow: {a}\r\n"));
+    }
+    head.push_str(if keep_alive { "\r\n" } else { "connection: close\r\n\r\n" });
+    c.write_all(head.as_bytes())?;
+    c.write_all(r.body.as_bytes())?;
+    c.flush()?;
+    if !keep_alive {
+        // Read what the client is still sending (a refused request's rest) for a moment, so
+        // the close is a FIN after our answer, not a reset that could discard it.
+        c.shutdown_write();
+        let _ = c.set_timeout(LINGER);
+        let end = Instant::now() + LINGER;
+        let mut sink = [0u8; 4096];
+        while Instant::now() < end && matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+    }
+    Ok(())
+}

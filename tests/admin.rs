@@ -1,0 +1,173 @@
+//! The admin endpoint as an operator's tools see it: plain HTTP/1.1 over a socket (what curl,
+//! a load balancer's health check or Prometheus send), against ringway started in-process.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::apache::{Backend, Client, Reply, Wire};
+use ringway::config::Config;
+use ringway::control::Server;
+
+fn server(driver: &str, backend: SocketAddr) -> Server {
+    let toml = format!(
+        r#"
+[runtime]
+workers = 2
+driver = "{driver}"
+drain_timeout = "10s"
+[admin]
+address = "127.0.0.1:0"
+max_request_size = "1KiB"
+read_timeout = "300ms"
+[[listener]]
+name = "thrift"
+address = "127.0.0.1:0"
+routes = [ {{ cluster = "main" }} ]
+{}
+"#,
+        common::cluster("main", &[backend.to_string()], "")
+    );
+    Server::start(Config::parse(&toml).unwrap()).unwrap()
+}
+
+/// One response: status, headers (lowercase names), body.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (with a content-length body) off `r`.
+fn read_response(r: &mut BufReader<TcpStream>) -> Response {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap_or_else(|| panic!("status line {line:?}")).parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':').unwrap();
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap();
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    Response { status, headers, body: String::from_utf8(body).unwrap() }
+}
+
+fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    let (mut s, mut r) = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").unwrap();
+    read_response(&mut r)
+}
+
+#[test]
+fn healthz_and_ready_answer_on_one_kept_alive_connection() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let server = server("auto", backend.addr);
+    let (mut s, mut r) = connect(server.admin_addr().expect("admin endpoint configured"));
+    for (path, body) in [("/healthz", "ok\n"), ("/ready", "ready\n"), ("/healthz", "ok\n")] {
+        write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\n\r\n").unwrap();
+        let resp = read_response(&mut r);
+        assert_eq!((resp.status, resp.body.as_str()), (200, body), "{path}");
+        assert_eq!(resp.header("connection"), None, "kept alive");
+    }
+    drop(s);
+    server.shutdown();
+}
+
+#[test]
+fn unknown_paths_are_404_and_other_methods_405() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let server = server("auto", backend.addr);
+    let addr = server.admin_addr().unwrap();
+    let resp = get(addr, "/nope");
+    assert_eq!(resp.status, 404);
+    assert!(resp.body.contains("/nope"), "{resp:?}");
+    let (mut s, mut r) = connect(addr);
+    write!(s, "POST /healthz HTTP/1.1\r\nhost: admin\r\ncontent-length: 2\r\n\r\nhi").unwrap();
+    let resp = read_response(&mut r);
+    assert_eq!((resp.status, resp.header("allow")), (405, Some("GET")), "{resp:?}");
+    // The connection is still good after a 405.
+    write!(s, "GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut r).status, 200);
+    server.shutdown();
+}
+
+#[test]
+fn requests_over_the_size_limit_are_refused_and_the_connection_closed() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let server = server("auto", backend.addr);
+    let addr = server.admin_addr().unwrap();
+    // A head over 1 KiB: 431.
+    let (mut s, mut r) = connect(addr);
+    write!(s, "GET /healthz HTTP/1.1\r\nx-filler: {}\r\n\r\n", "a".repeat(2000)).unwrap();
+    let resp = read_response(&mut r);
+    assert_eq!(resp.status, 431, "{resp:?}");
+    assert_eq!(resp.header("connection"), Some("close"));
+    // A body announced over 1 KiB: 413, before any of it is read.
+    let (mut s, mut r) = connect(addr);
+    write!(s, "POST /ready HTTP/1.1\r\ncontent-length: 4096\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut r).status, 413);
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "closed after the refusal");
+    server.shutdown();
+}
+
+#[test]
+fn a_client_that_goes_quiet_is_closed_after_the_read_timeout() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let server = server("auto", backend.addr);
+    let (mut s, mut r) = connect(server.admin_addr().unwrap());
+    let t0 = Instant::now();
+    s.write_all(b"GET /heal").unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "closed without an answer");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "closed after {waited:?}");
+    server.shutdown();
+}
+
+both_drivers! {
+    fn ready_turns_503_while_draining_and_healthz_stays_200(driver: &str) {
+        // A slow request is in flight, so the drain lasts until its reply.
+        let backend = Backend::start(Wire::Binary, Duration::from_millis(1500));
+        let server = server(driver, backend.addr);
+        let (proxy, admin) = (server.local_addr("thrift").unwrap(), server.admin_addr().unwrap());
+        assert_eq!(get(admin, "/ready").status, 200);
+        let slow = std::thread::spawn(move || Client::connect(proxy, Wire::Binary).call("slowDrain", 1, "x"));
+        std::thread::sleep(Duration::from_millis(300));
+        let drain = std::thread::spawn(move || server.shutdown());
+        assert!(
+            common::eventually(Duration::from_secs(2), || {
+                let r = get(admin, "/ready");
+                r.status == 503 && r.body == "draining\n"
+            }),
+            "/ready never said draining"
+        );
+        assert_eq!(get(admin, "/healthz").status, 200, "the process still lives");
+        assert_eq!(slow.join().unwrap(), Reply::Ok("slowDrain:x".into()), "in-flight request finished");
+        drain.join().unwrap();
+    }
+}
