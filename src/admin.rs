@@ -3,9 +3,11 @@
 //! parsed by `httparse` (the parser hyper uses), bounded by `admin.max_request_size` and
 //! `admin.read_timeout`.
 //!
-//! What it serves so far: `GET /healthz` (200 while the process lives) and `GET /ready` (200
-//! while serving; 503 before every worker is up and while draining). An unknown path is a
-//! 404 and a known path with another method a 405 (with `Allow`), each with a short text body.
+//! What it serves so far: `GET /healthz` (200 while the process lives), `GET /ready` (200
+//! while serving; 503 before every worker is up and while draining), `POST /reload` (as
+//! SIGHUP: 200 with the new version, or 400 with every problem and its key path) and `POST
+//! /drain` (as SIGTERM: 202). An unknown path is a 404 and a known path with another method a
+//! 405 (with `Allow`), each with a short text body.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,7 +17,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 use crate::config::{Address, AdminConfig};
+
+/// What the admin endpoint asks of the control thread (the one that owns the config file and
+/// the workers): the same as SIGHUP and SIGTERM.
+pub enum ControlRequest {
+    /// Re-read the config file; answer with the new version or every problem found.
+    Reload(Sender<Result<u64, String>>),
+    /// Drain and exit.
+    Drain,
+}
+
+/// How long `POST /reload` waits for the control thread's answer.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Admin connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -47,7 +63,12 @@ enum Listener {
 
 impl Admin {
     /// Binds `config.address` and serves it on a thread of its own.
-    pub fn start(config: &AdminConfig, status: Arc<Status>) -> io::Result<Admin> {
+    /// `control`: where `POST /reload` and `POST /drain` go (`None`: they answer 503).
+    pub fn start(
+        config: &AdminConfig,
+        status: Arc<Status>,
+        control: Option<Sender<ControlRequest>>,
+    ) -> io::Result<Admin> {
         let (listener, addr) = match &config.address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
@@ -68,8 +89,11 @@ impl Admin {
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ringway-admin".into())
-            .spawn(move || accept_loop(listener, status, limits, s))?;
-        log::info!("admin endpoint on {}", config.address);
+            .spawn(move || accept_loop(listener, status, control, limits, s))?;
+        match addr {
+            Some(a) => log::info!("admin endpoint on {a}"),
+            None => log::info!("admin endpoint on {}", config.address),
+        }
         Ok(Admin { addr, stop, thread: Some(thread) })
     }
 
@@ -96,7 +120,13 @@ struct Limits {
 
 /// Accepts until stopped (polling the non-blocking socket every 20 ms), one thread per
 /// connection up to `MAX_CONNECTIONS`.
-fn accept_loop(listener: Listener, status: Arc<Status>, limits: Limits, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: Listener,
+    status: Arc<Status>,
+    control: Option<Sender<ControlRequest>>,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
@@ -109,10 +139,10 @@ fn accept_loop(listener: Listener, status: Arc<Status>, limits: Limits, stop: Ar
         };
         match conn {
             Ok(c) => {
-                let (status, active) = (status.clone(), active.clone());
+                let (status, active, control) = (status.clone(), active.clone(), control.clone());
                 active.fetch_add(1, Ordering::Relaxed);
                 let spawned = std::thread::Builder::new().name("ringway-admin-conn".into()).spawn(move || {
-                    let _ = serve(c, &status, limits);
+                    let _ = serve(c, &status, control.as_ref(), limits);
                     active.fetch_sub(1, Ordering::Relaxed);
                 });
                 if spawned.is_err() {
@@ -176,7 +206,12 @@ impl Reply {
 
 /// Serves requests on one connection until the client closes it, asks to, sends something
 /// the server will not read, or stays silent past the read timeout.
-fn serve(mut c: Box<dyn Conn>, status: &Status, limits: Limits) -> io::Result<()> {
+fn serve(
+    mut c: Box<dyn Conn>,
+    status: &Status,
+    control: Option<&Sender<ControlRequest>>,
+    limits: Limits,
+) -> io::Result<()> {
     c.set_timeout(limits.read_timeout)?;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
@@ -226,7 +261,7 @@ fn serve(mut c: Box<dyn Conn>, status: &Status, limits: Limits) -> io::Result<()
             }
         }
         buf.drain(..head_len + body_len);
-        let reply = route(&method, &path, status);
+        let reply = route(&method, &path, status, control);
         respond(&mut c, reply, keep_alive)?;
         if !keep_alive {
             return Ok(());
@@ -250,9 +285,9 @@ fn fill(c: &mut Box<dyn Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<bool
 }
 
 /// The endpoints: each path with the one method it takes.
-const ROUTES: &[(&str, &str)] = &[("/healthz", "GET"), ("/ready", "GET")];
+const ROUTES: &[(&str, &str)] = &[("/healthz", "GET"), ("/ready", "GET"), ("/reload", "POST"), ("/drain", "POST")];
 
-fn route(method: &str, path: &str, status: &Status) -> Reply {
+fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<ControlRequest>>) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
     let Some((_, allowed)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return Reply::text(404, "Not Found", format!("no admin endpoint {path}\n"));
@@ -264,7 +299,27 @@ fn route(method: &str, path: &str, status: &Status) -> Reply {
     }
     match path {
         "/healthz" => Reply::text(200, "OK", "ok\n"),
-        _ => ready(status),
+        "/ready" => ready(status),
+        _ => {
+            let Some(control) = control else {
+                return Reply::text(503, "Service Unavailable", "no control thread to ask (embedded server)\n");
+            };
+            if path == "/drain" {
+                let _ = control.send(ControlRequest::Drain);
+                return Reply::text(202, "Accepted", "draining\n");
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if control.send(ControlRequest::Reload(tx)).is_err() {
+                return Reply::text(503, "Service Unavailable", "shutting down\n");
+            }
+            match rx.recv_timeout(RELOAD_WAIT) {
+                Ok(Ok(version)) => Reply::text(200, "OK", format!("reloaded: version {version}\n")),
+                Ok(Err(problems)) => {
+                    Reply::text(400, "Bad Request", format!("reload refused; the running config stays:\n{problems}\n"))
+                }
+                Err(_) => Reply::text(503, "Service Unavailable", "no answer from the control thread\n"),
+            }
+        }
     }
 }
 

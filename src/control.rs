@@ -12,7 +12,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::admin::{Admin, Status};
+use crate::admin::{Admin, ControlRequest, Status};
 use crate::config::{Address, Config, ListenerConfig};
 use crate::stats::StatsSnapshot;
 use crate::worker::{self, Command, Event, Snapshot, StdListener, WorkerSpec};
@@ -50,6 +50,11 @@ impl Server {
     /// Binds every listener (one SO_REUSEPORT socket per worker for TCP), starts the workers
     /// and waits until each one runs.
     pub fn start(config: Config) -> io::Result<Server> {
+        Server::start_with(config, None)
+    }
+
+    /// Like `start`; the admin endpoint's `POST /reload` and `POST /drain` go to `control`.
+    pub fn start_with(config: Config, control: Option<Sender<ControlRequest>>) -> io::Result<Server> {
         let n = config.runtime.workers;
         let mut per_worker: Vec<Vec<(String, StdListener)>> = (0..n).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
@@ -64,7 +69,7 @@ impl Server {
         let status = Arc::new(Status::default());
         status.workers.store(n, std::sync::atomic::Ordering::Relaxed);
         // Up before the workers, so `/ready` can say they are not all up yet.
-        let admin = config.admin.as_ref().map(|a| Admin::start(a, status.clone())).transpose()?;
+        let admin = config.admin.as_ref().map(|a| Admin::start(a, status.clone(), control)).transpose()?;
         let current = Arc::new(Snapshot { generation: 1, config });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ev_tx, events) = crossbeam_channel::unbounded();
@@ -233,28 +238,70 @@ fn remove_stale_socket(path: &Path) {
     }
 }
 
-/// Runs a server with `config` (loaded from `path`) until SIGTERM or SIGINT; SIGHUP reloads
-/// the file.
+/// What the control thread waits for.
+enum ControlEvent {
+    Signal(i32),
+    Admin(ControlRequest),
+}
+
+/// Runs a server with `config` (loaded from `path`) until SIGTERM or SIGINT (or `POST /drain`);
+/// SIGHUP (or `POST /reload`) reloads the file.
 pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-    let mut server = Server::start(config)?;
+    let signals_handle = signals.handle();
+    let (events, rx) = crossbeam_channel::unbounded();
+    let from_signals = events.clone();
+    std::thread::Builder::new().name("ringway-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if from_signals.send(ControlEvent::Signal(sig)).is_err() {
+                return;
+            }
+        }
+    })?;
+    let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new().name("ringway-admin-requests".into()).spawn(move || {
+        for r in admin_rx {
+            if events.send(ControlEvent::Admin(r)).is_err() {
+                return;
+            }
+        }
+    })?;
+    let mut server = Server::start_with(config, Some(admin_tx))?;
     log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => match Config::load(path) {
-                Ok(c) => match server.reload(c) {
-                    Ok(()) => log::info!("reloaded {} (generation {})", path.display(), server.current.generation),
-                    Err(e) => log::error!("reload of {} refused: {e}; keeping the running config", path.display()),
-                },
-                Err(e) => log::error!("reload of {} failed; keeping the running config:\n{e}", path.display()),
+    let reload = |server: &mut Server| -> Result<u64, String> {
+        let c = Config::load(path).map_err(|e| e.to_string())?;
+        server.reload(c).map_err(|e| e.to_string())?;
+        Ok(server.current.generation)
+    };
+    for event in rx {
+        match event {
+            ControlEvent::Signal(SIGHUP) => match reload(&mut server) {
+                Ok(g) => log::info!("reloaded {} (generation {g})", path.display()),
+                Err(e) => log::error!("reload of {} refused; keeping the running config:\n{e}", path.display()),
             },
-            _ => {
+            ControlEvent::Admin(ControlRequest::Reload(reply)) => {
+                let r = reload(&mut server);
+                match &r {
+                    Ok(g) => log::info!("reloaded {} (generation {g}, admin request)", path.display()),
+                    Err(e) => log::error!(
+                        "reload of {} (admin request) refused; keeping the running config:\n{e}",
+                        path.display()
+                    ),
+                }
+                let _ = reply.send(r);
+            }
+            ControlEvent::Signal(sig) => {
                 log::info!("signal {sig}: draining");
+                break;
+            }
+            ControlEvent::Admin(ControlRequest::Drain) => {
+                log::info!("admin request: draining");
                 break;
             }
         }
     }
+    signals_handle.close();
     let stats = server.shutdown();
     let summary: Vec<String> = stats.pairs().iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
     log::info!("stopped: {}", summary.join(" "));

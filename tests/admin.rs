@@ -112,6 +112,9 @@ fn unknown_paths_are_404_and_other_methods_405() {
     // The connection is still good after a 405.
     write!(s, "GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut r).status, 200);
+    // An embedded server (no control thread owning a config file) cannot reload or drain.
+    write!(s, "POST /reload HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut r).status, 503);
     server.shutdown();
 }
 

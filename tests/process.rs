@@ -343,6 +343,54 @@ both_drivers! {
     }
 }
 
+/// A one-shot HTTP/1.1 request to the admin endpoint: (status, body).
+fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+both_drivers! {
+    fn admin_reload_and_drain_do_what_sighup_and_sigterm_do(driver: &str) {
+        let backend = Backend::start(Wire::Binary, Duration::ZERO);
+        let dir = temp_dir(&format!("admin-{driver}"));
+        let path = dir.join("ringway.toml");
+        let admin = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+        std::fs::write(&path, config(driver, &backend.addr, "") + admin).unwrap();
+        let mut rw = Ringway::start(&path);
+        let admin_line = || rw.log.lock().unwrap().iter().find_map(|l| l.split("admin endpoint on ").nth(1).map(str::to_string));
+        assert!(common::eventually(Duration::from_secs(5), || admin_line().is_some()), "ringway logs its admin address");
+        let admin_addr: SocketAddr = admin_line().unwrap().trim().parse().unwrap();
+        let call = |seq| Client::connect(rw.addr, Wire::Binary).call("echo", seq, "x");
+        assert_eq!(call(1), Reply::Ok("echo:x".into()));
+
+        // A good file: 200 with the new version.
+        std::fs::write(&path, config(driver, &backend.addr, "") + admin + "\n").unwrap();
+        assert_eq!(admin_request(admin_addr, "POST", "/reload"), (200, "reloaded: version 2\n".into()));
+        // A bad one: 400 with the problem and its key path; the running config stays.
+        let bad = config(driver, &backend.addr, "").replace("cluster = \"main\" }", "cluster = \"ech\" }");
+        std::fs::write(&path, bad + admin).unwrap();
+        let (status, body) = admin_request(admin_addr, "POST", "/reload");
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("listener[0].routes[0].cluster: no cluster named \"ech\""), "{body}");
+        assert_eq!(call(2), Reply::Ok("echo:x".into()), "still routed by the running config");
+        assert_eq!(admin_request(admin_addr, "GET", "/reload").0, 405);
+
+        // Drain: 202, then the process drains and exits 0.
+        assert_eq!(admin_request(admin_addr, "POST", "/drain"), (202, "draining\n".into()));
+        let status = rw.wait_exit(Duration::from_secs(15)).expect("exits after the drain");
+        assert!(status.success(), "{status:?}");
+        assert!(rw.logged("admin request: draining"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Times ringway's worker threads gave up their core (slept), summed.
 fn worker_sleeps(pid: u32) -> u64 {
     let mut total = 0;
