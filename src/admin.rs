@@ -4,7 +4,9 @@
 //! `admin.read_timeout`.
 //!
 //! What it serves so far: `GET /healthz` (200 while the process lives), `GET /ready` (200
-//! while serving; 503 before every worker is up and while draining), `POST /reload` (as
+//! while serving; 503 before every worker is up and while draining), `GET /config` (the
+//! running config as JSON with its version, source file, load time and content hash; see
+//! `admin/config_json.rs`), `POST /reload` (as
 //! SIGHUP: 200 with the new version, or 400 with every problem and its key path) and `POST
 //! /drain` (as SIGTERM: 202). An unknown path is a 404 and a known path with another method a
 //! 405 (with `Allow`), each with a short text body.
@@ -17,9 +19,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod config_json;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
 use crossbeam_channel::Sender;
 
-use crate::config::{Address, AdminConfig};
+use crate::config::{Address, AdminConfig, Config};
 
 /// What the admin endpoint asks of the control thread (the one that owns the config file and
 /// the workers): the same as SIGHUP and SIGTERM.
@@ -47,6 +55,34 @@ pub struct Status {
     pub workers: AtomicUsize,
     /// A drain started: `/ready` answers 503.
     pub draining: AtomicBool,
+    /// The running config as `GET /config` shows it (replaced on each reload).
+    config: Mutex<Option<Arc<ConfigInfo>>>,
+    /// The file the config came from, when there is one.
+    source: Mutex<Option<PathBuf>>,
+}
+
+/// One version of the running config, rendered once when it is applied.
+#[derive(Debug)]
+struct ConfigInfo {
+    version: u64,
+    loaded_at: SystemTime,
+    json: serde_json::Value,
+    hash: String,
+}
+
+impl Status {
+    /// Records the config now in force (version `version`, applied now).
+    pub fn set_config(&self, version: u64, config: &Config) {
+        let json = config_json::config(config);
+        let hash = config_json::content_hash(&json.to_string());
+        let info = ConfigInfo { version, loaded_at: SystemTime::now(), json, hash };
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(info));
+    }
+
+    /// Records the file the config is loaded from.
+    pub fn set_source(&self, path: &std::path::Path) {
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+    }
 }
 
 /// A running admin server.
@@ -196,11 +232,17 @@ struct Reply {
     reason: &'static str,
     body: String,
     allow: Option<&'static str>,
+    content_type: &'static str,
 }
 
 impl Reply {
     fn text(status: u16, reason: &'static str, body: impl Into<String>) -> Reply {
-        Reply { status, reason, body: body.into(), allow: None }
+        Reply { status, reason, body: body.into(), allow: None, content_type: "text/plain; charset=utf-8" }
+    }
+
+    fn json(v: &serde_json::Value) -> Reply {
+        let body = serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+        Reply { content_type: "application/json", ..Reply::text(200, "OK", body) }
     }
 }
 
@@ -285,7 +327,8 @@ fn fill(c: &mut Box<dyn Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<bool
 }
 
 /// The endpoints: each path with the one method it takes.
-const ROUTES: &[(&str, &str)] = &[("/healthz", "GET"), ("/ready", "GET"), ("/reload", "POST"), ("/drain", "POST")];
+const ROUTES: &[(&str, &str)] =
+    &[("/healthz", "GET"), ("/ready", "GET"), ("/config", "GET"), ("/reload", "POST"), ("/drain", "POST")];
 
 fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<ControlRequest>>) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
@@ -300,6 +343,7 @@ fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<Cont
     match path {
         "/healthz" => Reply::text(200, "OK", "ok\n"),
         "/ready" => ready(status),
+        "/config" => config(status),
         _ => {
             let Some(control) = control else {
                 return Reply::text(503, "Service Unavailable", "no control thread to ask (embedded server)\n");
@@ -323,6 +367,21 @@ fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<Cont
     }
 }
 
+fn config(status: &Status) -> Reply {
+    let Some(info) = status.config.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return Reply::text(503, "Service Unavailable", "no config applied yet\n");
+    };
+    let source = status.source.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let loaded_at = info.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Reply::json(&serde_json::json!({
+        "version": info.version,
+        "source": source.map(|p| p.display().to_string()),
+        "loaded_at_unix": loaded_at,
+        "hash": info.hash,
+        "config": info.json,
+    }))
+}
+
 fn ready(status: &Status) -> Reply {
     if status.draining.load(Ordering::Relaxed) {
         return Reply::text(503, "Service Unavailable", "draining\n");
@@ -336,9 +395,10 @@ fn ready(status: &Status) -> Reply {
 
 fn respond(c: &mut Box<dyn Conn>, r: Reply, keep_alive: bool) -> io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
         r.status,
         r.reason,
+        r.content_type,
         r.body.len()
     );
     if let Some(a) = r.allow {

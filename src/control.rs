@@ -68,6 +68,7 @@ impl Server {
         }
         let status = Arc::new(Status::default());
         status.workers.store(n, std::sync::atomic::Ordering::Relaxed);
+        status.set_config(1, &config);
         // Up before the workers, so `/ready` can say they are not all up yet.
         let admin = config.admin.as_ref().map(|a| Admin::start(a, status.clone(), control)).transpose()?;
         let current = Arc::new(Snapshot { generation: 1, config });
@@ -149,6 +150,7 @@ impl Server {
             log::warn!("runtime.workers and runtime.driver take effect at the next restart");
         }
         let generation = self.current.generation + 1;
+        self.status.set_config(generation, &config);
         self.current = Arc::new(Snapshot { generation, config });
         for w in &self.workers {
             w.send(Command::Apply(self.current.clone()));
@@ -268,6 +270,7 @@ pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot
         }
     })?;
     let mut server = Server::start_with(config, Some(admin_tx))?;
+    server.status.set_source(path);
     log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));
     let reload = |server: &mut Server| -> Result<u64, String> {
         let c = Config::load(path).map_err(|e| e.to_string())?;

@@ -12,7 +12,11 @@ use ringway::config::Config;
 use ringway::control::Server;
 
 fn server(driver: &str, backend: SocketAddr) -> Server {
-    let toml = format!(
+    Server::start(Config::parse(&toml(driver, backend)).unwrap()).unwrap()
+}
+
+fn toml(driver: &str, backend: SocketAddr) -> String {
+    format!(
         r#"
 [runtime]
 workers = 2
@@ -29,8 +33,7 @@ routes = [ {{ cluster = "main" }} ]
 {}
 "#,
         common::cluster("main", &[backend.to_string()], "")
-    );
-    Server::start(Config::parse(&toml).unwrap()).unwrap()
+    )
 }
 
 /// One response: status, headers (lowercase names), body.
@@ -173,4 +176,47 @@ both_drivers! {
         assert_eq!(slow.join().unwrap(), Reply::Ok("slowDrain:x".into()), "in-flight request finished");
         drain.join().unwrap();
     }
+}
+
+#[test]
+fn config_shows_the_running_config_with_its_version_and_a_content_hash() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let mut server = server("auto", backend.addr);
+    let admin = server.admin_addr().unwrap();
+    let read = |addr| {
+        let resp = get(addr, "/config");
+        assert_eq!((resp.status, resp.header("content-type")), (200, Some("application/json")), "{resp:?}");
+        serde_json::from_str::<serde_json::Value>(&resp.body).unwrap()
+    };
+    let v1 = read(admin);
+    assert_eq!(v1["version"], 1);
+    assert!(v1["source"].is_null(), "an embedded server has no file");
+    let hash = v1["hash"].as_str().unwrap().to_string();
+    assert!(hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    let c = &v1["config"];
+    assert_eq!(c["runtime"]["workers"], 2);
+    assert_eq!(c["runtime"]["drain_timeout"], "10s");
+    assert_eq!(c["listener"][0]["name"], "thrift");
+    assert_eq!(c["listener"][0]["protocol"], "thrift");
+    assert_eq!(c["listener"][0]["max_frame_size"], 16 << 20, "defaults are filled in");
+    assert_eq!(c["listener"][0]["routes"][0]["cluster"], "main");
+    assert_eq!(c["cluster"][0]["endpoints"][0], backend.addr.to_string());
+    assert_eq!(c["cluster"][0]["request_timeout"], "5s");
+    assert_eq!(c["admin"]["read_timeout"], "300ms");
+
+    // The same config again: a new version, the same hash.
+    let same = Config::parse(&toml("auto", backend.addr)).unwrap();
+    server.reload(same).unwrap();
+    let v2 = read(admin);
+    assert_eq!((v2["version"].as_u64(), v2["hash"].as_str()), (Some(2), Some(hash.as_str())));
+    // A changed one: the hash changes with it.
+    let changed =
+        Config::parse(&toml("auto", backend.addr).replace("drain_timeout = \"10s\"", "drain_timeout = \"20s\""))
+            .unwrap();
+    server.reload(changed).unwrap();
+    let v3 = read(admin);
+    assert_eq!(v3["version"], 3);
+    assert_eq!(v3["config"]["runtime"]["drain_timeout"], "20s");
+    assert_ne!(v3["hash"].as_str(), Some(hash.as_str()));
+    server.shutdown();
 }

@@ -373,6 +373,10 @@ both_drivers! {
         // A good file: 200 with the new version.
         std::fs::write(&path, config(driver, &backend.addr, "") + admin + "\n").unwrap();
         assert_eq!(admin_request(admin_addr, "POST", "/reload"), (200, "reloaded: version 2\n".into()));
+        let (status, body) = admin_request(admin_addr, "GET", "/config");
+        let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, shown["version"].as_u64()), (200, Some(2)), "{body}");
+        assert_eq!(shown["source"].as_str(), Some(path.to_str().unwrap()), "the file it was loaded from");
         // A bad one: 400 with the problem and its key path; the running config stays.
         let bad = config(driver, &backend.addr, "").replace("cluster = \"main\" }", "cluster = \"ech\" }");
         std::fs::write(&path, bad + admin).unwrap();

@@ -239,7 +239,7 @@ fn encoder_emits_size_updates_only_after_changes() {
     assert_eq!(encode(&mut e, &[field(":method", "GET")]), [0x82]);
     e.set_max_table_size(256);
     assert_eq!(encode(&mut e, &[]), int(256, 5, 0x20));
-    assert_eq!(encode(&mut e, &[]), []);
+    assert_eq!(encode(&mut e, &[]), [0u8; 0]);
     // Lowered then raised: the minimum, then the final value.
     e.set_max_table_size(0);
     e.set_max_table_size(1000);
