@@ -6,7 +6,8 @@
 //! What it serves so far: `GET /healthz` (200 while the process lives), `GET /ready` (200
 //! while serving; 503 before every worker is up and while draining), `GET /config` (the
 //! running config as JSON with its version, source file, load time and content hash; see
-//! `admin/config_json.rs`), `POST /reload` (as
+//! `admin/config_json.rs`), `GET /stats` (each worker's counters, asked through its command
+//! channel, and their sum), `POST /reload` (as
 //! SIGHUP: 200 with the new version, or 400 with every problem and its key path) and `POST
 //! /drain` (as SIGTERM: 202). An unknown path is a 404 and a known path with another method a
 //! 405 (with `Allow`), each with a short text body.
@@ -28,6 +29,12 @@ use std::time::SystemTime;
 use crossbeam_channel::Sender;
 
 use crate::config::{Address, AdminConfig, Config};
+use crate::stats::StatsSnapshot;
+use crate::worker::{Command, Mailbox};
+
+/// How long `GET /stats` waits for each worker's counters (a worker past its drain no longer
+/// answers; it is then left out and named).
+const REPORT_WAIT: Duration = Duration::from_secs(1);
 
 /// What the admin endpoint asks of the control thread (the one that owns the config file and
 /// the workers): the same as SIGHUP and SIGTERM.
@@ -59,6 +66,8 @@ pub struct Status {
     config: Mutex<Option<Arc<ConfigInfo>>>,
     /// The file the config came from, when there is one.
     source: Mutex<Option<PathBuf>>,
+    /// Each worker's mailbox, for asking its counters.
+    mailboxes: Mutex<Vec<Mailbox>>,
 }
 
 /// One version of the running config, rendered once when it is applied.
@@ -77,6 +86,11 @@ impl Status {
         let hash = config_json::content_hash(&json.to_string());
         let info = ConfigInfo { version, loaded_at: SystemTime::now(), json, hash };
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(info));
+    }
+
+    /// Records where the workers take commands.
+    pub fn set_mailboxes(&self, m: Vec<Mailbox>) {
+        *self.mailboxes.lock().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
     /// Records the file the config is loaded from.
@@ -327,8 +341,14 @@ fn fill(c: &mut Box<dyn Conn>, buf: &mut Vec<u8>, max: usize) -> io::Result<bool
 }
 
 /// The endpoints: each path with the one method it takes.
-const ROUTES: &[(&str, &str)] =
-    &[("/healthz", "GET"), ("/ready", "GET"), ("/config", "GET"), ("/reload", "POST"), ("/drain", "POST")];
+const ROUTES: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/ready", "GET"),
+    ("/config", "GET"),
+    ("/stats", "GET"),
+    ("/reload", "POST"),
+    ("/drain", "POST"),
+];
 
 fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<ControlRequest>>) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
@@ -344,6 +364,7 @@ fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<Cont
         "/healthz" => Reply::text(200, "OK", "ok\n"),
         "/ready" => ready(status),
         "/config" => config(status),
+        "/stats" => stats(status),
         _ => {
             let Some(control) = control else {
                 return Reply::text(503, "Service Unavailable", "no control thread to ask (embedded server)\n");
@@ -379,6 +400,39 @@ fn config(status: &Status) -> Reply {
         "loaded_at_unix": loaded_at,
         "hash": info.hash,
         "config": info.json,
+    }))
+}
+
+/// Every worker's counters, asked through its mailbox (each answers from its own thread
+/// between events), and their sum.
+fn stats(status: &Status) -> Reply {
+    let mailboxes = status.mailboxes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for m in &mailboxes {
+        m.send(Command::Report(tx.clone()));
+    }
+    drop(tx);
+    let deadline = Instant::now() + REPORT_WAIT;
+    let mut got: Vec<(usize, StatsSnapshot)> = Vec::new();
+    while got.len() < mailboxes.len() {
+        match rx.recv_deadline(deadline) {
+            Ok(r) => got.push(r),
+            Err(_) => break,
+        }
+    }
+    got.sort_by_key(|(w, _)| *w);
+    let counters = |s: &StatsSnapshot| -> serde_json::Map<String, serde_json::Value> {
+        s.pairs().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
+    };
+    let mut total = StatsSnapshot::default();
+    for (_, s) in &got {
+        total.add(s);
+    }
+    let missing: Vec<usize> = (0..mailboxes.len()).filter(|w| !got.iter().any(|(g, _)| g == w)).collect();
+    Reply::json(&serde_json::json!({
+        "total": counters(&total),
+        "workers": got.iter().map(|(w, s)| serde_json::json!({ "worker": w, "counters": counters(s) })).collect::<Vec<_>>(),
+        "workers_not_answering": missing,
     }))
 }
 

@@ -15,21 +15,19 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::admin::{Admin, ControlRequest, Status};
 use crate::config::{Address, Config, ListenerConfig};
 use crate::stats::StatsSnapshot;
-use crate::worker::{self, Command, Event, Snapshot, StdListener, WorkerSpec};
+use crate::worker::{self, Command, Event, Mailbox, Snapshot, StdListener, WorkerSpec};
 
 /// How long the control thread waits for every worker to take a new snapshot.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct WorkerLink {
-    commands: Sender<Command>,
-    waker: Arc<AtomicWaker>,
+    mailbox: Mailbox,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerLink {
     fn send(&self, cmd: Command) {
-        let _ = self.commands.send(cmd);
-        self.waker.wake();
+        self.mailbox.send(cmd);
     }
 }
 
@@ -89,7 +87,7 @@ impl Server {
                 events: ev_tx.clone(),
             };
             let thread = worker::spawn(spec)?;
-            workers.push(WorkerLink { commands: tx, waker, thread: Some(thread) });
+            workers.push(WorkerLink { mailbox: Mailbox::new(tx, waker), thread: Some(thread) });
         }
         let mut server = Server { workers, events, bound, current, drivers: vec![""; n], status, admin };
         let mut started = 0;
@@ -113,6 +111,7 @@ impl Server {
             server.shutdown();
             return Err(io::Error::other(f));
         }
+        server.status.set_mailboxes(server.workers.iter().map(|w| w.mailbox.clone()).collect());
         Ok(server)
     }
 

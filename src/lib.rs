@@ -15,7 +15,7 @@
 //!   drain. [`worker::state`] is what a worker owns (config view, pools by connection type,
 //!   the registry of downstream connections); [`worker::hold`] is event coalescing.
 //! - [`admin`]: the admin HTTP endpoint, on threads of its own (`/healthz`, `/ready`,
-//!   `/config`, `/reload`, `/drain`).
+//!   `/config`, `/stats`, `/reload`, `/drain`).
 //! - [`protocol`]: the one place that lists the protocols: each listener's protocol with its
 //!   typed keys, each protocol's counters, and (`protocol/serve.rs`) the task that serves an
 //!   accepted connection.

@@ -35,6 +35,34 @@ pub enum Command {
     Apply(Arc<Snapshot>),
     /// Stop accepting, finish what is in flight, then stop.
     Drain,
+    /// Send a copy of this worker's counters (the admin endpoint asks; nothing else of the
+    /// worker's memory is read from outside).
+    Report(Sender<(usize, StatsSnapshot)>),
+}
+
+/// Where a worker takes its commands: the channel, and the waker that makes an idle worker
+/// look at it. The control thread and the admin endpoint each hold one per worker.
+#[derive(Clone)]
+pub struct Mailbox {
+    commands: Sender<Command>,
+    waker: Arc<AtomicWaker>,
+}
+
+impl Mailbox {
+    pub fn new(commands: Sender<Command>, waker: Arc<AtomicWaker>) -> Mailbox {
+        Mailbox { commands, waker }
+    }
+
+    pub fn send(&self, cmd: Command) {
+        let _ = self.commands.send(cmd);
+        self.waker.wake();
+    }
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
 }
 
 /// Worker → control thread.
@@ -171,6 +199,9 @@ async fn run(spec: WorkerSpec) {
                 let _ = events.send(Event::Applied { worker: id, generation });
             }
             Command::Drain => break,
+            Command::Report(to) => {
+                let _ = to.send((id, state.stats.snapshot()));
+            }
         }
     }
 

@@ -220,3 +220,30 @@ fn config_shows_the_running_config_with_its_version_and_a_content_hash() {
     assert_ne!(v3["hash"].as_str(), Some(hash.as_str()));
     server.shutdown();
 }
+
+#[test]
+fn stats_counts_every_call_per_worker_and_in_total() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let server = server("auto", backend.addr);
+    let (proxy, admin) = (server.local_addr("thrift").unwrap(), server.admin_addr().unwrap());
+    // 4 clients (spread over the 2 workers by the kernel), 5 calls each.
+    for c in 0..4 {
+        let mut client = Client::connect(proxy, Wire::Binary);
+        for seq in 1..=5 {
+            assert_eq!(client.call("echo", seq, "x"), Reply::Ok("echo:x".into()), "client {c}");
+        }
+    }
+    let resp = get(admin, "/stats");
+    assert_eq!((resp.status, resp.header("content-type")), (200, Some("application/json")), "{resp:?}");
+    let v: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(v["total"]["requests"], 20, "{v}");
+    assert_eq!(v["total"]["replies"], 20, "{v}");
+    assert_eq!(v["total"]["downstream_connections"], 4, "{v}");
+    assert_eq!(v["total"]["exceptions"], 0, "{v}");
+    let workers = v["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{v}");
+    let per_worker: u64 = workers.iter().map(|w| w["counters"]["requests"].as_u64().unwrap()).sum();
+    assert_eq!(per_worker, 20, "the workers' counts add up to the total");
+    assert_eq!(v["workers_not_answering"], serde_json::json!([]));
+    server.shutdown();
+}
