@@ -37,7 +37,7 @@ pub fn run(duration: Duration) -> std::io::Result<String> {
         duration
     );
     if let Some(a) = server.admin_addr() {
-        println!("ringway demo: admin endpoint on http://{a} (GET /healthz, /ready, /config)");
+        println!("ringway demo: admin endpoint on http://{a} (GET /healthz, /ready, /config, /stats)");
     }
     let mut rows = Vec::new();
     for (c, m) in [(1, 1), (32, 10)] {
