@@ -191,14 +191,7 @@ impl Stream {
 
     /// WINDOW_UPDATE from the client: more room for the response.
     pub fn on_client_window(self: &Rc<Self>, inc: u32) -> Result<(), Refused> {
-        let mut st = self.st.borrow_mut();
-        st.resp.send_window += inc as i64;
-        if st.resp.send_window > MAX_WINDOW as i64 {
-            return Err(refused(Reason::FLOW_CONTROL_ERROR, "window above 2^31-1"));
-        }
-        drop(st);
-        self.flush_resp();
-        Ok(())
+        self.on_window(Side::Client, inc)
     }
 
     // --- What the upstream sends ---
@@ -277,13 +270,26 @@ impl Stream {
 
     /// WINDOW_UPDATE from the upstream: more room for the request.
     pub fn on_upstream_window(self: &Rc<Self>, inc: u32) -> Result<(), Refused> {
+        self.on_window(Side::Upstream, inc)
+    }
+
+    /// WINDOW_UPDATE from the connection on side `from`: more room for the direction that
+    /// connection receives; above 2^31-1 is a stream FLOW_CONTROL_ERROR.
+    fn on_window(self: &Rc<Self>, from: Side, inc: u32) -> Result<(), Refused> {
         let mut st = self.st.borrow_mut();
-        st.req.send_window += inc as i64;
-        if st.req.send_window > MAX_WINDOW as i64 {
+        let dir = match from {
+            Side::Client => &mut st.resp,
+            Side::Upstream => &mut st.req,
+        };
+        dir.send_window += inc as i64;
+        if dir.send_window > MAX_WINDOW as i64 {
             return Err(refused(Reason::FLOW_CONTROL_ERROR, "window above 2^31-1"));
         }
         drop(st);
-        self.flush_req();
+        match from {
+            Side::Client => self.flush_resp(),
+            Side::Upstream => self.flush_req(),
+        }
         Ok(())
     }
 
