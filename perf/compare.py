@@ -10,6 +10,11 @@ Proxies are pinned to core 0; the echo backend and the load generator share core
 Proxy CPU time per request is the on-CPU time of all the proxy's threads (from
 /proc/PID/task/*/schedstat, in ns) divided by the replies of the run.
 
+HGRM_DIR=DIR (environment): also keep each peer's measured latency distribution as
+DIR/<peer>.hgrm (`ringway-bench load --hgrm`; the last repeat's) and draw them with
+perf/plot.py into DIR/latency.png. With several protocols or levels, each pair gets its own
+DIR/<protocol>-<level>/ holding those files.
+
 Run it through perf/compare.sh (which builds the release binaries first).
 """
 import argparse
@@ -194,14 +199,29 @@ backend b
     return Peer("haproxy", port, p)
 
 
-def load(port, protocol, conns, inflight, duration, warmup, payload):
+def load(port, protocol, conns, inflight, duration, warmup, payload, hgrm=None):
     cmd = ["taskset", "-c", "1", os.path.join(BIN, "ringway-bench"), "load", "--target", f"127.0.0.1:{port}",
            "--protocol", protocol, "-c", str(conns), "-m", str(inflight), "-d", duration, "--warmup", warmup,
-           "--payload", str(payload), "--json"]
+           "--payload", str(payload), "--json"] + (["--hgrm", hgrm] if hgrm else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if not out.stdout.strip():
         sys.exit(f"load generator failed: {out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def plot_hgrm(hgrm_dirs, peers, payload, repeats):
+    """One latency.png per HGRM_DIR directory (one per protocol and level), a line per peer."""
+    for (proto, level), d in hgrm_dirs.items():
+        runs = [f"{os.path.join(d, p.name + '.hgrm')}:{p.name}" for p in peers
+                if os.path.exists(os.path.join(d, p.name + ".hgrm"))]
+        title = f"{proto} {level}, {payload} B" + (f" (last of {repeats} repeats)" if repeats > 1 else "")
+        png = os.path.join(d, "latency.png")
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "perf", "plot.py"), "-o", png, "--title", title, *runs],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            print(f"latency plot: {png}")
+        else:
+            print(f"perf/plot.py failed for {d} (pip install matplotlib?): {out.stderr.strip()}", file=sys.stderr)
 
 
 def ensure_installed(pkgs):
@@ -299,6 +319,15 @@ def main():
         print(f"# {args.repeats} repeats x {args.duration} (+{args.warmup} warm-up run), payload {args.payload} B, peers alternated, medians shown", flush=True)
 
         levels = [tuple(int(x) for x in l.split("x")) for l in args.levels.split(",")]
+        # HGRM_DIR: where each (protocol, level)'s .hgrm files go (the directory itself when there is one pair).
+        hgrm_dirs = {}
+        if os.environ.get("HGRM_DIR"):
+            one = len(protocols) == 1 and len(levels) == 1
+            for proto in protocols:
+                for (c, m) in levels:
+                    d = os.environ["HGRM_DIR"] if one else os.path.join(os.environ["HGRM_DIR"], f"{proto}-{c}x{m}")
+                    os.makedirs(d, exist_ok=True)
+                    hgrm_dirs[(proto, f"{c}x{m}")] = d
         runs = []
         for rep in range(args.repeats):
             for (c, m) in levels:
@@ -311,7 +340,9 @@ def main():
                             peer.port, peer.proc, peer.rss_idle_kib = started.port, started.proc, started.rss_idle_kib
                         load(peer.port, proto, c, m, args.warmup, "0s", args.payload)
                         cpu0 = cpu_ns(peer.proc) if peer.proc else 0
-                        r = load(peer.port, proto, c, m, args.duration, "0s", args.payload)
+                        d = hgrm_dirs.get((proto, f"{c}x{m}"))
+                        hgrm = os.path.join(d, f"{peer.name}.hgrm") if d else None
+                        r = load(peer.port, proto, c, m, args.duration, "0s", args.payload, hgrm)
                         cpu1 = cpu_ns(peer.proc) if peer.proc else 0
                         r.update(peer=peer.name, level=f"{c}x{m}", protocol=proto, repeat=rep,
                                  cpu_ns_per_req=(cpu1 - cpu0) / max(r["requests"], 1) if peer.proc else None,
@@ -356,6 +387,8 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"runs": runs, "medians": rows, "guest_halt_poll_ns": hp}, f, indent=1)
+        if hgrm_dirs:
+            plot_hgrm(hgrm_dirs, peers, args.payload, args.repeats)
         bad = [r for r in rows if r["errors"]]
         if bad:
             print(f"ERROR: {len(bad)} rows had errors", file=sys.stderr)

@@ -11,7 +11,7 @@
 //! - `thrift_load`: the Thrift loops (closed and open loop).
 //! - `grpc_load`: the gRPC loops, on ringway's own HTTP/2 codec.
 //! - [`wire`]: the requests the load generator sends and the checks on each reply.
-//! - [`report`]: the table and JSON output.
+//! - [`report`]: the table, JSON and `.hgrm` (latency distribution) output.
 //! - [`demo`]: echo backend + ringway in-process + a short load, printed as a table.
 
 pub mod demo;

@@ -5,8 +5,12 @@
 //!   ringway-bench demo
 //!   ringway-bench echo thrift --listen 127.0.0.1:9100 --threads 2
 //!   ringway-bench load --target 127.0.0.1:7000 --protocol framed-binary -c 32 -m 10 -d 10s
+//!   ringway-bench load --target 127.0.0.1:7000 -c 32 -m 10 --hgrm /tmp/ringway.hgrm   # then perf/plot.py
 
+use std::fs::File;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,7 +35,8 @@ enum Command {
         #[arg(long, default_value = "2s")]
         duration: String,
     },
-    /// Drive load at a target and print latency percentiles.
+    /// Drive load at a target and print latency percentiles (--hgrm FILE also writes the
+    /// distribution for perf/plot.py).
     Load(LoadArgs),
     /// Run an echo backend until killed.
     Echo {
@@ -90,6 +95,11 @@ struct LoadArgs {
     /// Name for this run in the output
     #[arg(long, default_value = "load")]
     name: String,
+    /// Also write the measured latency distribution (warm-up excluded, all threads merged) to FILE
+    /// in HdrHistogram's percentile-distribution text format (.hgrm, milliseconds), which
+    /// perf/plot.py draws
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +150,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Created before the run, so a path that cannot be written fails before the load, not after.
+            let mut hgrm = match &a.hgrm {
+                None => None,
+                Some(path) => match File::create(path) {
+                    Ok(f) => Some((path, f)),
+                    Err(e) => {
+                        eprintln!("ringway-bench: --hgrm {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             let spec = LoadSpec {
                 target: a.target,
                 protocol,
@@ -159,6 +180,12 @@ fn main() -> ExitCode {
                 print!("{}", report::table(&[(format!("{} {}", a.name, r.spec_label), r.clone())], false));
                 for (k, v) in &r.errors {
                     println!("  error {k}: {v}");
+                }
+            }
+            if let Some((path, f)) = &mut hgrm {
+                if let Err(e) = f.write_all(report::hgrm(&r.hist).as_bytes()) {
+                    eprintln!("ringway-bench: --hgrm {}: {e}", path.display());
+                    return ExitCode::FAILURE;
                 }
             }
             if r.requests == 0 {
