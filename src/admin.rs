@@ -7,7 +7,10 @@
 //! while serving; 503 before every worker is up and while draining), `GET /config` (the
 //! running config as JSON with its version, source file, load time and content hash; see
 //! `admin/config_json.rs`), `GET /stats` (each worker's counters, asked through its command
-//! channel, and their sum), `POST /reload` (as
+//! channel, their sum, and per listener and route the labelled figures with latency
+//! percentiles), `GET /metrics` (the same in Prometheus text format), `GET /clusters` (per
+//! cluster and endpoint: connections, requests in flight, connects, health; see
+//! `admin/metrics.rs`), `POST /reload` (as
 //! SIGHUP: 200 with the new version, or 400 with every problem and its key path) and `POST
 //! /drain` (as SIGTERM: 202). An unknown path is a 404 and a known path with another method a
 //! 405 (with `Allow`), each with a short text body.
@@ -15,12 +18,13 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod config_json;
+mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -29,8 +33,7 @@ use std::time::SystemTime;
 use crossbeam_channel::Sender;
 
 use crate::config::{Address, AdminConfig, Config};
-use crate::stats::StatsSnapshot;
-use crate::worker::{Command, Mailbox};
+use crate::worker::Mailbox;
 
 /// How long `GET /stats` waits for each worker's counters (a worker past its drain no longer
 /// answers; it is then left out and named).
@@ -68,6 +71,11 @@ pub struct Status {
     source: Mutex<Option<PathBuf>>,
     /// Each worker's mailbox, for asking its counters.
     mailboxes: Mutex<Vec<Mailbox>>,
+    /// Reloads applied and refused (signal or admin request).
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// When the proxy started (uptime).
+    started: Mutex<Option<SystemTime>>,
 }
 
 /// One version of the running config, rendered once when it is applied.
@@ -86,6 +94,11 @@ impl Status {
         let hash = config_json::content_hash(&json.to_string());
         let info = ConfigInfo { version, loaded_at: SystemTime::now(), json, hash };
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(info));
+    }
+
+    /// Records the start of the process (uptime counts from here).
+    pub fn set_started(&self) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
     }
 
     /// Records where the workers take commands.
@@ -346,6 +359,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/ready", "GET"),
     ("/config", "GET"),
     ("/stats", "GET"),
+    ("/metrics", "GET"),
+    ("/clusters", "GET"),
     ("/reload", "POST"),
     ("/drain", "POST"),
 ];
@@ -365,6 +380,11 @@ fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<Cont
         "/ready" => ready(status),
         "/config" => config(status),
         "/stats" => stats(status),
+        "/metrics" => {
+            let body = metrics::prometheus(&metrics::collect(status), status);
+            Reply { content_type: "text/plain; version=0.0.4; charset=utf-8", ..Reply::text(200, "OK", body) }
+        }
+        "/clusters" => Reply::json(&metrics::clusters_json(&metrics::collect(status))),
         _ => {
             let Some(control) = control else {
                 return Reply::text(503, "Service Unavailable", "no control thread to ask (embedded server)\n");
@@ -403,37 +423,10 @@ fn config(status: &Status) -> Reply {
     }))
 }
 
-/// Every worker's counters, asked through its mailbox (each answers from its own thread
-/// between events), and their sum.
+/// Every worker's counters and metrics, asked through its mailbox (each answers from its own
+/// thread between events), their sums, and latency percentiles per route and listener.
 fn stats(status: &Status) -> Reply {
-    let mailboxes = status.mailboxes.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    for m in &mailboxes {
-        m.send(Command::Report(tx.clone()));
-    }
-    drop(tx);
-    let deadline = Instant::now() + REPORT_WAIT;
-    let mut got: Vec<(usize, StatsSnapshot)> = Vec::new();
-    while got.len() < mailboxes.len() {
-        match rx.recv_deadline(deadline) {
-            Ok(r) => got.push(r),
-            Err(_) => break,
-        }
-    }
-    got.sort_by_key(|(w, _)| *w);
-    let counters = |s: &StatsSnapshot| -> serde_json::Map<String, serde_json::Value> {
-        s.pairs().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
-    };
-    let mut total = StatsSnapshot::default();
-    for (_, s) in &got {
-        total.add(s);
-    }
-    let missing: Vec<usize> = (0..mailboxes.len()).filter(|w| !got.iter().any(|(g, _)| g == w)).collect();
-    Reply::json(&serde_json::json!({
-        "total": counters(&total),
-        "workers": got.iter().map(|(w, s)| serde_json::json!({ "worker": w, "counters": counters(s) })).collect::<Vec<_>>(),
-        "workers_not_answering": missing,
-    }))
+    Reply::json(&metrics::stats_json(&metrics::collect(status)))
 }
 
 fn ready(status: &Status) -> Reply {

@@ -92,6 +92,8 @@ pub struct ListenerConfig {
 /// One route: all given match keys must match; a route without keys matches everything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// The route's name in metrics and logs (`name`; default: its index in the listener).
+    pub name: String,
     pub service: Option<String>,
     pub method: Option<String>,
     pub method_prefix: Option<String>,

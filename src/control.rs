@@ -65,6 +65,7 @@ impl Server {
             }
         }
         let status = Arc::new(Status::default());
+        status.set_started();
         status.workers.store(n, std::sync::atomic::Ordering::Relaxed);
         status.set_config(1, &config);
         // Up before the workers, so `/ready` can say they are not all up yet.
@@ -272,9 +273,11 @@ pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot
     server.status.set_source(path);
     log::info!("ringway running with {} workers ({})", server.drivers().len(), server.drivers().join(", "));
     let reload = |server: &mut Server| -> Result<u64, String> {
-        let c = Config::load(path).map_err(|e| e.to_string())?;
-        server.reload(c).map_err(|e| e.to_string())?;
-        Ok(server.current.generation)
+        let applied =
+            Config::load(path).map_err(|e| e.to_string()).and_then(|c| server.reload(c).map_err(|e| e.to_string()));
+        let counter = if applied.is_ok() { &server.status.reloads_ok } else { &server.status.reloads_failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        applied.map(|()| server.current.generation)
     };
     for event in rx {
         match event {

@@ -125,6 +125,54 @@ pub enum ErrorKind {
     Overloaded,
 }
 
+impl ErrorKind {
+    /// How many kinds there are (metrics count each apart).
+    pub const COUNT: usize = 17;
+    /// Each kind's metric label, by `index`.
+    pub const LABELS: [&'static str; ErrorKind::COUNT] = [
+        "no_route",
+        "connect_failed",
+        "saturated",
+        "upstream_lost",
+        "timeout",
+        "reply_too_large",
+        "upstream_protocol",
+        "frame_too_large",
+        "headers_too_large",
+        "too_many_streams",
+        "malformed",
+        "unsupported",
+        "cancelled",
+        "stalled",
+        "upstream_refused",
+        "draining",
+        "overloaded",
+    ];
+
+    /// This kind's place in `LABELS`.
+    pub fn index(&self) -> usize {
+        match self {
+            ErrorKind::NoRoute { .. } => 0,
+            ErrorKind::ConnectFailed { .. } => 1,
+            ErrorKind::Saturated => 2,
+            ErrorKind::UpstreamLost { .. } => 3,
+            ErrorKind::Timeout { .. } => 4,
+            ErrorKind::ReplyTooLarge { .. } => 5,
+            ErrorKind::UpstreamProtocol(_) => 6,
+            ErrorKind::FrameTooLarge { .. } => 7,
+            ErrorKind::HeadersTooLarge { .. } => 8,
+            ErrorKind::TooManyStreams => 9,
+            ErrorKind::Malformed(_) => 10,
+            ErrorKind::Unsupported(_) => 11,
+            ErrorKind::Cancelled => 12,
+            ErrorKind::Stalled => 13,
+            ErrorKind::UpstreamRefused => 14,
+            ErrorKind::Draining => 15,
+            ErrorKind::Overloaded => 16,
+        }
+    }
+}
+
 /// A failed request: what went wrong and who started it.
 #[derive(Clone, Debug)]
 pub struct RequestError {

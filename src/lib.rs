@@ -40,6 +40,8 @@
 //! - [`route`]: first-match route tables.
 //! - [`error`]: what can go wrong with a request, and who started it.
 //! - [`stats`]: per-worker counters every protocol shares (and the `counters!` macro).
+//! - [`metrics`]: per-worker labelled metrics (listener, route, cluster, endpoint; latency
+//!   histograms), kept across reloads and reported to the admin side on request.
 //! - [`io`]: read and write loops over monoio (adaptive reads, outbox writes).
 //! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
 //! - [`logging`]: the log line format.
@@ -52,6 +54,7 @@ pub mod grpc;
 pub mod io;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod route;

@@ -22,6 +22,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 use crate::config::{Address, ClusterConfig};
 use crate::error::{ConnectCause, ErrorKind, RequestError};
 use crate::local::Notify;
+use crate::metrics::{bump, ClusterMetrics, EndpointMetrics, EndpointState};
 use crate::stats::Stats;
 
 /// A multiplexed upstream connection a pool can hold (Thrift or HTTP/2).
@@ -73,6 +74,7 @@ struct Endpoint<C> {
     connecting: Cell<usize>,
     /// Set by a failed connect: no new connections before this instant.
     down_until: Cell<Option<Instant>>,
+    metrics: Rc<EndpointMetrics>,
 }
 
 /// With twice the least-loaded connection's requests, how many more a spreading pool's
@@ -92,22 +94,31 @@ pub struct Pool<C: Member> {
     /// Woken when a connection frees a slot or dies.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
+    metrics: Rc<ClusterMetrics>,
     /// No new requests after a reload replaced this pool; a connection still opened for a
     /// waiter is born retired.
     retired: Cell<bool>,
 }
 
 impl<C: Member> Pool<C> {
-    pub fn new(cluster: Rc<ClusterConfig>, stats: Rc<Stats>) -> Pool<C> {
+    /// A pool for `cluster`; `endpoint_metrics` has one entry per endpoint, in order.
+    pub fn new(
+        cluster: Rc<ClusterConfig>,
+        stats: Rc<Stats>,
+        metrics: Rc<ClusterMetrics>,
+        endpoint_metrics: &[Rc<EndpointMetrics>],
+    ) -> Pool<C> {
         let endpoints = cluster
             .endpoints
             .iter()
-            .map(|a| Endpoint {
+            .zip(endpoint_metrics)
+            .map(|(a, m)| Endpoint {
                 addr: a.clone(),
                 label: a.to_string().into(),
                 conns: RefCell::new(Vec::new()),
                 connecting: Cell::new(0),
                 down_until: Cell::new(None),
+                metrics: m.clone(),
             })
             .collect();
         Pool {
@@ -116,7 +127,26 @@ impl<C: Member> Pool<C> {
             next: Cell::new(0),
             capacity: Rc::new(Notify::default()),
             stats,
+            metrics,
             retired: Cell::new(false),
+        }
+    }
+
+    /// Each endpoint's connections open now, requests on them, and whether a failed connect
+    /// holds it back.
+    pub fn live(&self, out: &mut Vec<EndpointState>) {
+        let now = Instant::now();
+        for ep in &self.endpoints {
+            let conns = ep.conns.borrow();
+            let live = conns.iter().filter(|c| !c.is_dead());
+            let (open, inflight) = live.fold((0, 0), |(o, i), c| (o + 1, i + c.load() as u64));
+            out.push(EndpointState {
+                cluster: self.cluster.name.as_str().into(),
+                endpoint: ep.label.clone(),
+                open,
+                inflight,
+                down: ep.is_down(now),
+            });
         }
     }
 
@@ -176,6 +206,7 @@ impl<C: Member> Pool<C> {
         let mut failed: Vec<bool> = Vec::new();
         let tried = |failed: &[bool], i: usize| failed.get(i).copied().unwrap_or(false);
         let mut last_error = None;
+        bump(&self.metrics.pool_waits);
         'scan: loop {
             let start = self.next.get();
             self.next.set((start + 1) % n);
@@ -259,6 +290,7 @@ impl<C: Member> Pool<C> {
                     conn.mark_retired();
                 }
                 self.stats.upstream_connections.set(self.stats.upstream_connections.get() + 1);
+                bump(&ep.metrics.opened);
                 ep.conns.borrow_mut().push(conn.clone());
                 // Callers that queued while this connect was in flight may use it too.
                 self.capacity.notify_all();
@@ -266,11 +298,13 @@ impl<C: Member> Pool<C> {
             }
             Ok(Err(e)) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
+                bump(&ep.metrics.connect_failures);
                 self.capacity.notify_all();
                 Err(err(ConnectCause::Io(Rc::new(e)), true))
             }
             Err(_) => {
                 self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
+                bump(&ep.metrics.connect_failures);
                 self.capacity.notify_all();
                 // Cut short by the request's own deadline: not the endpoint's fault.
                 Err(err(ConnectCause::TimedOut(limit), limit == self.cluster.connect_timeout))

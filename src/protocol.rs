@@ -13,7 +13,7 @@ mod serve;
 
 use crate::config::problems::{Problems, Section};
 use crate::grpc::config::{self as grpc, GrpcListener};
-use crate::grpc::stats::{GrpcSnapshot, GrpcStats};
+use crate::grpc::stats::{GrpcSnapshot, GrpcStats, H2Counters, H2Snapshot};
 use crate::thrift::config::{self as thrift, ThriftListener};
 use crate::thrift::stats::{ThriftSnapshot, ThriftStats};
 
@@ -28,6 +28,24 @@ pub enum ProtocolKind {
     Grpc,
 }
 
+impl ProtocolKind {
+    /// The name a config and the metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Thrift => "thrift",
+            ProtocolKind::Grpc => "grpc",
+        }
+    }
+
+    /// The metric label of each request variant the protocol counts apart (`metrics::VARIANTS`).
+    pub fn variant_label(self, variant: usize) -> &'static str {
+        match self {
+            ProtocolKind::Thrift => crate::thrift::stats::variant_label(variant),
+            ProtocolKind::Grpc => "grpc",
+        }
+    }
+}
+
 /// A listener's protocol with its own keys, typed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ListenerProtocol {
@@ -40,6 +58,8 @@ pub enum ListenerProtocol {
 pub struct ProtocolStats {
     pub thrift: ThriftStats,
     pub grpc: GrpcStats,
+    /// HTTP/2 resets, GOAWAYs and abuse limits, by side and code.
+    pub h2: H2Counters,
 }
 
 /// A copy of `ProtocolStats` that can cross threads.
@@ -47,11 +67,12 @@ pub struct ProtocolStats {
 pub struct ProtocolSnapshot {
     pub thrift: ThriftSnapshot,
     pub grpc: GrpcSnapshot,
+    pub h2: H2Snapshot,
 }
 
 impl ProtocolStats {
     pub fn snapshot(&self) -> ProtocolSnapshot {
-        ProtocolSnapshot { thrift: self.thrift.snapshot(), grpc: self.grpc.snapshot() }
+        ProtocolSnapshot { thrift: self.thrift.snapshot(), grpc: self.grpc.snapshot(), h2: self.h2.snapshot() }
     }
 }
 
@@ -59,6 +80,7 @@ impl ProtocolSnapshot {
     pub fn add(&mut self, o: &ProtocolSnapshot) {
         self.thrift.add(&o.thrift);
         self.grpc.add(&o.grpc);
+        self.h2.add(&o.h2);
     }
 
     pub fn pairs(&self) -> Vec<(&'static str, u64)> {

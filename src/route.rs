@@ -13,9 +13,9 @@ pub struct RouteKey<'a> {
     pub services: [Option<&'a [u8]>; 3],
 }
 
-/// Returns the cluster index of the first matching route.
+/// Returns the index of the first matching route.
 pub fn route(routes: &[RouteConfig], key: &RouteKey<'_>) -> Option<usize> {
-    routes.iter().find(|r| matches(r, key)).map(|r| r.cluster)
+    routes.iter().position(|r| matches(r, key))
 }
 
 fn matches(r: &RouteConfig, key: &RouteKey<'_>) -> bool {
@@ -43,6 +43,7 @@ mod tests {
 
     fn r(service: Option<&str>, method: Option<&str>, prefix: Option<&str>, cluster: usize) -> RouteConfig {
         RouteConfig {
+            name: cluster.to_string(),
             service: service.map(Into::into),
             method: method.map(Into::into),
             method_prefix: prefix.map(Into::into),
@@ -52,6 +53,7 @@ mod tests {
 
     #[test]
     fn first_match_wins_and_catch_all_catches() {
+        // Route i goes to cluster i: the index found is the route's.
         let routes = [r(Some("Echo"), Some("ping"), None, 0), r(None, None, Some("get"), 1), r(None, None, None, 2)];
         let key = |m: &'static str, s: Option<&'static str>| RouteKey {
             method: m.as_bytes(),

@@ -23,6 +23,7 @@ pub use state::Snapshot;
 use state::WorkerState;
 
 use crate::config::DriverKind;
+use crate::metrics::MetricsReport;
 use crate::protocol::spawn_connection;
 use crate::stats::StatsSnapshot;
 
@@ -35,9 +36,23 @@ pub enum Command {
     Apply(Arc<Snapshot>),
     /// Stop accepting, finish what is in flight, then stop.
     Drain,
-    /// Send a copy of this worker's counters (the admin endpoint asks; nothing else of the
-    /// worker's memory is read from outside).
-    Report(Sender<(usize, StatsSnapshot)>),
+    /// Send a copy of this worker's counters and metrics (the admin endpoint asks; nothing
+    /// else of the worker's memory is read from outside).
+    Report(Sender<WorkerReport>),
+}
+
+/// One worker's figures, copied on its own thread for the admin side.
+#[derive(Debug)]
+pub struct WorkerReport {
+    pub worker: usize,
+    /// `io_uring` or `epoll`.
+    pub driver: &'static str,
+    pub stats: StatsSnapshot,
+    pub metrics: MetricsReport,
+    /// Downstream connections open now.
+    pub connections: usize,
+    /// Requests (gRPC streams) in flight on them now.
+    pub requests_active: usize,
 }
 
 /// Where a worker takes its commands: the channel, and the waker that makes an idle worker
@@ -71,7 +86,7 @@ pub enum Event {
     Started { worker: usize, driver: &'static str },
     StartFailed { worker: usize, error: String },
     Applied { worker: usize, generation: u64 },
-    Stopped { worker: usize, stats: StatsSnapshot },
+    Stopped { worker: usize, stats: Box<StatsSnapshot> },
 }
 
 /// A listening socket created by the control thread, handed to one worker.
@@ -160,11 +175,11 @@ pub fn spawn(spec: WorkerSpec) -> io::Result<JoinHandle<()>> {
             spec.core.map(|c| c.id.to_string()).unwrap_or_else(|| "unpinned".into())
         );
         let _ = spec.events.send(Event::Started { worker: id, driver });
-        rt.block_on(run(spec));
+        rt.block_on(run(spec, driver));
     })
 }
 
-async fn run(spec: WorkerSpec) {
+async fn run(spec: WorkerSpec, driver: &'static str) {
     let WorkerSpec { id, listeners, snapshot, commands, waker, events, .. } = spec;
     // `Started` (sent before this) already told the control thread the first snapshot is in use.
     let coalesce = |s: &Snapshot| {
@@ -200,13 +215,20 @@ async fn run(spec: WorkerSpec) {
             }
             Command::Drain => break,
             Command::Report(to) => {
-                let _ = to.send((id, state.stats.snapshot()));
+                let _ = to.send(WorkerReport {
+                    worker: id,
+                    driver,
+                    stats: state.stats.snapshot(),
+                    metrics: state.metrics_report(),
+                    connections: state.conn_count(),
+                    requests_active: state.requests_active(),
+                });
             }
         }
     }
 
     drain(&state, accept_cancel, accepts).await;
-    let _ = events.send(Event::Stopped { worker: id, stats: state.stats.snapshot() });
+    let _ = events.send(Event::Stopped { worker: id, stats: Box::new(state.stats.snapshot()) });
 }
 
 /// Waits for the next command without polling: the control thread wakes us after each send.

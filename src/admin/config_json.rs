@@ -27,6 +27,7 @@ fn listener(l: &ListenerConfig, clusters: &[ClusterConfig]) -> Value {
         .iter()
         .map(|r| {
             let mut m = Map::new();
+            m.insert("name".into(), json!(r.name));
             for (k, v) in [("service", &r.service), ("method", &r.method), ("method_prefix", &r.method_prefix)] {
                 if let Some(v) = v {
                     m.insert(k.into(), json!(v));

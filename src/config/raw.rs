@@ -74,6 +74,7 @@ struct RawListener {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    name: Option<String>,
     service: Option<String>,
     method: Option<String>,
     method_prefix: Option<String>,
@@ -183,8 +184,15 @@ impl RawConfig {
                 Some(a) => parse_address(a).map_err(|e| p.add(format!("{path}.address"), e)).ok(),
             };
             let mut routes = Vec::new();
+            let mut route_names = HashSet::new();
             for (j, r) in l.routes.iter().enumerate() {
                 let rpath = format!("{path}.routes[{j}]");
+                let route_name = r.name.clone().unwrap_or_else(|| j.to_string());
+                if route_name.is_empty() {
+                    p.add(format!("{rpath}.name"), "empty (leave it out to name the route by its index)");
+                } else if !route_names.insert(route_name.clone()) {
+                    p.add(format!("{rpath}.name"), format!("route {route_name:?} is defined twice in this listener"));
+                }
                 let cluster = match r.cluster.as_deref() {
                     None => {
                         p.add(format!("{rpath}.cluster"), "missing");
@@ -203,6 +211,7 @@ impl RawConfig {
                 }
                 if let Some(cluster) = cluster {
                     routes.push(RouteConfig {
+                        name: route_name,
                         service: r.service.clone(),
                         method: r.method.clone(),
                         method_prefix: r.method_prefix.clone(),

@@ -11,12 +11,15 @@ use bytes::BytesMut;
 use monoio::io::Canceller;
 
 use super::config::GrpcListener;
+use super::stats::H2Counters;
 use crate::grpc::h2::block::{Assembler, Block, BlockLimits};
 use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, StreamId, DEFAULT_WINDOW, HEAD_LEN, MIN_MAX_FRAME_SIZE,
 };
 use crate::grpc::h2::hpack::{Decoder, Encoder, Field};
 use crate::local::{Notify, Outbox};
+use crate::metrics::ListenerMetrics;
+use crate::stats::Stats;
 
 /// What the peer announced in its SETTINGS.
 pub struct PeerSettings {
@@ -130,6 +133,8 @@ const PARKED_SWEEP_MIN: usize = 16;
 /// One HTTP/2 connection's shared state (either side).
 pub struct Core {
     side: Side,
+    /// The worker's counters (HTTP/2 resets, GOAWAYs and abuse limits are counted here).
+    stats: Rc<Stats>,
     /// Cancels the reader's in-flight read.
     reader: RefCell<Canceller>,
     /// The header block being assembled from HEADERS + CONTINUATION.
@@ -175,10 +180,12 @@ impl Core {
         stream_window: u32,
         header_table: usize,
         limits: ControlLimits,
+        stats: Rc<Stats>,
     ) -> Core {
         let drained = Rc::new(Notify::default());
         Core {
             side,
+            stats,
             reader: RefCell::new(Canceller::new()),
             assembler: RefCell::new(Assembler::default()),
             parked: RefCell::new(Vec::new()),
@@ -203,6 +210,13 @@ impl Core {
             budget: RefCell::new(Bucket::new(limits.reset_burst, limits.resets_per_second)),
             empty_data: Cell::new(0),
         }
+    }
+
+    /// A client connection's core: bytes written and request latencies are counted on
+    /// `listener` (see `Outbox::for_client`).
+    pub fn metered(mut self, listener: Rc<ListenerMetrics>) -> Core {
+        self.out = Outbox::for_client(Some(self.drained.clone()), listener);
+        self
     }
 
     /// Our opening: SETTINGS, then a WINDOW_UPDATE raising the connection window from the
@@ -310,7 +324,17 @@ impl Core {
         self.push(out);
     }
 
+    fn h2(&self) -> &H2Counters {
+        &self.stats.protocols.h2
+    }
+
+    /// Counts a GOAWAY this side sends by its own encoding (a drain's).
+    pub fn count_goaway(&self, reason: Reason) {
+        H2Counters::count(&self.h2().goaway_sent, self.side as usize, reason.0);
+    }
+
     pub fn write_rst(&self, stream: StreamId, reason: Reason) {
+        H2Counters::count(&self.h2().rst_sent, self.side as usize, reason.0);
         let mut b = BytesMut::with_capacity(13);
         frame::rst_stream::encode(stream, reason, &mut b);
         self.push(b);
@@ -392,6 +416,10 @@ impl Core {
 
     /// Sends GOAWAY and closes the write side once it is flushed.
     pub fn go_away(&self, last_stream: StreamId, reason: Reason, debug: &str) {
+        H2Counters::count(&self.h2().goaway_sent, self.side as usize, reason.0);
+        if reason == Reason::ENHANCE_YOUR_CALM {
+            self.h2().limit(debug);
+        }
         let mut b = BytesMut::with_capacity(17 + debug.len());
         frame::goaway::encode(last_stream, reason, debug.as_bytes(), &mut b);
         self.push(b);
@@ -433,6 +461,7 @@ impl Core {
             kind::PRIORITY => frame::priority::parse(head, payload).map(|_| Control::Done),
             kind::RST_STREAM => {
                 let reason = frame::rst_stream::parse(head, payload)?;
+                H2Counters::count(&self.h2().rst_received, self.side as usize, reason.0);
                 Ok(Control::Reset { stream: head.stream, reason })
             }
             kind::SETTINGS => match frame::settings::parse(head, payload, limits.max_settings_entries)? {
@@ -454,6 +483,7 @@ impl Core {
             }
             kind::GOAWAY => {
                 let g = frame::goaway::parse(head, payload)?;
+                H2Counters::count(&self.h2().goaway_received, self.side as usize, g.reason.0);
                 Ok(Control::GoAway { last_stream: g.last_stream, reason: g.reason, debug: payload[g.debug].to_vec() })
             }
             kind::WINDOW_UPDATE => {
@@ -518,7 +548,7 @@ mod tests {
 
     #[test]
     fn header_blocks_are_one_frame_or_split_into_continuations() {
-        let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096, ControlLimits::upstream());
+        let core = Core::new(Side::Client, 1 << 20, 65_535, 65_535, 4096, ControlLimits::upstream(), Rc::default());
         // Small: one HEADERS frame with END_HEADERS (and END_STREAM when asked).
         let small = [Field { name: b":status", value: b"200", never_indexed: false }];
         core.write_headers(StreamId::new(3), small, true);
@@ -578,7 +608,7 @@ mod tests {
         for (side, limits) in
             [(Side::Client, ControlLimits::client(&small)), (Side::Upstream, ControlLimits::upstream())]
         {
-            let core = Core::new(side, 1 << 20, 65_535, 65_535, 4096, limits);
+            let core = Core::new(side, 1 << 20, 65_535, 65_535, 4096, limits, Rc::default());
             // PINGs answered while the peer reads nothing: the (max + 1)th is a flood.
             let max = limits.max_pending_control_frames;
             for i in 0..max as u64 {
@@ -609,7 +639,7 @@ mod tests {
     #[test]
     fn the_reset_budget_refills_at_its_rate() {
         let limits = ControlLimits { reset_burst: 3, resets_per_second: 1, ..ControlLimits::upstream() };
-        let core = Core::new(Side::Upstream, 1 << 20, 65_535, 65_535, 4096, limits);
+        let core = Core::new(Side::Upstream, 1 << 20, 65_535, 65_535, 4096, limits, Rc::default());
         assert!((0..3).all(|_| core.take_budget()), "the burst");
         assert!(!core.take_budget(), "spent");
     }

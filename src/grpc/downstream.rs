@@ -28,6 +28,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
+use crate::metrics::{CloseReason, ConnMeter, Done};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::state::WorkerState;
@@ -50,6 +51,8 @@ pub struct GrpcSession {
     closed: Cell<bool>,
     /// Keeps this connection's streams on one upstream connection (`Member::SPREAD`).
     pub affinity: usize,
+    /// The listener's metrics for this connection (bytes, close reason, unrouted streams).
+    pub meter: Rc<ConnMeter>,
 }
 
 thread_local! {
@@ -59,17 +62,22 @@ thread_local! {
 
 /// The task that serves one gRPC client connection (it registers itself with the worker once
 /// the HTTP/2 preface is in).
-pub fn serve<S>(stream: S, listener: Rc<str>, state: &Rc<WorkerState>) -> impl std::future::Future<Output = ()>
+pub fn serve<S>(
+    stream: S,
+    listener: Rc<str>,
+    state: &Rc<WorkerState>,
+    meter: Rc<ConnMeter>,
+) -> impl std::future::Future<Output = ()>
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
-    serve_grpc(stream, listener, state.clone())
+    serve_grpc(stream, listener, state.clone(), meter)
 }
 
 /// Serves one downstream connection until it closes.
-async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
+async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>, meter: Rc<ConnMeter>)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -89,6 +97,7 @@ where
     loop {
         let n = buf.len().min(frame::PREFACE.len());
         if buf[..n] != frame::PREFACE[..n] {
+            meter.closing(CloseReason::ProtocolError);
             return refuse_non_h2(&buf, &mut wr, &state, &listener).await;
         }
         if n == frame::PREFACE.len() {
@@ -96,7 +105,7 @@ where
         }
         match read_more(&mut rd, &mut buf, Canceller::new().handle(), &mut hint).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(n) => meter.read(n),
         }
     }
     let _ = buf.split_to(frame::PREFACE.len());
@@ -109,7 +118,9 @@ where
             limits.initial_stream_window,
             HEADER_TABLE,
             ControlLimits::client(&limits),
-        ),
+            state.stats.clone(),
+        )
+        .metered(meter.listener.clone()),
         streams: RefCell::new(IdMap::default()),
         max_seen: Cell::new(StreamId::ZERO),
         goaway_last: Cell::new(None),
@@ -120,6 +131,7 @@ where
         sweeper: Notify::default(),
         closed: Cell::new(false),
         affinity: NEXT_AFFINITY.with(|n| n.replace(n.get().wrapping_add(1))),
+        meter,
     });
     let mut opening = BytesMut::with_capacity(64);
     let ours = Settings {
@@ -233,7 +245,7 @@ impl GrpcSession {
             let handle = self.core.read_handle();
             match read_more(rd, &mut buf, handle, &mut hint).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => self.meter.read(n),
             }
         }
     }
@@ -248,7 +260,10 @@ impl GrpcSession {
             FrameError::Stream(id, r, why) => {
                 log::debug!("listener {}: stream {id}: {r}: {why}", self.listener);
                 match self.stream(id) {
-                    Some(s) => s.reset(Some(r), Some(Reason::CANCEL)),
+                    Some(s) => {
+                        s.count_error(&ErrorKind::Malformed(why));
+                        s.reset(Some(r), Some(Reason::CANCEL));
+                    }
                     // Never RST_STREAM an idle stream (RFC 9113 §5.1).
                     None if id <= self.max_seen.get() => self.core.write_rst(id, r),
                     None => {}
@@ -266,6 +281,9 @@ impl GrpcSession {
         log::debug!("listener {}: connection error {r}: {why}", self.listener);
         if r == Reason::ENHANCE_YOUR_CALM {
             self.stats().protocols.grpc.calm.set(self.stats().protocols.grpc.calm.get() + 1);
+            self.meter.closing(CloseReason::AbuseLimit);
+        } else {
+            self.meter.closing(CloseReason::ProtocolError);
         }
         self.core.go_away(self.last_stream(), r, why);
         self.closed.set(true);
@@ -290,6 +308,7 @@ impl GrpcSession {
         self.closed.set(true);
         let cancelled = reset_code(&ErrorKind::Cancelled.into());
         for s in self.all_streams() {
+            s.count_error(&ErrorKind::Cancelled);
             s.reset(None, Some(cancelled));
         }
         self.core.out.close();
@@ -385,6 +404,7 @@ impl GrpcSession {
         if let Some(s) = self.stream(id) {
             self.stats().protocols.grpc.cancelled.set(self.stats().protocols.grpc.cancelled.get() + 1);
             let cancelled = reset_code(&ErrorKind::Cancelled.into());
+            s.count_error(&ErrorKind::Cancelled);
             s.reset(None, Some(if r == Reason::NO_ERROR { cancelled } else { r }));
         }
         Ok(())
@@ -432,22 +452,29 @@ impl GrpcSession {
         }
         let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
         let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
+        let now = Instant::now();
         let view = self.state.view();
+        let (routes, metrics) = view.route_table(&self.listener);
         let routed = split_path(path).and_then(|(service, method)| {
             let key = RouteKey { method, services: [Some(service), None, None] };
-            route(view.routes(&self.listener), &key)
+            route(routes, &key)
         });
-        let Some(ci) = routed else {
+        let Some(ri) = routed else {
             let stats = self.stats();
             stats.no_route.set(stats.no_route.get() + 1);
+            let unrouted = &self.meter.listener.unrouted;
+            unrouted.request(0);
             let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(path).into_owned() }.into();
             self.reply_error(id, b.end_stream, &err);
+            self.core.out.done(Done { route: unrouted.clone(), start: now });
             return Ok(());
         };
-        let cluster = view.clusters[ci].clone();
+        let rm = metrics[ri].clone();
+        rm.request(0);
+        let cluster = view.clusters[routes[ri].cluster].clone();
         drop(view);
-        let deadline = info.timeout.map(|t| Instant::now() + t);
-        let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline));
+        let deadline = info.timeout.map(|t| now + t);
+        let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline, rm, now));
         self.streams.borrow_mut().insert(id, stream.clone());
         if deadline.is_some() {
             self.sweeper.notify_all();
@@ -473,9 +500,13 @@ impl GrpcSession {
 
     /// Answers a stream that never reached an upstream: a Trailers-Only status (then
     /// RST_STREAM(NO_ERROR) if the client is still sending), or the reset the table gives.
+    /// Counted on the listener's unrouted streams.
     fn reply_error(&self, id: StreamId, end_stream: bool, err: &RequestError) {
+        let unrouted = &self.meter.listener.unrouted;
+        unrouted.error(&err.kind);
         match reply(err) {
             GrpcReply::Status(code, msg) => {
+                unrouted.status(code as u32);
                 let mut fields = HeaderList::new();
                 status_fields(&mut fields, true, code, &msg);
                 self.core.write_headers(id, fields.iter(), true);

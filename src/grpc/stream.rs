@@ -20,9 +20,10 @@ use self::flow::{flush, queue_data, Dir, Hop, Item};
 use super::conn::{Core, Parked, Side};
 use super::errors::{reply, GrpcReply};
 use super::wire::{check_response, encode_timeout, status_fields};
-use crate::error::RequestError;
+use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::frame::{Reason, StreamId, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
+use crate::metrics::{bump, Done, RouteMetrics};
 use crate::stats::Stats;
 use crate::worker::hold::InFlight;
 
@@ -63,6 +64,12 @@ const DATA_OUT_OF_ORDER: Refused = refused(Reason::PROTOCOL_ERROR, "DATA before 
 /// DATA beyond what the stream window allowed.
 const DATA_OVER_WINDOW: Refused = refused(Reason::FLOW_CONTROL_ERROR, "DATA beyond the stream window");
 
+/// The `grpc-status` of a trailers list, if it has a valid one.
+fn grpc_status(list: &HeaderList) -> Option<u32> {
+    let f = list.iter().find(|f| f.name == b"grpc-status")?;
+    std::str::from_utf8(f.value).ok()?.parse().ok()
+}
+
 /// What the sweeper should do about a stream now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
@@ -92,6 +99,13 @@ struct StreamState {
     /// The upstream ended the call early (trailers, then RST_STREAM(NO_ERROR)): once the
     /// trailers reach the client, tell a client still sending to stop.
     rst_client_after_trailers: bool,
+    /// The `grpc-status` of the upstream's trailers (or Trailers-Only response).
+    status: Option<u32>,
+    /// The stream's outcome was counted as an error (else it ends as forwarded).
+    failed: bool,
+    /// The client is gone or cancelled: nothing more is written for this stream, so its
+    /// latency ends when it is forgotten rather than at a write.
+    cancelled: bool,
 }
 
 pub struct Stream {
@@ -101,6 +115,9 @@ pub struct Stream {
     st: RefCell<StreamState>,
     /// Counts towards the worker's event coalescing while the stream lives.
     _in_flight: InFlight,
+    /// The route it took, and when its headers were read (metrics).
+    route: Rc<RouteMetrics>,
+    start: Instant,
 }
 
 impl Stream {
@@ -112,6 +129,8 @@ impl Stream {
         request: HeaderList,
         end_stream: bool,
         deadline: Option<Instant>,
+        route: Rc<RouteMetrics>,
+        start: Instant,
     ) -> Stream {
         let recv = down.core().stream_window;
         let mut req = Dir::new(recv);
@@ -122,6 +141,8 @@ impl Stream {
             down,
             down_id,
             _in_flight: InFlight::new(),
+            route,
+            start,
             st: RefCell::new(StreamState {
                 up: None,
                 up_id: StreamId::ZERO,
@@ -133,6 +154,9 @@ impl Stream {
                 request: Some((request, end_stream)),
                 closed: false,
                 rst_client_after_trailers: false,
+                status: None,
+                failed: false,
+                cancelled: false,
             }),
         }
     }
@@ -212,6 +236,7 @@ impl Stream {
         st.resp_headers_seen = true;
         if end_stream {
             st.resp.end_received = true;
+            st.status = grpc_status(&list);
         }
         st.resp.queue.push_back(Item::Headers(list, end_stream));
         drop(st);
@@ -398,7 +423,20 @@ impl Stream {
         let (req_bytes, resp_bytes) = (st.req.queued_bytes(), st.resp.queued_bytes());
         st.req.queue.clear();
         st.resp.queue.clear();
+        let (failed, status, cancelled) = (st.failed, st.status, st.cancelled);
         drop(st);
+        if !failed {
+            bump(&self.route.forwarded);
+            if let Some(code) = status {
+                self.route.status(code);
+            }
+        }
+        let out = &self.down.core().out;
+        if cancelled || out.is_closed() {
+            self.route.observe(self.start.elapsed());
+        } else {
+            out.done(Done { route: self.route.clone(), start: self.start });
+        }
         self.down.core().credit(req_bytes);
         self.down.forget(self.down_id);
         if let Some(up) = up {
@@ -414,8 +452,14 @@ impl Stream {
     pub fn fail(self: &Rc<Self>, err: &RequestError) {
         let (code, msg) = match reply(err) {
             GrpcReply::Status(code, msg) => (code, msg),
-            GrpcReply::Reset(r) => return self.reset(Some(r), Some(Reason::CANCEL)),
+            GrpcReply::Reset(r) => {
+                self.count_error(&err.kind);
+                return self.reset(Some(r), Some(Reason::CANCEL));
+            }
         };
+        if !self.is_closed() && self.count_error(&err.kind) {
+            self.route.status(code as u32);
+        }
         let mut st = self.st.borrow_mut();
         if st.closed {
             return;
@@ -460,6 +504,18 @@ impl Stream {
             up.core().write_rst(up_id, r);
         }
         self.finish();
+    }
+
+    /// Counts the stream's outcome as the error `kind` (once; false if it was already
+    /// counted or the stream is over).
+    pub fn count_error(&self, kind: &ErrorKind) -> bool {
+        let mut st = self.st.borrow_mut();
+        if st.closed || std::mem::replace(&mut st.failed, true) {
+            return false;
+        }
+        st.cancelled = matches!(kind, ErrorKind::Cancelled);
+        self.route.error(kind);
+        true
     }
 
     pub fn is_closed(&self) -> bool {

@@ -73,6 +73,7 @@ impl Member for GrpcUpstream {
                 d.initial_stream_window,
                 4096,
                 ControlLimits::upstream(),
+                stats.clone(),
             ),
             peer: label,
             streams: RefCell::new(IdMap::default()),
@@ -367,6 +368,7 @@ impl GrpcUpstream {
         let refused: Vec<_> =
             self.streams.borrow().iter().filter(|(id, _)| **id > last).map(|(_, s)| s.clone()).collect();
         for s in refused {
+            s.count_error(&ErrorKind::UpstreamRefused);
             s.reset(Some(reset_code(&ErrorKind::UpstreamRefused.into())), None);
         }
         self.close_if_idle();

@@ -9,6 +9,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use super::ProtocolKind;
 use crate::local::Guarded;
+use crate::metrics::{CloseReason, ConnMeter};
 use crate::worker::state::WorkerState;
 use crate::{grpc, thrift};
 
@@ -20,20 +21,23 @@ where
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
-    let protocol = state.view().listener(&listener).map(|l| l.protocol.kind());
+    let protocol = state.view().listener(&listener).map(|l| l.protocol.kind()).unwrap_or(ProtocolKind::Thrift);
+    let meter = Rc::new(ConnMeter::accepted(state.metrics.listener(&listener, protocol.name())));
     let s = state.clone();
     let name = listener.clone();
+    let panic_meter = meter.clone();
     let on_panic = move |p| {
+        panic_meter.closing(CloseReason::Panic);
         s.stats.panics.set(s.stats.panics.get() + 1);
         log::error!("worker {}: listener {name}: connection task panicked ({p}); connection closed", s.id);
     };
     // One allocation per connection: the task holds the connection future inline.
     match protocol {
-        Some(ProtocolKind::Grpc) => {
-            monoio::spawn(Guarded::new(grpc::serve(stream, listener, &state), on_panic));
+        ProtocolKind::Grpc => {
+            monoio::spawn(Guarded::new(grpc::serve(stream, listener, &state, meter), on_panic));
         }
-        _ => {
-            monoio::spawn(Guarded::new(thrift::downstream::serve(stream, listener, &state), on_panic));
+        ProtocolKind::Thrift => {
+            monoio::spawn(Guarded::new(thrift::downstream::serve(stream, listener, &state, meter), on_panic));
         }
     }
 }

@@ -11,6 +11,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
+use crate::metrics::{bump, CloseReason, ConnMeter, Done, RouteMetrics};
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
@@ -20,6 +21,7 @@ use crate::thrift::codec::{
 use crate::thrift::config::ThriftListener;
 use crate::thrift::errors::exception;
 use crate::thrift::session::{Pending, ThriftSession};
+use crate::thrift::stats::variant;
 use crate::thrift::upstream::{ThriftPool, ThriftUpstream};
 use crate::worker::state::WorkerState;
 
@@ -41,8 +43,8 @@ struct Registration {
 impl Registration {
     /// Registers a new connection with its worker, before its task first runs, so a drain
     /// that starts in between still waits for it.
-    fn new(state: &Rc<WorkerState>) -> Registration {
-        let ds = Rc::new(ThriftSession::new(state.stats.clone()));
+    fn new(state: &Rc<WorkerState>, meter: Rc<ConnMeter>) -> Registration {
+        let ds = Rc::new(ThriftSession::new(state.stats.clone(), meter));
         Registration { state: state.clone(), id: state.register(ds.clone()), ds }
     }
 }
@@ -56,13 +58,18 @@ impl Drop for Registration {
 
 /// Registers a new Thrift client connection with its worker, before its task first runs (so
 /// a drain that starts in between still waits for it), and returns the task that serves it.
-pub fn serve<S>(stream: S, listener: Rc<str>, state: &Rc<WorkerState>) -> impl std::future::Future<Output = ()>
+pub fn serve<S>(
+    stream: S,
+    listener: Rc<str>,
+    state: &Rc<WorkerState>,
+    meter: Rc<ConnMeter>,
+) -> impl std::future::Future<Output = ()>
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
-    serve_thrift(stream, listener, Registration::new(state))
+    serve_thrift(stream, listener, Registration::new(state, meter))
 }
 
 /// Serves one Thrift client connection until it closes, is rejected, or is drained.
@@ -128,6 +135,8 @@ struct Waiting {
     orig: OriginalSeq,
     deadline: Instant,
     pool: Rc<ThriftPool>,
+    route: Rc<RouteMetrics>,
+    start: Instant,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -136,7 +145,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let handle = self.ds.read_canceller.borrow().handle();
         match read_more(&mut self.rd, &mut self.buf, handle, &mut self.read_hint).await {
             Ok(0) => false,
-            Ok(_) => {
+            Ok(n) => {
+                self.ds.meter.read(n);
                 self.ds.touch();
                 self.now = Instant::now();
                 true
@@ -160,13 +170,18 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let stats = &self.state.stats;
         match detected {
             Detected::Framed => {}
-            Detected::Unframed(_) => return Box::pin(self.reject_unframed()).await,
+            Detected::Unframed(_) => {
+                self.ds.meter.closing(CloseReason::ProtocolError);
+                return Box::pin(self.reject_unframed()).await;
+            }
             Detected::TTStream => {
+                self.ds.meter.closing(CloseReason::ProtocolError);
                 stats.garbage_connections.set(stats.garbage_connections.get() + 1);
                 log::info!("listener {}: TTHeader Streaming is not supported yet; connection closed", self.listener);
                 return;
             }
             Detected::MeshHeader | Detected::Http2 | Detected::Garbage => {
+                self.ds.meter.closing(CloseReason::ProtocolError);
                 stats.garbage_connections.set(stats.garbage_connections.get() + 1);
                 log::debug!("listener {}: {detected:?} on a Thrift port; connection closed", self.listener);
                 return;
@@ -181,6 +196,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         loop {
             while let Some(len) = frame_len(&self.buf) {
                 if len > limits.max_frame_size.get() {
+                    self.ds.meter.closing(CloseReason::ProtocolError);
                     return Box::pin(self.reject_oversized(len, &limits)).await;
                 }
                 if self.buf.len() < len {
@@ -208,7 +224,10 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 };
                 match next {
                     Next::Continue => {}
-                    Next::Close => return,
+                    Next::Close => {
+                        self.ds.meter.closing(CloseReason::ProtocolError);
+                        return;
+                    }
                     Next::Acquire(w) => Box::pin(self.acquire_and_send(*w)).await,
                 }
             }
@@ -224,11 +243,13 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     fn on_request(&self, frame: impl FrameBytes, limits: &ThriftListener) -> Next {
         let ds = &self.ds;
         let stats = &self.state.stats;
+        let unrouted = &ds.meter.listener.unrouted;
         let info = match parse_frame(&frame, limits.max_method_name) {
             Ok(info) => info,
             Err(ParseError::Transform) => {
                 let seq = OriginalSeq::from_parts(&frame[8..12], None);
-                let err = ErrorKind::Unsupported(Unsupported::HeaderTransform).into();
+                let err: RequestError = ErrorKind::Unsupported(Unsupported::HeaderTransform).into();
+                unrouted.error(&err.kind);
                 encode_raw(ds, ReplyFraming::THeader, Protocol::Binary, b"", &seq, &err);
                 return Next::Close;
             }
@@ -243,28 +264,38 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         };
         let name = &frame[info.msg.name.clone()];
         let orig = OriginalSeq::capture(&frame, &info);
+        let variant = variant(&info.dialect);
         if info.custom_validator {
+            unrouted.request(variant);
             let err = ErrorKind::Unsupported(Unsupported::PayloadValidator).into();
-            ds.send_error(info.dialect, name, &orig, &err);
+            ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
             return Next::Continue;
         }
         if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
-            ds.send_error(info.dialect, name, &orig, &ErrorKind::Unsupported(Unsupported::MessageType).into());
+            unrouted.request(variant);
+            let err = ErrorKind::Unsupported(Unsupported::MessageType).into();
+            ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
             return Next::Continue;
         }
         let (prefix, method) = split_multiplexed(name);
         let at = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &frame[r]);
         let key = RouteKey { method, services: [prefix, at(&info.isn), at(&info.to_service)] };
         let view = self.state.view();
-        let Some(ci) = route(view.routes(&self.listener), &key) else {
+        let (routes, metrics) = view.route_table(&self.listener);
+        let Some(ri) = route(routes, &key) else {
             stats.no_route.set(stats.no_route.get() + 1);
+            unrouted.request(variant);
+            let err: RequestError = ErrorKind::NoRoute { target: String::from_utf8_lossy(name).into_owned() }.into();
             if info.msg.msg_type == CALL {
-                let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(name).into_owned() }.into();
-                ds.send_error(info.dialect, name, &orig, &err);
+                ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
+            } else {
+                unrouted.error(&err.kind);
             }
             return Next::Continue;
         };
-        let cluster = view.clusters[ci].clone();
+        let rm = metrics[ri].clone();
+        rm.request(variant);
+        let cluster = view.clusters[routes[ri].cluster].clone();
         drop(view);
         let mut timeout = cluster.config.request_timeout;
         if let Some(ms) = info.rpc_timeout_ms.filter(|ms| *ms > 0) {
@@ -274,17 +305,20 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let pool = cluster.pool::<ThriftUpstream>(info.dialect.index());
         match pool.try_acquire(0) {
             Some(conn) => {
-                self.send(&conn, frame, &info, orig, deadline);
+                self.send(&conn, frame, &info, orig, deadline, Done { route: rm, start: self.now });
                 Next::Continue
             }
-            None => Next::Acquire(Box::new(Waiting { frame: frame.into_owned(), info, orig, deadline, pool })),
+            None => {
+                let frame = frame.into_owned();
+                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, route: rm, start: self.now }))
+            }
         }
     }
 
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
         match w.pool.acquire(w.deadline, 0).await {
-            Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline),
+            Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline, Done { route: w.route, start: w.start }),
             Err(e) => {
                 let stats = &self.state.stats;
                 if matches!(e.kind, ErrorKind::Saturated) {
@@ -292,8 +326,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
                 let name = &w.frame[w.info.msg.name.clone()];
                 if w.info.msg.msg_type == CALL {
-                    self.ds.send_error(w.info.dialect, name, &w.orig, &e);
+                    self.ds.refuse(&w.route, w.start, w.info.dialect, name, &w.orig, &e);
                 } else {
+                    w.route.error(&e.kind);
                     log::debug!("oneway request dropped: {e}");
                 }
             }
@@ -307,22 +342,26 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         info: &FrameInfo,
         orig: OriginalSeq,
         deadline: Instant,
+        Done { route, start }: Done,
     ) {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);
         if info.msg.msg_type == ONEWAY {
             stats.protocols.thrift.oneway.set(stats.protocols.thrift.oneway.get() + 1);
+            bump(&route.no_reply);
             conn.send(frame, info, None);
             return;
         }
         let name = ds.method_name(&frame[info.msg.name.clone()]);
-        let pending = Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline };
+        let pending = Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline, route, start };
         ds.inflight.set(ds.inflight.get() + 1);
         conn.send(frame, info, Some(pending));
     }
 
     /// Answers a request the client got wrong, naming it if its header can be read.
+    /// Counted as an error of the listener's unrouted requests (the frame is no request).
     fn protocol_error(&self, frame: &[u8], limits: &ThriftListener, err: &RequestError) {
+        self.ds.meter.listener.unrouted.error(&err.kind);
         match parse_frame(&frame[..frame.len().min(PEEK_LIMIT)], limits.max_method_name) {
             Ok(info) => {
                 let orig = OriginalSeq::capture(frame, &info);
@@ -387,7 +426,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         };
         if let Some(h) = hdr {
             let seq = OriginalSeq::from_parts(&self.buf[h.seq_at..h.seq_at + h.seq_len], None);
-            let err = ErrorKind::Unsupported(Unsupported::UnframedTransport).into();
+            let err: RequestError = ErrorKind::Unsupported(Unsupported::UnframedTransport).into();
+            self.ds.meter.listener.unrouted.error(&err.kind);
             encode_raw(&self.ds, ReplyFraming::Unframed, h.protocol, &self.buf[h.name.clone()], &seq, &err);
         }
         log::debug!("listener {}: unframed client rejected", self.listener);

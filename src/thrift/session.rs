@@ -10,7 +10,9 @@ use monoio::io::Canceller;
 
 use crate::error::RequestError;
 use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
+use crate::metrics::{bump, CloseReason, ConnMeter, Done, RouteMetrics};
 use crate::stats::Stats;
+use crate::thrift::codec::message::EXCEPTION;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
 use crate::thrift::codec::{encode_exception, restore_reply, Dialect, FrameInfo, OriginalSeq};
 use crate::thrift::errors::exception;
@@ -38,13 +40,15 @@ pub struct ThriftSession {
     /// the same few methods, so most requests need no allocation for their name.
     last_name: RefCell<Option<Rc<[u8]>>>,
     pub stats: Rc<Stats>,
+    /// The listener's metrics for this connection (bytes, close reason, unrouted requests).
+    pub meter: Rc<ConnMeter>,
 }
 
 impl ThriftSession {
-    pub fn new(stats: Rc<Stats>) -> Self {
+    pub fn new(stats: Rc<Stats>, meter: Rc<ConnMeter>) -> Self {
         let progress = Rc::new(Notify::default());
         ThriftSession {
-            out: Outbox::with_drain_notify(progress.clone()),
+            out: Outbox::for_client(Some(progress.clone()), meter.listener.clone()),
             inflight: Cell::new(0),
             progress,
             activity: Cell::new(0),
@@ -53,6 +57,7 @@ impl ThriftSession {
             read_canceller: RefCell::new(Canceller::new()),
             last_name: RefCell::new(None),
             stats,
+            meter,
         }
     }
 
@@ -101,6 +106,22 @@ impl ThriftSession {
         self.stats.protocols.thrift.exceptions.set(self.stats.protocols.thrift.exceptions.get() + 1);
         self.out.push(buf);
     }
+
+    /// Answers a request read at `start` with the exception for `err`, counted on `route`
+    /// (its latency ends when the exception is written).
+    pub fn refuse(
+        &self,
+        route: &Rc<RouteMetrics>,
+        start: Instant,
+        dialect: Dialect,
+        name: &[u8],
+        seq: &OriginalSeq,
+        err: &RequestError,
+    ) {
+        route.error(&err.kind);
+        self.send_error(dialect, name, seq, err);
+        self.out.done(Done { route: route.clone(), start });
+    }
 }
 
 /// Drain: a Thrift client gets no announcement (framed Thrift has none; TTHeader `crrst` is
@@ -117,6 +138,7 @@ impl DownstreamConn for ThriftSession {
         match self.idle_mark.get() {
             Some((s, since)) if s == seen => {
                 if now.duration_since(since) >= idle {
+                    self.meter.closing(CloseReason::Drain);
                     self.cancel_read();
                 }
             }
@@ -125,8 +147,13 @@ impl DownstreamConn for ThriftSession {
     }
 
     fn close_now(self: Rc<Self>) {
+        self.meter.closing(CloseReason::Drain);
         self.cancel_read();
         self.out.close();
+    }
+
+    fn requests_active(&self) -> usize {
+        self.inflight.get()
     }
 }
 
@@ -139,6 +166,9 @@ pub struct Pending {
     pub name: Rc<[u8]>,
     pub dialect: Dialect,
     pub deadline: Instant,
+    /// The route it took, and when it was read (metrics).
+    pub route: Rc<RouteMetrics>,
+    pub start: Instant,
 }
 
 impl Pending {
@@ -151,12 +181,17 @@ impl Pending {
             out.push(restore_reply(reply.into_owned(), info, &self.orig));
         }
         self.downstream.stats.protocols.thrift.replies.set(self.downstream.stats.protocols.thrift.replies.get() + 1);
+        bump(&self.route.forwarded);
+        if info.msg.msg_type == EXCEPTION {
+            bump(&self.route.upstream_exceptions);
+        }
+        out.done(Done { route: self.route, start: self.start });
         self.downstream.request_done();
     }
 
     /// Answers the request with the exception for `err`.
     pub fn fail(self, err: &RequestError) {
-        self.downstream.send_error(self.dialect, &self.name, &self.orig, err);
+        self.downstream.refuse(&self.route, self.start, self.dialect, &self.name, &self.orig, err);
         self.downstream.request_done();
     }
 }
@@ -196,6 +231,11 @@ mod tests {
         f
     }
 
+    fn session() -> ThriftSession {
+        let listener = Rc::new(crate::metrics::ListenerMetrics::new("thrift"));
+        ThriftSession::new(Rc::new(Stats::default()), Rc::new(ConnMeter::accepted(listener)))
+    }
+
     /// Everything queued for the client, as one byte string.
     fn written(s: &ThriftSession) -> Vec<u8> {
         let mut items = Vec::new();
@@ -207,7 +247,7 @@ mod tests {
 
     /// A session with one request in flight, and that request's pending entry.
     fn one_pending(protocol: Protocol, seq: i32) -> (Rc<ThriftSession>, Pending) {
-        let s = Rc::new(ThriftSession::new(Rc::new(Stats::default())));
+        let s = Rc::new(session());
         let req = framed(protocol, CALL, "getUser", seq);
         let info = parse_frame(&req, 4096).unwrap();
         s.inflight.set(1);
@@ -217,6 +257,8 @@ mod tests {
             name: s.method_name(b"getUser"),
             dialect: info.dialect,
             deadline: Instant::now() + Duration::from_secs(1),
+            route: Rc::default(),
+            start: Instant::now(),
         };
         (s, p)
     }
@@ -252,7 +294,7 @@ mod tests {
 
     #[test]
     fn consecutive_requests_for_one_method_share_its_name() {
-        let s = ThriftSession::new(Rc::new(Stats::default()));
+        let s = session();
         let a = s.method_name(b"getUser");
         let b = s.method_name(b"getUser");
         let c = s.method_name(b"putUser");
@@ -263,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_drain_closes_a_connection_only_once_it_stayed_idle_for_the_idle_time() {
-        let s = ThriftSession::new(Rc::new(Stats::default()));
+        let s = session();
         let idle = Duration::from_millis(200);
         let t0 = Instant::now();
         // A request in flight: not idle, whatever the time.

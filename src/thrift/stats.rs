@@ -1,6 +1,7 @@
 //! The Thrift proxy's own counters (per worker; the shared ones are in `crate::stats`).
 
 use crate::stats::counters::counters;
+use crate::thrift::codec::Dialect;
 
 counters! {
     /// Thrift counters of one worker.
@@ -18,4 +19,34 @@ counters! {
         /// Request frames over max_frame_size.
         oversized_frames,
     }
+}
+
+/// The metrics variant of a dialect: transport × protocol × inner framing (`metrics::VARIANTS`).
+pub fn variant(d: &Dialect) -> usize {
+    ((d.transport as usize) * 3 + d.protocol as usize) * 2 + d.inner_framed as usize
+}
+
+/// The `dialect` label of a variant (inner framing exists only under TTHeader).
+pub fn variant_label(v: usize) -> &'static str {
+    const LABELS: [&str; 18] = [
+        "framed_binary",
+        "framed_binary",
+        "framed_binary_nonstrict",
+        "framed_binary_nonstrict",
+        "framed_compact",
+        "framed_compact",
+        "ttheader_binary",
+        "ttheader_framed_binary",
+        "ttheader_binary_nonstrict",
+        "ttheader_framed_binary_nonstrict",
+        "ttheader_compact",
+        "ttheader_framed_compact",
+        "theader_binary",
+        "theader_binary",
+        "theader_binary_nonstrict",
+        "theader_binary_nonstrict",
+        "theader_compact",
+        "theader_compact",
+    ];
+    LABELS.get(v).copied().unwrap_or("unknown")
 }

@@ -340,6 +340,11 @@ impl ThriftUpstream {
 }
 
 impl Member for ThriftUpstream {
+    /// Requests in flight (reported to the admin side; this pool does not spread).
+    fn load(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
     fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
         S: Splitable + 'static,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Config, ListenerConfig, RouteConfig};
+use crate::metrics::{ClusterMetrics, EndpointMetrics, EndpointState, Registry, RouteMetrics};
 use crate::pool::{Member, Pool};
 use crate::stats::Stats;
 
@@ -30,12 +31,15 @@ pub trait DownstreamConn {
     fn close_if_idle(&self, idle: Duration, now: Instant);
     /// The drain timed out: close now.
     fn close_now(self: Rc<Self>);
+    /// Requests (streams) in flight on it now.
+    fn requests_active(&self) -> usize;
 }
 
 /// What a pool of any protocol answers to the worker.
 trait PoolOps: 'static {
     fn retire(&self);
     fn queued_bytes(&self) -> usize;
+    fn live(&self, out: &mut Vec<EndpointState>);
 }
 
 impl<C: Member> PoolOps for Pool<C> {
@@ -44,6 +48,9 @@ impl<C: Member> PoolOps for Pool<C> {
     }
     fn queued_bytes(&self) -> usize {
         Pool::queued_bytes(self)
+    }
+    fn live(&self, out: &mut Vec<EndpointState>) {
+        Pool::live(self, out)
     }
 }
 
@@ -61,6 +68,9 @@ pub struct ClusterPools {
     /// A handful of entries at most: a scan beats hashing.
     pools: RefCell<Vec<PoolSlot>>,
     stats: Rc<Stats>,
+    metrics: Rc<ClusterMetrics>,
+    /// Per endpoint (same order as the config's), shared by every pool of the cluster.
+    endpoint_metrics: Vec<Rc<EndpointMetrics>>,
 }
 
 impl ClusterPools {
@@ -77,13 +87,33 @@ impl ClusterPools {
             // `Rc::downcast` without the virtual `type_id` call: one scan per request.)
             return unsafe { Rc::from_raw(Rc::into_raw(slot.pool.clone()) as *const Pool<C>) };
         }
-        let p = Rc::new(Pool::<C>::new(self.config.clone(), self.stats.clone()));
+        let p = Rc::new(Pool::<C>::new(
+            self.config.clone(),
+            self.stats.clone(),
+            self.metrics.clone(),
+            &self.endpoint_metrics,
+        ));
         pools.push(PoolSlot { type_id, flavour, pool: p.clone() });
         p
     }
 
-    fn new(config: ClusterConfig, stats: Rc<Stats>) -> ClusterPools {
-        ClusterPools { config: Rc::new(config), pools: RefCell::new(Vec::new()), stats }
+    fn new(config: ClusterConfig, stats: Rc<Stats>, registry: &Registry) -> ClusterPools {
+        let endpoint_metrics =
+            config.endpoints.iter().map(|a| registry.endpoint(&config.name, &a.to_string())).collect();
+        ClusterPools {
+            metrics: registry.cluster(&config.name),
+            config: Rc::new(config),
+            pools: RefCell::new(Vec::new()),
+            stats,
+            endpoint_metrics,
+        }
+    }
+
+    /// What each pool's endpoints hold now (connections open, requests in flight, backoff).
+    pub fn live(&self, out: &mut Vec<EndpointState>) {
+        for slot in self.pools.borrow().iter() {
+            slot.pool.live(out);
+        }
     }
 
     fn retire(&self) {
@@ -97,16 +127,36 @@ impl ClusterPools {
     }
 }
 
-/// A config snapshot with this worker's pools for its clusters (same indexes).
+/// A config snapshot with this worker's pools for its clusters (same indexes), and the
+/// metrics of every route (per listener, same indexes as the config's).
 pub struct View {
     pub snapshot: Arc<Snapshot>,
     pub clusters: Vec<Rc<ClusterPools>>,
+    pub route_metrics: Vec<Vec<Rc<RouteMetrics>>>,
 }
 
 impl View {
+    fn new(snapshot: Arc<Snapshot>, clusters: Vec<Rc<ClusterPools>>, registry: &Registry) -> View {
+        let route_metrics = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.routes.iter().map(|r| registry.route(&l.name, &r.name)).collect())
+            .collect();
+        View { snapshot, clusters, route_metrics }
+    }
+
     /// The routes of a listener, by name.
     pub fn routes(&self, listener: &str) -> &[RouteConfig] {
         self.listener(listener).map(|l| &l.routes[..]).unwrap_or(&[])
+    }
+
+    /// The routes of a listener with their metrics (same indexes).
+    pub fn route_table(&self, listener: &str) -> (&[RouteConfig], &[Rc<RouteMetrics>]) {
+        match self.snapshot.config.listeners.iter().position(|l| l.name == listener) {
+            Some(i) => (&self.snapshot.config.listeners[i].routes, &self.route_metrics[i]),
+            None => (&[], &[]),
+        }
     }
 
     pub fn listener(&self, listener: &str) -> Option<&ListenerConfig> {
@@ -118,6 +168,8 @@ pub struct WorkerState {
     pub id: usize,
     view: RefCell<Rc<View>>,
     pub stats: Rc<Stats>,
+    /// Labelled metrics, kept across reloads.
+    pub metrics: Registry,
     /// Every open downstream connection, whatever its protocol (drain walks them).
     conns: RefCell<HashMap<u64, Rc<dyn DownstreamConn>>>,
     next_conn: Cell<u64>,
@@ -128,12 +180,18 @@ pub struct WorkerState {
 impl WorkerState {
     pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Self {
         let stats = Rc::new(Stats::default());
-        let clusters =
-            snapshot.config.clusters.iter().map(|c| Rc::new(ClusterPools::new(c.clone(), stats.clone()))).collect();
+        let metrics = Registry::default();
+        let clusters = snapshot
+            .config
+            .clusters
+            .iter()
+            .map(|c| Rc::new(ClusterPools::new(c.clone(), stats.clone(), &metrics)))
+            .collect();
         WorkerState {
             id,
-            view: RefCell::new(Rc::new(View { snapshot, clusters })),
+            view: RefCell::new(Rc::new(View::new(snapshot, clusters, &metrics))),
             stats,
+            metrics,
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
@@ -155,7 +213,7 @@ impl WorkerState {
             .iter()
             .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
                 Some(o) => o.clone(),
-                None => Rc::new(ClusterPools::new(c.clone(), self.stats.clone())),
+                None => Rc::new(ClusterPools::new(c.clone(), self.stats.clone(), &self.metrics)),
             })
             .collect();
         for o in &old.clusters {
@@ -163,7 +221,7 @@ impl WorkerState {
                 o.retire();
             }
         }
-        *self.view.borrow_mut() = Rc::new(View { snapshot, clusters });
+        *self.view.borrow_mut() = Rc::new(View::new(snapshot, clusters, &self.metrics));
     }
 
     /// Registers a downstream connection for drain; one that arrives during a drain is told
@@ -186,6 +244,11 @@ impl WorkerState {
         self.conns.borrow().len()
     }
 
+    /// Requests (streams) in flight on every downstream connection.
+    pub fn requests_active(&self) -> usize {
+        self.conns.borrow().values().map(|c| c.requests_active()).sum()
+    }
+
     fn all_conns(&self) -> Vec<Rc<dyn DownstreamConn>> {
         self.conns.borrow().values().cloned().collect()
     }
@@ -203,6 +266,15 @@ impl WorkerState {
         for c in self.all_conns() {
             c.close_if_idle(idle, now);
         }
+    }
+
+    /// Every labelled metric of this worker, with the pools' live figures.
+    pub fn metrics_report(&self) -> crate::metrics::MetricsReport {
+        let mut live = Vec::new();
+        for c in &self.view().clusters {
+            c.live(&mut live);
+        }
+        self.metrics.report(&live)
     }
 
     /// Bytes still queued towards upstreams (ONEWAY frames a drain must not drop).

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use super::GrpcSession;
 use crate::grpc::h2::frame::{self, Reason, StreamId};
 use crate::local::CatchUnwind;
+use crate::metrics::CloseReason;
 use crate::worker::state::DownstreamConn;
 
 /// Payload of the PING that follows the first GOAWAY of a graceful drain.
@@ -48,6 +49,7 @@ impl GrpcSession {
         self.goaway_last.set(Some(self.max_seen.get()));
         let mut b = BytesMut::with_capacity(32);
         frame::goaway::encode(self.max_seen.get(), Reason::NO_ERROR, b"draining", &mut b);
+        self.core.count_goaway(Reason::NO_ERROR);
         self.core.push(b);
         self.close_if_drained();
     }
@@ -63,6 +65,8 @@ impl DownstreamConn for GrpcSession {
             return;
         }
         self.drain.set(Drain::Announced);
+        self.meter.closing(CloseReason::Drain);
+        self.core.count_goaway(Reason::NO_ERROR);
         let mut b = BytesMut::with_capacity(40);
         frame::goaway::encode(StreamId::MAX, Reason::NO_ERROR, b"draining", &mut b);
         frame::ping::encode(frame::ping::Ping { ack: false, data: DRAIN_PING }, &mut b);
@@ -78,8 +82,13 @@ impl DownstreamConn for GrpcSession {
 
     fn close_if_idle(&self, _idle: Duration, _now: Instant) {}
 
+    fn requests_active(&self) -> usize {
+        self.open_streams()
+    }
+
     /// Forced close (drain timeout).
     fn close_now(self: Rc<Self>) {
+        self.meter.closing(CloseReason::Drain);
         if !self.closed.get() {
             self.core.go_away(self.last_stream(), Reason::NO_ERROR, "shutting down");
             self.closed.set(true);

@@ -40,6 +40,7 @@ impl GrpcSession {
                 log::debug!("listener {}: stream {} stalled on a zero window; reset", self.listener, s.down_id);
                 self.stats().protocols.grpc.stalled.set(self.stats().protocols.grpc.stalled.get() + 1);
                 let r = reset_code(&ErrorKind::Stalled.into());
+                s.count_error(&ErrorKind::Stalled);
                 s.reset(Some(r), Some(r));
             }
             let woken = self.sweeper.notified();

@@ -1,0 +1,592 @@
+//! What the admin side makes of the workers' reports: `GET /metrics` (Prometheus text
+//! exposition 0.0.4), the figures and latency percentiles of `GET /stats`, and `GET
+//! /clusters`. Each worker's report is asked through its mailbox and answered from its own
+//! thread (`worker::WorkerReport`); the merging happens here, off the data path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+use super::{Status, REPORT_WAIT};
+use crate::error::ErrorKind;
+use crate::grpc::stats::{code_label, CODES, LIMITS, SIDES};
+use crate::metrics::{sum, CloseReason, EndpointReport, RouteReport, LATENCY_BOUNDS_US, STATUSES, VARIANTS};
+use crate::protocol::ProtocolKind;
+use crate::stats::StatsSnapshot;
+use crate::worker::{Command, WorkerReport};
+
+/// Every worker's report (those that answered within `REPORT_WAIT`), by worker id, and the
+/// ids of those that did not.
+pub struct Collected {
+    pub reports: Vec<WorkerReport>,
+    pub missing: Vec<usize>,
+}
+
+pub fn collect(status: &Status) -> Collected {
+    let mailboxes = status.mailboxes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for m in &mailboxes {
+        m.send(Command::Report(tx.clone()));
+    }
+    drop(tx);
+    let deadline = Instant::now() + REPORT_WAIT;
+    let mut reports: Vec<WorkerReport> = Vec::new();
+    while reports.len() < mailboxes.len() {
+        match rx.recv_deadline(deadline) {
+            Ok(r) => reports.push(r),
+            Err(_) => break,
+        }
+    }
+    reports.sort_by_key(|r| r.worker);
+    let missing = (0..mailboxes.len()).filter(|w| !reports.iter().any(|r| r.worker == *w)).collect();
+    Collected { reports, missing }
+}
+
+impl Collected {
+    /// The workers' counters, summed.
+    pub fn total(&self) -> StatsSnapshot {
+        let mut t = StatsSnapshot::default();
+        for r in &self.reports {
+            t.add(&r.stats);
+        }
+        t
+    }
+
+    /// Each route's figures summed over the workers (histograms merged), by (listener, route).
+    pub fn routes(&self) -> BTreeMap<(String, String), RouteReport> {
+        let mut m: BTreeMap<(String, String), RouteReport> = BTreeMap::new();
+        for r in self.reports.iter().flat_map(|w| &w.metrics.routes) {
+            match m.get_mut(&(r.listener.clone(), r.route.clone())) {
+                Some(have) => have.add(r),
+                None => {
+                    m.insert((r.listener.clone(), r.route.clone()), r.clone());
+                }
+            }
+        }
+        m
+    }
+
+    /// Each endpoint's figures summed over the workers, with the open connections of each
+    /// worker, by (cluster, endpoint).
+    fn endpoints(&self) -> BTreeMap<(String, String), (EndpointReport, Vec<u64>)> {
+        let mut m: BTreeMap<(String, String), (EndpointReport, Vec<u64>)> = BTreeMap::new();
+        for w in &self.reports {
+            for e in &w.metrics.endpoints {
+                let key = (e.cluster.clone(), e.endpoint.clone());
+                let entry = m.entry(key).or_insert_with(|| {
+                    let zero = EndpointReport { opened: 0, connect_failures: 0, open: 0, inflight: 0, ..e.clone() };
+                    (zero, Vec::new())
+                });
+                entry.0.opened += e.opened;
+                entry.0.connect_failures += e.connect_failures;
+                entry.0.open += e.open;
+                entry.0.inflight += e.inflight;
+                entry.0.backoff |= e.backoff;
+                entry.0.configured |= e.configured;
+                entry.1.push(e.open);
+            }
+        }
+        m
+    }
+
+    /// The protocol of each listener (from any worker's report).
+    fn protocol_of(&self, listener: &str) -> ProtocolKind {
+        let p = self.reports.iter().flat_map(|w| &w.metrics.listeners).find(|l| l.name == listener);
+        match p.map(|l| l.protocol) {
+            Some("grpc") => ProtocolKind::Grpc,
+            _ => ProtocolKind::Thrift,
+        }
+    }
+}
+
+/// Latency percentiles of a histogram in microseconds, as `/stats` shows them.
+fn percentiles(h: Option<&Histogram<u64>>) -> Value {
+    let Some(h) = h.filter(|h| !h.is_empty()) else {
+        return json!({ "count": 0 });
+    };
+    json!({
+        "count": h.len(),
+        "p50_us": h.value_at_quantile(0.5),
+        "p90_us": h.value_at_quantile(0.9),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+    })
+}
+
+fn named<const N: usize>(values: &[u64; N], label: impl Fn(usize) -> String) -> Map<String, Value> {
+    values.iter().enumerate().filter(|(_, v)| **v > 0).map(|(i, v)| (label(i), json!(v))).collect()
+}
+
+/// The route and listener figures of `GET /stats`.
+pub fn stats_json(c: &Collected) -> Value {
+    let counters = |s: &StatsSnapshot| -> Map<String, Value> {
+        s.pairs().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+    };
+    let routes = c.routes();
+    let mut by_listener: BTreeMap<&str, (u64, Option<Histogram<u64>>)> = BTreeMap::new();
+    let mut route_list = Vec::new();
+    for ((listener, route), r) in &routes {
+        let protocol = c.protocol_of(listener);
+        let entry = by_listener.entry(listener).or_default();
+        entry.0 += r.total_requests();
+        if let Some(h) = &r.latency {
+            match &mut entry.1 {
+                Some(all) => all.add(h).expect("histograms made alike"),
+                None => entry.1 = Some(h.clone()),
+            }
+        }
+        let mut requests = Map::new();
+        for (v, n) in r.requests.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let label = protocol.variant_label(v).to_string();
+            let have = requests.get(&label).and_then(Value::as_u64).unwrap_or(0);
+            requests.insert(label, json!(have + n));
+        }
+        route_list.push(json!({
+            "listener": listener,
+            "route": route,
+            "requests": r.total_requests(),
+            "requests_by_dialect": requests,
+            "forwarded": r.forwarded,
+            "upstream_exceptions": r.upstream_exceptions,
+            "no_reply": r.no_reply,
+            "errors": named(&r.errors, |i| ErrorKind::LABELS[i].to_string()),
+            "grpc_status": named(&r.statuses, |i| i.to_string()),
+            "latency": percentiles(r.latency.as_ref()),
+        }));
+    }
+    let listeners: Vec<Value> = merged_listeners(c)
+        .into_iter()
+        .map(|(name, (protocol, accepted, closed, bytes_in, bytes_out))| {
+            let (requests, h) = by_listener.remove(name.as_str()).unwrap_or_default();
+            json!({
+                "listener": name,
+                "protocol": protocol,
+                "connections_accepted": accepted,
+                "connections_active": accepted.saturating_sub(closed.iter().sum()),
+                "connections_closed": named(&closed, |i| CloseReason::LABELS[i].to_string()),
+                "bytes_received": bytes_in,
+                "bytes_sent": bytes_out,
+                "requests": requests,
+                "latency": percentiles(h.as_ref()),
+            })
+        })
+        .collect();
+    let workers: Vec<Value> = c
+        .reports
+        .iter()
+        .map(|w| {
+            let conns: Map<String, Value> =
+                w.metrics.listeners.iter().map(|l| (l.name.clone(), json!(l.active()))).collect();
+            json!({
+                "worker": w.worker,
+                "driver": w.driver,
+                "connections": w.connections,
+                "connections_by_listener": conns,
+                "requests_active": w.requests_active,
+                "counters": counters(&w.stats),
+            })
+        })
+        .collect();
+    json!({
+        "total": counters(&c.total()),
+        "listeners": listeners,
+        "routes": route_list,
+        "workers": workers,
+        "workers_not_answering": c.missing,
+    })
+}
+
+type ListenerSums = (&'static str, u64, [u64; CloseReason::COUNT], u64, u64);
+
+/// Each listener's connection and byte figures summed over the workers.
+fn merged_listeners(c: &Collected) -> BTreeMap<String, ListenerSums> {
+    let mut m: BTreeMap<String, ListenerSums> = BTreeMap::new();
+    for l in c.reports.iter().flat_map(|w| &w.metrics.listeners) {
+        let e = m.entry(l.name.clone()).or_insert((l.protocol, 0, [0; CloseReason::COUNT], 0, 0));
+        e.1 += l.accepted;
+        sum(&mut e.2, &l.closed);
+        e.3 += l.bytes_in;
+        e.4 += l.bytes_out;
+    }
+    m
+}
+
+/// `GET /clusters`: per cluster and endpoint, connections open (in all and per worker),
+/// requests in flight, connects and their failures, and health (what exists today: the
+/// connect-failure backoff).
+pub fn clusters_json(c: &Collected) -> Value {
+    let mut clusters: BTreeMap<String, (u64, Vec<Value>)> = BTreeMap::new();
+    for w in &c.reports {
+        for cl in &w.metrics.clusters {
+            clusters.entry(cl.name.clone()).or_default().0 += cl.pool_waits;
+        }
+    }
+    for ((cluster, endpoint), (e, per_worker)) in c.endpoints() {
+        let health = if !e.configured {
+            "removed"
+        } else if e.backoff {
+            "connect_backoff"
+        } else {
+            "healthy"
+        };
+        clusters.entry(cluster).or_default().1.push(json!({
+            "endpoint": endpoint,
+            "health": health,
+            "connections_open": e.open,
+            "connections_open_per_worker": per_worker,
+            "requests_in_flight": e.inflight,
+            "connections_opened": e.opened,
+            "connect_failures": e.connect_failures,
+        }));
+    }
+    let list: Vec<Value> = clusters
+        .into_iter()
+        .map(|(name, (waits, endpoints))| json!({ "cluster": name, "pool_waits": waits, "endpoints": endpoints }))
+        .collect();
+    json!({ "clusters": list, "workers_not_answering": c.missing })
+}
+
+/// A Prometheus text exposition under construction: one family at a time.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                for ch in v.chars() {
+                    match ch {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Seconds with the precision Prometheus keeps, without trailing noise.
+fn seconds_of_us(us: u64) -> String {
+    format!("{}", us as f64 / 1e6)
+}
+
+/// What the process itself reports: resident memory and open descriptors (Linux `/proc`).
+fn process_figures() -> (Option<u64>, Option<u64>) {
+    let rss = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| {
+        let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions; it only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * page.max(0) as u64)
+    });
+    let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64);
+    (rss, fds)
+}
+
+/// `GET /metrics`: every figure in Prometheus text format 0.0.4.
+pub fn prometheus(c: &Collected, status: &Status) -> String {
+    let mut e = Exposition { out: String::with_capacity(16 * 1024) };
+    process_section(&mut e, c, status);
+    downstream_section(&mut e, c);
+    route_section(&mut e, c);
+    upstream_section(&mut e, c);
+    h2_section(&mut e, c);
+    e.out
+}
+
+fn process_section(e: &mut Exposition, c: &Collected, status: &Status) {
+    e.family("ringway_build_info", "gauge", "Build of the running proxy: version and git commit (always 1).");
+    let git = option_env!("RINGWAY_GIT_HASH").unwrap_or("unknown");
+    e.sample("ringway_build_info", &[("version", env!("CARGO_PKG_VERSION")), ("git_hash", git)], 1);
+    e.family("ringway_worker_info", "gauge", "Each worker and its I/O driver, io_uring or epoll (always 1).");
+    for w in &c.reports {
+        e.sample("ringway_worker_info", &[("worker", &w.worker.to_string()), ("driver", w.driver)], 1);
+    }
+    e.family("ringway_workers_not_answering", "gauge", "Workers that did not report for this scrape.");
+    e.sample("ringway_workers_not_answering", &[], c.missing.len());
+    let version = status.config.lock().unwrap_or_else(|x| x.into_inner()).as_ref().map_or(0, |i| i.version);
+    e.family("ringway_config_version", "gauge", "Version of the running config (1 at start, +1 per reload applied).");
+    e.sample("ringway_config_version", &[], version);
+    e.family(
+        "ringway_config_reloads_total",
+        "counter",
+        "Config reloads asked for (SIGHUP or POST /reload), by result.",
+    );
+    e.sample("ringway_config_reloads_total", &[("result", "ok")], status.reloads_ok.load(Ordering::Relaxed));
+    e.sample("ringway_config_reloads_total", &[("result", "failed")], status.reloads_failed.load(Ordering::Relaxed));
+    let started = *status.started.lock().unwrap_or_else(|x| x.into_inner());
+    if let Some(t) = started {
+        let since = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        e.family("ringway_start_time_seconds", "gauge", "When the proxy started, seconds since the Unix epoch.");
+        e.sample("ringway_start_time_seconds", &[], since(t));
+        e.family("ringway_uptime_seconds", "gauge", "Seconds since the proxy started.");
+        e.sample("ringway_uptime_seconds", &[], since(SystemTime::now()) - since(t));
+    }
+    let (rss, fds) = process_figures();
+    if let Some(rss) = rss {
+        e.family("ringway_process_resident_memory_bytes", "gauge", "Resident memory of the proxy process.");
+        e.sample("ringway_process_resident_memory_bytes", &[], rss);
+    }
+    if let Some(fds) = fds {
+        e.family("ringway_process_open_fds", "gauge", "File descriptors the proxy process holds open.");
+        e.sample("ringway_process_open_fds", &[], fds);
+    }
+    let t = c.total();
+    e.family(
+        "ringway_task_panics_total",
+        "counter",
+        "Connection tasks that panicked (caught; only that connection closed).",
+    );
+    e.sample("ringway_task_panics_total", &[], t.panics);
+}
+
+fn downstream_section(e: &mut Exposition, c: &Collected) {
+    const ACCEPTED: &str = "ringway_downstream_connections_accepted_total";
+    const ACTIVE: &str = "ringway_downstream_connections_active";
+    const CLOSED: &str = "ringway_downstream_connections_closed_total";
+    e.family(ACCEPTED, "counter", "Downstream connections accepted, per listener and worker.");
+    for w in &c.reports {
+        for l in &w.metrics.listeners {
+            e.sample(
+                ACCEPTED,
+                &[("listener", &l.name), ("protocol", l.protocol), ("worker", &w.worker.to_string())],
+                l.accepted,
+            );
+        }
+    }
+    e.family(ACTIVE, "gauge", "Downstream connections open, per listener and worker.");
+    for w in &c.reports {
+        for l in &w.metrics.listeners {
+            e.sample(ACTIVE, &[("listener", &l.name), ("worker", &w.worker.to_string())], l.active());
+        }
+    }
+    e.family(CLOSED, "counter", "Downstream connections closed, per listener, worker and reason.");
+    for w in &c.reports {
+        for l in &w.metrics.listeners {
+            for (i, reason) in CloseReason::LABELS.iter().enumerate() {
+                let labels = [("listener", l.name.as_str()), ("worker", &w.worker.to_string()), ("reason", reason)];
+                e.sample(CLOSED, &labels, l.closed[i]);
+            }
+        }
+    }
+    let listeners = merged_listeners(c);
+    e.family("ringway_downstream_received_bytes_total", "counter", "Bytes read from downstream clients, per listener.");
+    for (name, l) in &listeners {
+        e.sample("ringway_downstream_received_bytes_total", &[("listener", name)], l.3);
+    }
+    e.family("ringway_downstream_sent_bytes_total", "counter", "Bytes written to downstream clients, per listener.");
+    for (name, l) in &listeners {
+        e.sample("ringway_downstream_sent_bytes_total", &[("listener", name)], l.4);
+    }
+    e.family(
+        "ringway_downstream_requests_active",
+        "gauge",
+        "Requests (gRPC streams) in flight from downstream clients, per worker.",
+    );
+    for w in &c.reports {
+        e.sample("ringway_downstream_requests_active", &[("worker", &w.worker.to_string())], w.requests_active);
+    }
+}
+
+fn route_section(e: &mut Exposition, c: &Collected) {
+    let routes = c.routes();
+    const REQUESTS: &str = "ringway_requests_total";
+    e.family(REQUESTS, "counter", "Requests read, per listener, route (empty: none matched) and dialect.");
+    for ((listener, route), r) in &routes {
+        let protocol = c.protocol_of(listener);
+        let mut by_label: BTreeMap<&str, u64> = BTreeMap::new();
+        for v in 0..VARIANTS {
+            if r.requests[v] > 0 || v == 0 {
+                *by_label.entry(protocol.variant_label(v)).or_default() += r.requests[v];
+            }
+        }
+        for (dialect, n) in by_label {
+            let labels = [
+                ("listener", listener.as_str()),
+                ("route", route),
+                ("protocol", protocol.name()),
+                ("dialect", dialect),
+            ];
+            e.sample(REQUESTS, &labels, n);
+        }
+    }
+    const RESPONSES: &str = "ringway_responses_total";
+    e.family(RESPONSES, "counter", "Requests finished, per listener, route and outcome: forwarded (the upstream's answer), no_reply (oneway), proxy_error.");
+    for ((listener, route), r) in &routes {
+        let errors: u64 = r.errors.iter().sum();
+        for (outcome, n) in [("forwarded", r.forwarded), ("no_reply", r.no_reply), ("proxy_error", errors)] {
+            e.sample(RESPONSES, &[("listener", listener), ("route", route), ("outcome", outcome)], n);
+        }
+    }
+    const EXCEPTIONS: &str = "ringway_upstream_exceptions_total";
+    e.family(EXCEPTIONS, "counter", "Forwarded replies that were the backend's own Thrift EXCEPTION.");
+    for ((listener, route), r) in &routes {
+        if c.protocol_of(listener) == ProtocolKind::Thrift {
+            e.sample(EXCEPTIONS, &[("listener", listener), ("route", route)], r.upstream_exceptions);
+        }
+    }
+    const ERRORS: &str = "ringway_proxy_errors_total";
+    e.family(ERRORS, "counter", "Requests the proxy answered itself, per listener, route and kind.");
+    for ((listener, route), r) in &routes {
+        for (i, n) in r.errors.iter().enumerate().filter(|(_, n)| **n > 0) {
+            e.sample(ERRORS, &[("listener", listener), ("route", route), ("kind", ErrorKind::LABELS[i])], n);
+        }
+    }
+    const STATUS: &str = "ringway_grpc_responses_total";
+    e.family(STATUS, "counter", "Finished gRPC calls by the grpc-status the client saw, per listener and route.");
+    for ((listener, route), r) in &routes {
+        for (code, n) in r.statuses.iter().enumerate().take(STATUSES).filter(|(_, n)| **n > 0) {
+            e.sample(STATUS, &[("listener", listener), ("route", route), ("grpc_status", &code.to_string())], n);
+        }
+    }
+    const LATENCY: &str = "ringway_request_duration_seconds";
+    e.family(LATENCY, "histogram", "Request latency from the first byte read to the last byte of the reply written (gRPC: stream open to stream end), per listener and route.");
+    for ((listener, route), r) in &routes {
+        let empty = crate::metrics::latency_histogram();
+        let h = r.latency.as_ref().unwrap_or(&empty);
+        let bucket = format!("{LATENCY}_bucket");
+        for bound in LATENCY_BOUNDS_US {
+            // Values HdrHistogram counts as equal to the bound (within 1 %) count as within it.
+            let n = h.count_between(0, bound);
+            e.sample(&bucket, &[("listener", listener), ("route", route), ("le", &seconds_of_us(bound))], n);
+        }
+        e.sample(&bucket, &[("listener", listener), ("route", route), ("le", "+Inf")], h.len());
+        e.sample(
+            &format!("{LATENCY}_sum"),
+            &[("listener", listener), ("route", route)],
+            seconds_of_us(r.latency_sum_us),
+        );
+        e.sample(&format!("{LATENCY}_count"), &[("listener", listener), ("route", route)], h.len());
+    }
+}
+
+/// A per-endpoint family: name, type, help, and how to read it off a report.
+type Figure = (&'static str, &'static str, &'static str, fn(&EndpointReport) -> u64);
+
+fn upstream_section(e: &mut Exposition, c: &Collected) {
+    const OPEN: &str = "ringway_upstream_connections_active";
+    e.family(OPEN, "gauge", "Upstream connections open, per cluster, endpoint and worker.");
+    for w in &c.reports {
+        let mut per: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for ep in &w.metrics.endpoints {
+            *per.entry((&ep.cluster, &ep.endpoint)).or_default() += ep.open;
+        }
+        for ((cluster, endpoint), n) in per {
+            e.sample(OPEN, &[("cluster", cluster), ("endpoint", endpoint), ("worker", &w.worker.to_string())], n);
+        }
+    }
+    let endpoints = c.endpoints();
+    let figures: [Figure; 4] = [
+        (
+            "ringway_upstream_connections_opened_total",
+            "counter",
+            "Upstream connections opened, per cluster and endpoint.",
+            |e| e.opened,
+        ),
+        (
+            "ringway_upstream_connect_failures_total",
+            "counter",
+            "Failed upstream connects, per cluster and endpoint.",
+            |e| e.connect_failures,
+        ),
+        (
+            "ringway_upstream_requests_active",
+            "gauge",
+            "Requests (gRPC streams) in flight on upstream connections, per cluster and endpoint.",
+            |e| e.inflight,
+        ),
+        (
+            "ringway_upstream_connect_backoff",
+            "gauge",
+            "1 while a failed connect holds new connections to the endpoint back (on any worker).",
+            |e| e.backoff as u64,
+        ),
+    ];
+    for (name, kind, help, get) in figures {
+        e.family(name, kind, help);
+        for ((cluster, endpoint), (r, _)) in &endpoints {
+            e.sample(name, &[("cluster", cluster), ("endpoint", endpoint)], get(r));
+        }
+    }
+    let mut waits: BTreeMap<&str, u64> = BTreeMap::new();
+    for cl in c.reports.iter().flat_map(|w| &w.metrics.clusters) {
+        *waits.entry(&cl.name).or_default() += cl.pool_waits;
+    }
+    e.family(
+        "ringway_upstream_pool_waits_total",
+        "counter",
+        "Requests that found no open upstream connection with room and waited for one (or for a connect), per cluster.",
+    );
+    for (cluster, n) in waits {
+        e.sample("ringway_upstream_pool_waits_total", &[("cluster", cluster)], n);
+    }
+    let t = c.total();
+    e.family("ringway_upstream_lost_total", "counter", "Upstream connections lost with requests in flight.");
+    e.sample("ringway_upstream_lost_total", &[], t.upstream_lost);
+    e.family(
+        "ringway_thrift_late_replies_total",
+        "counter",
+        "Thrift replies that matched no pending request (late after a timeout, or unknown).",
+    );
+    e.sample("ringway_thrift_late_replies_total", &[], t.protocols.thrift.late_replies);
+}
+
+fn h2_section(e: &mut Exposition, c: &Collected) {
+    let mut h2 = crate::grpc::stats::H2Snapshot::default();
+    for w in &c.reports {
+        h2.add(&w.stats.protocols.h2);
+    }
+    let tables = [
+        ("ringway_grpc_rst_stream_sent_total", "RST_STREAM frames sent, per side and error code.", &h2.rst_sent),
+        (
+            "ringway_grpc_rst_stream_received_total",
+            "RST_STREAM frames received, per side and error code.",
+            &h2.rst_received,
+        ),
+        ("ringway_grpc_goaway_sent_total", "GOAWAY frames sent, per side and error code.", &h2.goaway_sent),
+        ("ringway_grpc_goaway_received_total", "GOAWAY frames received, per side and error code.", &h2.goaway_received),
+    ];
+    for (name, help, table) in tables {
+        e.family(name, "counter", help);
+        for (side, row) in table.iter().enumerate() {
+            for (code, n) in row.iter().enumerate().take(CODES).filter(|(_, n)| **n > 0) {
+                e.sample(name, &[("side", SIDES[side]), ("code", code_label(code))], n);
+            }
+        }
+    }
+    const LIMIT: &str = "ringway_grpc_abuse_limits_total";
+    e.family(LIMIT, "counter", "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by the limit tripped.");
+    for (i, (_, kind)) in LIMITS.iter().enumerate() {
+        e.sample(LIMIT, &[("kind", kind)], h2.limits[i]);
+    }
+    e.sample(LIMIT, &[("kind", "other")], h2.limits[LIMITS.len()]);
+    let t = c.total();
+    e.family("ringway_grpc_upstream_streams_total", "counter", "Streams opened on upstream HTTP/2 connections.");
+    e.sample("ringway_grpc_upstream_streams_total", &[], t.protocols.grpc.upstream_streams);
+    e.family(
+        "ringway_grpc_stalled_streams_total",
+        "counter",
+        "Streams reset because a peer kept its window at zero past stream_stall_timeout.",
+    );
+    e.sample("ringway_grpc_stalled_streams_total", &[], t.protocols.grpc.stalled);
+}

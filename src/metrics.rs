@@ -1,0 +1,457 @@
+//! Labelled metrics of one worker: per listener, per route, per cluster and per endpoint.
+//! Everything here is plain per-core memory (`Cell`s, a lazily made histogram): no locks, no
+//! atomics another core touches. The admin side asks each worker for a [`MetricsReport`]
+//! through its command channel; the worker builds it between events (`report`) and the
+//! admin side merges the workers' reports (`admin/metrics.rs`).
+//!
+//! A [`Registry`] keeps one entry per label set for the life of the worker, so a counter
+//! never goes down when a reload rebuilds routes or pools: the new ones find the entries of
+//! the same names again. Knows no protocol: a request's variant (a Thrift dialect) and status
+//! code (gRPC's `grpc-status`) are small numbers each protocol gives meaning to.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::error::ErrorKind;
+
+/// Variants of a request a protocol may count apart (Thrift: transport × protocol × inner
+/// framing, see `thrift::stats::variant`).
+pub const VARIANTS: usize = 18;
+/// Status codes counted per route (gRPC: 0..=16).
+pub const STATUSES: usize = 17;
+/// The Prometheus histogram's bucket bounds, in microseconds (25 µs to 30 s).
+pub const LATENCY_BOUNDS_US: [u64; 19] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+/// Largest latency the histogram tells apart (longer ones count as this): one hour.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// HdrHistogram precision: values within 1 % are one bucket (about 27 KiB per histogram).
+const LATENCY_DIGITS: u8 = 2;
+
+/// An empty latency histogram in microseconds, as every worker makes them (so they merge).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).expect("constant bounds are valid")
+}
+
+/// One route of one listener (or the listener's requests that matched no route).
+#[derive(Default)]
+pub struct RouteMetrics {
+    /// Requests read, by variant.
+    pub requests: [Cell<u64>; VARIANTS],
+    /// Replies from the upstream handed back to the client.
+    pub forwarded: Cell<u64>,
+    /// Of those, replies that were the backend's own Thrift EXCEPTION.
+    pub upstream_exceptions: Cell<u64>,
+    /// Requests that expect no reply (Thrift ONEWAY), once forwarded.
+    pub no_reply: Cell<u64>,
+    /// Requests the proxy answered itself, by `ErrorKind::index`.
+    pub errors: [Cell<u64>; ErrorKind::COUNT],
+    /// Finished requests by the status code the client saw (gRPC).
+    pub statuses: [Cell<u64>; STATUSES],
+    /// Read → reply written, microseconds; made on the first observation.
+    latency: RefCell<Option<Box<Histogram<u64>>>>,
+    /// The sum of every latency observed, microseconds (the histogram's `_sum`).
+    latency_sum_us: Cell<u64>,
+}
+
+impl RouteMetrics {
+    /// Counts one request of `variant` (0 for protocols without variants).
+    #[inline]
+    pub fn request(&self, variant: usize) {
+        bump(&self.requests[variant % VARIANTS]);
+    }
+
+    /// Counts one request answered by the proxy with `err`.
+    #[inline]
+    pub fn error(&self, err: &ErrorKind) {
+        bump(&self.errors[err.index()]);
+    }
+
+    /// Counts the status code a finished request ended with.
+    #[inline]
+    pub fn status(&self, code: u32) {
+        if let Some(c) = self.statuses.get(code as usize) {
+            bump(c);
+        }
+    }
+
+    /// Records one request's latency.
+    pub fn observe(&self, took: Duration) {
+        let us = (took.as_micros() as u64).max(1);
+        add(&self.latency_sum_us, us);
+        let mut h = self.latency.borrow_mut();
+        h.get_or_insert_with(|| Box::new(latency_histogram())).saturating_record(us);
+    }
+
+    fn report(&self, listener: &str, route: &str) -> RouteReport {
+        RouteReport {
+            listener: listener.into(),
+            route: route.into(),
+            requests: self.requests.each_ref().map(Cell::get),
+            forwarded: self.forwarded.get(),
+            upstream_exceptions: self.upstream_exceptions.get(),
+            no_reply: self.no_reply.get(),
+            errors: self.errors.each_ref().map(Cell::get),
+            statuses: self.statuses.each_ref().map(Cell::get),
+            latency: self.latency.borrow().as_deref().cloned(),
+            latency_sum_us: self.latency_sum_us.get(),
+        }
+    }
+}
+
+#[inline]
+pub fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+#[inline]
+pub fn add(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// Why a downstream connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it, or it failed under us (reset, write error).
+    Client = 0,
+    /// Bytes that were not the listener's protocol, or a protocol error that ends the
+    /// connection (an unsupported transport, an oversized frame, an HTTP/2 connection error).
+    ProtocolError,
+    /// An abuse limit (HTTP/2 ENHANCE_YOUR_CALM).
+    AbuseLimit,
+    /// Closed by a drain.
+    Drain,
+    /// A bug in the proxy: the connection's task panicked.
+    Panic,
+}
+
+impl CloseReason {
+    pub const COUNT: usize = 5;
+    pub const LABELS: [&'static str; CloseReason::COUNT] =
+        ["client_closed", "protocol_error", "abuse_limit", "drain", "panic"];
+}
+
+/// One listener of one worker.
+pub struct ListenerMetrics {
+    /// The protocol's name (`thrift`, `grpc`): a listener keeps its protocol across reloads.
+    pub protocol: &'static str,
+    pub accepted: Cell<u64>,
+    pub closed: [Cell<u64>; CloseReason::COUNT],
+    pub bytes_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+    /// Requests that matched no route, or were refused before routing.
+    pub unrouted: Rc<RouteMetrics>,
+}
+
+impl ListenerMetrics {
+    pub fn new(protocol: &'static str) -> ListenerMetrics {
+        ListenerMetrics {
+            protocol,
+            accepted: Cell::new(0),
+            closed: Default::default(),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            unrouted: Rc::default(),
+        }
+    }
+
+    pub fn closed(&self, why: CloseReason) {
+        bump(&self.closed[why as usize]);
+    }
+}
+
+/// One downstream connection's share of its listener's metrics: it counts the connection
+/// closed, with the first reason given, when the last holder lets go of it.
+pub struct ConnMeter {
+    pub listener: Rc<ListenerMetrics>,
+    reason: Cell<CloseReason>,
+}
+
+impl ConnMeter {
+    /// Counts a connection accepted on `listener`.
+    pub fn accepted(listener: Rc<ListenerMetrics>) -> ConnMeter {
+        bump(&listener.accepted);
+        ConnMeter { listener, reason: Cell::new(CloseReason::Client) }
+    }
+
+    /// Why the connection is closing; the first reason other than the client's own stays.
+    pub fn closing(&self, why: CloseReason) {
+        if self.reason.get() == CloseReason::Client {
+            self.reason.set(why);
+        }
+    }
+
+    #[inline]
+    pub fn read(&self, n: usize) {
+        add(&self.listener.bytes_in, n as u64);
+    }
+}
+
+impl Drop for ConnMeter {
+    fn drop(&mut self) {
+        self.listener.closed(self.reason.get());
+    }
+}
+
+/// One endpoint of one cluster (every pool of the cluster shares it).
+#[derive(Default)]
+pub struct EndpointMetrics {
+    pub opened: Cell<u64>,
+    pub connect_failures: Cell<u64>,
+}
+
+/// One cluster of one worker.
+#[derive(Default)]
+pub struct ClusterMetrics {
+    /// Requests that found no open connection with room and waited (or connected).
+    pub pool_waits: Cell<u64>,
+}
+
+/// A request whose reply is queued: its route and when it was read. The writer records the
+/// latency once the reply's last byte is written (one clock read per write).
+pub struct Done {
+    pub route: Rc<RouteMetrics>,
+    pub start: Instant,
+}
+
+/// Entries keyed by two names (listener and route, cluster and endpoint).
+type ByTwoNames<V> = RefCell<Vec<(Rc<str>, Rc<str>, Rc<V>)>>;
+
+/// Every label set this worker has counted, kept for the worker's life.
+#[derive(Default)]
+pub struct Registry {
+    listeners: RefCell<Vec<(Rc<str>, Rc<ListenerMetrics>)>>,
+    routes: ByTwoNames<RouteMetrics>,
+    clusters: RefCell<Vec<(Rc<str>, Rc<ClusterMetrics>)>>,
+    endpoints: ByTwoNames<EndpointMetrics>,
+}
+
+fn find_or_add<K: PartialEq + ?Sized, V>(
+    list: &RefCell<Vec<(Rc<K>, Rc<V>)>>,
+    key: &K,
+    make: impl FnOnce() -> (Rc<K>, Rc<V>),
+) -> Rc<V> {
+    let mut l = list.borrow_mut();
+    if let Some((_, v)) = l.iter().find(|(k, _)| **k == *key) {
+        return v.clone();
+    }
+    let (k, v) = make();
+    l.push((k, v.clone()));
+    v
+}
+
+impl Registry {
+    pub fn listener(&self, name: &str, protocol: &'static str) -> Rc<ListenerMetrics> {
+        find_or_add(&self.listeners, name, || (name.into(), Rc::new(ListenerMetrics::new(protocol))))
+    }
+
+    pub fn route(&self, listener: &str, route: &str) -> Rc<RouteMetrics> {
+        let mut l = self.routes.borrow_mut();
+        if let Some((_, _, v)) = l.iter().find(|(a, b, _)| **a == *listener && **b == *route) {
+            return v.clone();
+        }
+        let v = Rc::new(RouteMetrics::default());
+        l.push((listener.into(), route.into(), v.clone()));
+        v
+    }
+
+    pub fn cluster(&self, name: &str) -> Rc<ClusterMetrics> {
+        find_or_add(&self.clusters, name, || (name.into(), Rc::default()))
+    }
+
+    pub fn endpoint(&self, cluster: &str, endpoint: &str) -> Rc<EndpointMetrics> {
+        let mut l = self.endpoints.borrow_mut();
+        if let Some((_, _, v)) = l.iter().find(|(a, b, _)| **a == *cluster && **b == *endpoint) {
+            return v.clone();
+        }
+        let v = Rc::new(EndpointMetrics::default());
+        l.push((cluster.into(), endpoint.into(), v.clone()));
+        v
+    }
+
+    /// A copy of every counter, with the gauges the worker reads off its live state
+    /// (`endpoints`: per cluster and endpoint, connections open, requests in flight, and
+    /// whether a connect failure holds it back).
+    pub fn report(&self, live: &[EndpointState]) -> MetricsReport {
+        let listeners = self.listeners.borrow();
+        let mut routes: Vec<RouteReport> = Vec::new();
+        for (name, l) in listeners.iter() {
+            routes.push(l.unrouted.report(name, ""));
+        }
+        routes.extend(self.routes.borrow().iter().map(|(l, r, m)| m.report(l, r)));
+        let endpoints = self
+            .endpoints
+            .borrow()
+            .iter()
+            .map(|(c, e, m)| {
+                let now = live.iter().filter(|s| *s.cluster == **c && *s.endpoint == **e);
+                let (mut open, mut inflight, mut down, mut present) = (0, 0, false, false);
+                for s in now {
+                    open += s.open;
+                    inflight += s.inflight;
+                    down |= s.down;
+                    present = true;
+                }
+                EndpointReport {
+                    cluster: c.to_string(),
+                    endpoint: e.to_string(),
+                    opened: m.opened.get(),
+                    connect_failures: m.connect_failures.get(),
+                    open,
+                    inflight,
+                    backoff: down,
+                    configured: present,
+                }
+            })
+            .collect();
+        MetricsReport {
+            listeners: listeners
+                .iter()
+                .map(|(n, l)| ListenerReport {
+                    name: n.to_string(),
+                    protocol: l.protocol,
+                    accepted: l.accepted.get(),
+                    closed: l.closed.each_ref().map(Cell::get),
+                    bytes_in: l.bytes_in.get(),
+                    bytes_out: l.bytes_out.get(),
+                })
+                .collect(),
+            routes,
+            clusters: self
+                .clusters
+                .borrow()
+                .iter()
+                .map(|(n, m)| ClusterReport { name: n.to_string(), pool_waits: m.pool_waits.get() })
+                .collect(),
+            endpoints,
+        }
+    }
+}
+
+/// What a worker's live pools say about one endpoint (one entry per pool).
+pub struct EndpointState {
+    pub cluster: Rc<str>,
+    pub endpoint: Rc<str>,
+    pub open: u64,
+    pub inflight: u64,
+    pub down: bool,
+}
+
+/// A worker's metrics, copied to cross threads.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsReport {
+    pub listeners: Vec<ListenerReport>,
+    pub routes: Vec<RouteReport>,
+    pub clusters: Vec<ClusterReport>,
+    pub endpoints: Vec<EndpointReport>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenerReport {
+    pub name: String,
+    pub protocol: &'static str,
+    pub accepted: u64,
+    pub closed: [u64; CloseReason::COUNT],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl ListenerReport {
+    /// Connections open now: accepted and not yet closed.
+    pub fn active(&self) -> u64 {
+        self.accepted.saturating_sub(self.closed.iter().sum())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteReport {
+    pub listener: String,
+    /// Empty for the requests that matched no route.
+    pub route: String,
+    pub requests: [u64; VARIANTS],
+    pub forwarded: u64,
+    pub upstream_exceptions: u64,
+    pub no_reply: u64,
+    pub errors: [u64; ErrorKind::COUNT],
+    pub statuses: [u64; STATUSES],
+    pub latency: Option<Histogram<u64>>,
+    pub latency_sum_us: u64,
+}
+
+impl RouteReport {
+    /// Adds another worker's figures for the same labels.
+    pub fn add(&mut self, o: &RouteReport) {
+        sum(&mut self.requests, &o.requests);
+        sum(&mut self.errors, &o.errors);
+        sum(&mut self.statuses, &o.statuses);
+        self.forwarded += o.forwarded;
+        self.upstream_exceptions += o.upstream_exceptions;
+        self.no_reply += o.no_reply;
+        self.latency_sum_us += o.latency_sum_us;
+        match (&mut self.latency, &o.latency) {
+            (Some(a), Some(b)) => a.add(b).expect("histograms made alike"),
+            (a @ None, Some(b)) => *a = Some(b.clone()),
+            _ => {}
+        }
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().sum()
+    }
+}
+
+pub fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterReport {
+    pub name: String,
+    pub pool_waits: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct EndpointReport {
+    pub cluster: String,
+    pub endpoint: String,
+    pub opened: u64,
+    pub connect_failures: u64,
+    /// Upstream connections open now.
+    pub open: u64,
+    /// Requests (streams) in flight now.
+    pub inflight: u64,
+    /// A failed connect holds new connections back (`connect_failure_backoff`).
+    pub backoff: bool,
+    /// The endpoint is in the running config (else it is kept for its counters only).
+    pub configured: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_outlive_a_rebuild_and_reports_merge() {
+        let reg = Registry::default();
+        let a = reg.route("in", "r0");
+        a.request(3);
+        a.observe(Duration::from_micros(100));
+        assert!(Rc::ptr_eq(&a, &reg.route("in", "r0")), "the same labels find the same counters");
+        let l = reg.listener("in", "thrift");
+        bump(&l.accepted);
+        l.closed(CloseReason::Drain);
+        let r = reg.report(&[]);
+        assert_eq!(r.listeners[0].active(), 0);
+        let mut route = r.routes.iter().find(|x| x.route == "r0").unwrap().clone();
+        assert_eq!(route.requests[3], 1);
+        route.add(&r.routes.iter().find(|x| x.route == "r0").unwrap().clone());
+        assert_eq!((route.total_requests(), route.latency.as_ref().unwrap().len()), (2, 2));
+        assert!(r.routes.iter().any(|x| x.listener == "in" && x.route.is_empty()), "the unrouted entry");
+    }
+}
