@@ -7,8 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The Python peers (PyPI thrift) for the THeader tests.
+# The Python peers (PyPI thrift, grpcio) and Prometheus' Python parser.
 python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+
+# A real Prometheus server and promtool (Debian's prometheus package) for the metrics tests.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  else
+    echo "scripts/test.sh: prometheus and promtool are needed (apt-get install prometheus)" >&2
+  fi
+fi
 
 # Both binaries: the process tests run `ringway` and `ringway-bench` (cargo builds a binary
 # for the integration tests of its own package only).

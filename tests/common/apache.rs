@@ -64,7 +64,8 @@ fn write_string_struct(o: &mut dyn TOutputProtocol, id: i16, value: &str) -> thr
     o.write_struct_end()
 }
 
-/// A framed Apache Thrift echo server on its own threads. Method `slow*` waits `slow` first.
+/// A framed Apache Thrift echo server on its own threads. Method `slow*` waits `slow` first;
+/// method `fail*` is answered with the backend's own EXCEPTION (INTERNAL_ERROR).
 pub struct Backend {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -158,6 +159,17 @@ fn serve(
         }
         // Counted before the reply is written: a client that has its reply must see the count.
         calls.fetch_add(1, Ordering::SeqCst);
+        if method.starts_with("fail") {
+            // The backend's own EXCEPTION, as a generated server writes for an error.
+            let ident = TMessageIdentifier::new(id.name.clone(), TMessageType::Exception, id.sequence_number);
+            o.write_message_begin(&ident)?;
+            let e =
+                thrift::ApplicationError::new(thrift::ApplicationErrorKind::InternalError, format!("{method} failed"));
+            thrift::Error::write_application_error_to_out_protocol(&e, o)?;
+            o.write_message_end()?;
+            o.flush()?;
+            continue;
+        }
         o.write_message_begin(&TMessageIdentifier::new(id.name.clone(), TMessageType::Reply, id.sequence_number))?;
         write_string_struct(o, 0, &format!("{method}:{text}"))?;
         o.write_message_end()?;
