@@ -76,19 +76,16 @@ pub async fn read_more<R: CancelableAsyncReadRent>(
 /// write side. Returns the first write error.
 pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
     let mut batch = Vec::new();
-    // Requests whose replies are in the batch (latency ends when it is written).
-    let mut done = Vec::new();
     // Grows with what is written; an idle connection keeps only what its last batch needed.
     let mut buf: Vec<u8> = Vec::new();
     while outbox.take_all(&mut batch).await {
-        outbox.take_done(&mut done);
         if batch.len() == 1 {
             // The usual turn: one batch of small frames (or one frame), written as it is.
             let item = batch.pop().expect("one item");
             let len = item.len();
             let (res, item) = wr.write_all(item).await;
             res?;
-            outbox.written(len, &mut done);
+            outbox.written(len);
             outbox.give_back(item);
             continue;
         }
@@ -108,7 +105,7 @@ pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io:
         if !buf.is_empty() {
             buf = flush(wr, buf).await?;
         }
-        outbox.written(len, &mut done);
+        outbox.written(len);
     }
     let _ = wr.shutdown().await;
     Ok(())

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 
-use crate::metrics::{add, Done, ListenerMetrics};
+use crate::metrics::{add, ListenerMetrics};
 
 /// Wakes every task waiting on it. A waiter created before `notify_all` always sees it.
 #[derive(Default)]
@@ -98,9 +98,6 @@ pub struct Outbox {
     drained: Option<Rc<Notify>>,
     /// A client connection's listener: bytes written are counted there.
     meter: Option<Rc<ListenerMetrics>>,
-    /// Requests whose replies are queued: their latency ends when the writer has written what
-    /// it took with them.
-    done: RefCell<Vec<Done>>,
 }
 
 impl Outbox {
@@ -109,39 +106,16 @@ impl Outbox {
         Outbox { drained: Some(drained), ..Outbox::default() }
     }
 
-    /// A client connection's outbox: bytes written count on `listener`, and the latency of
-    /// each request marked with `done` is recorded when its reply is written.
+    /// A client connection's outbox: bytes written count on `listener`.
     pub fn for_client(drained: Option<Rc<Notify>>, listener: Rc<ListenerMetrics>) -> Self {
         Outbox { drained, meter: Some(listener), ..Outbox::default() }
     }
 
-    /// Marks the reply just queued as the end of a request read at `done.start`.
-    pub fn done(&self, done: Done) {
-        if !self.closed.get() {
-            self.done.borrow_mut().push(done);
-        }
-    }
-
-    /// The writer wrote `bytes`, everything it took up to now: count them, and record the
-    /// latency of the requests whose replies it took (`taken`, filled by `take_done`).
-    pub fn written(&self, bytes: usize, taken: &mut Vec<Done>) {
+    /// The writer wrote `bytes`: counted on the client's listener, if any.
+    #[inline]
+    pub fn written(&self, bytes: usize) {
         if let Some(m) = &self.meter {
             add(&m.bytes_out, bytes as u64);
-        }
-        if !taken.is_empty() {
-            let now = std::time::Instant::now();
-            for d in taken.drain(..) {
-                d.route.observe(now.saturating_duration_since(d.start));
-            }
-        }
-    }
-
-    /// Moves the requests whose replies are now taken into `dst` (call right after
-    /// `take_all`, with no await between).
-    pub fn take_done(&self, dst: &mut Vec<Done>) {
-        let mut done = self.done.borrow_mut();
-        if !done.is_empty() {
-            dst.append(&mut done);
         }
     }
 

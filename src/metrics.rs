@@ -11,7 +11,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::cell::OnceCell;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -27,14 +29,82 @@ pub const LATENCY_BOUNDS_US: [u64; 19] = [
     25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000, 30_000_000,
 ];
-/// Largest latency the histogram tells apart (longer ones count as this): one hour.
-const LATENCY_MAX_US: u64 = 3_600_000_000;
-/// HdrHistogram precision: values within 1 % are one bucket (about 27 KiB per histogram).
+/// Largest latency the histogram tells apart (longer ones count as this): 2^32 µs, 71 min.
+const LATENCY_MAX_US: u64 = (1 << 32) - 1;
+/// HdrHistogram precision: values within 1 % are one bucket.
 const LATENCY_DIGITS: u8 = 2;
 
-/// An empty latency histogram in microseconds, as every worker makes them (so they merge).
+/// An empty latency histogram in microseconds, as the admin side merges them.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).expect("constant bounds are valid")
+}
+
+/// Microseconds on a monotonic clock that starts with the process: request start and end
+/// times are plain integers, so a latency is one subtraction.
+pub fn now_us() -> u64 {
+    micros_since_start(Instant::now())
+}
+
+/// `at` in the microseconds of [`now_us`].
+pub fn micros_since_start(at: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let d = at.saturating_duration_since(*START.get_or_init(Instant::now));
+    d.as_secs() * 1_000_000 + d.subsec_micros() as u64
+}
+
+/// Below this many microseconds every value has a bucket of its own.
+const EXACT_BELOW: u64 = 256;
+/// Buckets per power of two above that (half of `EXACT_BELOW`: 1/128 relative precision).
+const PER_OCTAVE: u64 = 128;
+/// Enough buckets for `LATENCY_MAX_US`.
+const LATENCY_BUCKETS: usize = (EXACT_BELOW + (32 - 8) * PER_OCTAVE) as usize;
+
+/// A worker's latency counts: the bucket layout of an HdrHistogram of 2 significant digits
+/// (exact below 256 µs, then 128 buckets per power of two), recorded with a few
+/// instructions; turned into a real `Histogram` only when reported.
+struct Latency {
+    counts: Box<[Cell<u64>; LATENCY_BUCKETS]>,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        Latency { counts: Box::new(std::array::from_fn(|_| Cell::new(0))) }
+    }
+
+    #[inline]
+    fn bucket(us: u64) -> usize {
+        let us = us.min(LATENCY_MAX_US);
+        if us < EXACT_BELOW {
+            return us as usize;
+        }
+        let msb = 63 - us.leading_zeros() as u64; // 8..=31
+        let shift = msb - 7;
+        (EXACT_BELOW + (msb - 8) * PER_OCTAVE + ((us >> shift) - PER_OCTAVE)) as usize
+    }
+
+    /// The smallest value of bucket `i` (HdrHistogram puts it in the same bucket).
+    fn low(i: usize) -> u64 {
+        let i = i as u64;
+        if i < EXACT_BELOW {
+            return i;
+        }
+        let octave = (i - EXACT_BELOW) / PER_OCTAVE;
+        let sub = (i - EXACT_BELOW) % PER_OCTAVE + PER_OCTAVE;
+        sub << (octave + 1)
+    }
+
+    #[inline]
+    fn record(&self, us: u64) {
+        bump(&self.counts[Latency::bucket(us)]);
+    }
+
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = latency_histogram();
+        for (i, n) in self.counts.iter().map(Cell::get).enumerate().filter(|(_, n)| *n > 0) {
+            h.saturating_record_n(Latency::low(i).max(1), n);
+        }
+        h
+    }
 }
 
 /// One route of one listener (or the listener's requests that matched no route).
@@ -53,7 +123,7 @@ pub struct RouteMetrics {
     /// Finished requests by the status code the client saw (gRPC).
     pub statuses: [Cell<u64>; STATUSES],
     /// Read → reply written, microseconds; made on the first observation.
-    latency: RefCell<Option<Box<Histogram<u64>>>>,
+    latency: OnceCell<Latency>,
     /// The sum of every latency observed, microseconds (the histogram's `_sum`).
     latency_sum_us: Cell<u64>,
 }
@@ -62,7 +132,9 @@ impl RouteMetrics {
     /// Counts one request of `variant` (0 for protocols without variants).
     #[inline]
     pub fn request(&self, variant: usize) {
-        bump(&self.requests[variant % VARIANTS]);
+        if let Some(c) = self.requests.get(variant) {
+            bump(c);
+        }
     }
 
     /// Counts one request answered by the proxy with `err`.
@@ -79,12 +151,11 @@ impl RouteMetrics {
         }
     }
 
-    /// Records one request's latency.
-    pub fn observe(&self, took: Duration) {
-        let us = (took.as_micros() as u64).max(1);
+    /// Records one request's latency, in microseconds.
+    #[inline]
+    pub fn observe(&self, us: u64) {
         add(&self.latency_sum_us, us);
-        let mut h = self.latency.borrow_mut();
-        h.get_or_insert_with(|| Box::new(latency_histogram())).saturating_record(us);
+        self.latency.get_or_init(Latency::new).record(us);
     }
 
     fn report(&self, listener: &str, route: &str) -> RouteReport {
@@ -97,7 +168,7 @@ impl RouteMetrics {
             no_reply: self.no_reply.get(),
             errors: self.errors.each_ref().map(Cell::get),
             statuses: self.statuses.each_ref().map(Cell::get),
-            latency: self.latency.borrow().as_deref().cloned(),
+            latency: self.latency.get().map(Latency::histogram),
             latency_sum_us: self.latency_sum_us.get(),
         }
     }
@@ -209,13 +280,6 @@ pub struct EndpointMetrics {
 pub struct ClusterMetrics {
     /// Requests that found no open connection with room and waited (or connected).
     pub pool_waits: Cell<u64>,
-}
-
-/// A request whose reply is queued: its route and when it was read. The writer records the
-/// latency once the reply's last byte is written (one clock read per write).
-pub struct Done {
-    pub route: Rc<RouteMetrics>,
-    pub start: Instant,
 }
 
 /// Entries keyed by two names (listener and route, cluster and endpoint).
@@ -441,7 +505,7 @@ mod tests {
         let reg = Registry::default();
         let a = reg.route("in", "r0");
         a.request(3);
-        a.observe(Duration::from_micros(100));
+        a.observe(100);
         assert!(Rc::ptr_eq(&a, &reg.route("in", "r0")), "the same labels find the same counters");
         let l = reg.listener("in", "thrift");
         bump(&l.accepted);
@@ -453,5 +517,29 @@ mod tests {
         route.add(&r.routes.iter().find(|x| x.route == "r0").unwrap().clone());
         assert_eq!((route.total_requests(), route.latency.as_ref().unwrap().len()), (2, 2));
         assert!(r.routes.iter().any(|x| x.listener == "in" && x.route.is_empty()), "the unrouted entry");
+    }
+
+    #[test]
+    fn latency_buckets_are_hdrhistograms_buckets() {
+        // Every value lands in a bucket whose smallest value HdrHistogram (2 digits) counts as
+        // equivalent to it, so turning the counts into a Histogram loses nothing.
+        let h = latency_histogram();
+        let mut values: Vec<u64> = (1..5000).collect();
+        values.extend((0..2000).map(|i| 5000 + i * 7919));
+        values.extend([1 << 20, (1 << 20) + 1, 999_999_999, LATENCY_MAX_US]);
+        for v in values {
+            let b = Latency::bucket(v);
+            assert!(Latency::low(b) <= v && v < Latency::low(b + 1), "{v} in bucket {b}");
+            assert!(h.equivalent(Latency::low(b), v), "{v}: HdrHistogram's bucket differs");
+        }
+        let l = Latency::new();
+        for v in [3, 300, 3_000, 30_000, 30_000] {
+            l.record(v);
+        }
+        let h = l.histogram();
+        assert_eq!(
+            (h.len(), h.value_at_quantile(0.5), h.max()),
+            (5, h.highest_equivalent(3_000), h.highest_equivalent(30_000))
+        );
     }
 }

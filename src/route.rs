@@ -14,6 +14,7 @@ pub struct RouteKey<'a> {
 }
 
 /// Returns the index of the first matching route.
+#[inline]
 pub fn route(routes: &[RouteConfig], key: &RouteKey<'_>) -> Option<usize> {
     routes.iter().position(|r| matches(r, key))
 }

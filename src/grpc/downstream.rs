@@ -28,7 +28,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
-use crate::metrics::{CloseReason, ConnMeter, Done};
+use crate::metrics::{micros_since_start, now_us, CloseReason, ConnMeter};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::state::WorkerState;
@@ -453,6 +453,7 @@ impl GrpcSession {
         let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
         let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
         let now = Instant::now();
+        let start = micros_since_start(now);
         let view = self.state.view();
         let (routes, metrics) = view.route_table(&self.listener);
         let routed = split_path(path).and_then(|(service, method)| {
@@ -466,7 +467,7 @@ impl GrpcSession {
             unrouted.request(0);
             let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(path).into_owned() }.into();
             self.reply_error(id, b.end_stream, &err);
-            self.core.out.done(Done { route: unrouted.clone(), start: now });
+            unrouted.observe(now_us().saturating_sub(start));
             return Ok(());
         };
         let rm = metrics[ri].clone();
@@ -474,7 +475,7 @@ impl GrpcSession {
         let cluster = view.clusters[routes[ri].cluster].clone();
         drop(view);
         let deadline = info.timeout.map(|t| now + t);
-        let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline, rm, now));
+        let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline, rm, start));
         self.streams.borrow_mut().insert(id, stream.clone());
         if deadline.is_some() {
             self.sweeper.notify_all();

@@ -23,7 +23,7 @@ use super::wire::{check_response, encode_timeout, status_fields};
 use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::frame::{Reason, StreamId, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
-use crate::metrics::{bump, Done, RouteMetrics};
+use crate::metrics::{bump, now_us, RouteMetrics};
 use crate::stats::Stats;
 use crate::worker::hold::InFlight;
 
@@ -103,9 +103,6 @@ struct StreamState {
     status: Option<u32>,
     /// The stream's outcome was counted as an error (else it ends as forwarded).
     failed: bool,
-    /// The client is gone or cancelled: nothing more is written for this stream, so its
-    /// latency ends when it is forgotten rather than at a write.
-    cancelled: bool,
 }
 
 pub struct Stream {
@@ -117,7 +114,7 @@ pub struct Stream {
     _in_flight: InFlight,
     /// The route it took, and when its headers were read (metrics).
     route: Rc<RouteMetrics>,
-    start: Instant,
+    start: u64,
 }
 
 impl Stream {
@@ -130,7 +127,7 @@ impl Stream {
         end_stream: bool,
         deadline: Option<Instant>,
         route: Rc<RouteMetrics>,
-        start: Instant,
+        start: u64,
     ) -> Stream {
         let recv = down.core().stream_window;
         let mut req = Dir::new(recv);
@@ -156,7 +153,6 @@ impl Stream {
                 rst_client_after_trailers: false,
                 status: None,
                 failed: false,
-                cancelled: false,
             }),
         }
     }
@@ -423,7 +419,7 @@ impl Stream {
         let (req_bytes, resp_bytes) = (st.req.queued_bytes(), st.resp.queued_bytes());
         st.req.queue.clear();
         st.resp.queue.clear();
-        let (failed, status, cancelled) = (st.failed, st.status, st.cancelled);
+        let (failed, status) = (st.failed, st.status);
         drop(st);
         if !failed {
             bump(&self.route.forwarded);
@@ -431,12 +427,7 @@ impl Stream {
                 self.route.status(code);
             }
         }
-        let out = &self.down.core().out;
-        if cancelled || out.is_closed() {
-            self.route.observe(self.start.elapsed());
-        } else {
-            out.done(Done { route: self.route.clone(), start: self.start });
-        }
+        self.route.observe(now_us().saturating_sub(self.start));
         self.down.core().credit(req_bytes);
         self.down.forget(self.down_id);
         if let Some(up) = up {
@@ -513,7 +504,6 @@ impl Stream {
         if st.closed || std::mem::replace(&mut st.failed, true) {
             return false;
         }
-        st.cancelled = matches!(kind, ErrorKind::Cancelled);
         self.route.error(kind);
         true
     }

@@ -11,7 +11,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
-use crate::metrics::{bump, CloseReason, ConnMeter, Done, RouteMetrics};
+use crate::metrics::{bump, micros_since_start, CloseReason, ConnMeter, RouteMetrics};
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
@@ -94,6 +94,7 @@ where
         buf: BytesMut::with_capacity(MIN_READ),
         read_hint: ReadHint::new(MIN_READ),
         now: Instant::now(),
+        now_us: 0,
         ds: ds.clone(),
         state,
         listener,
@@ -115,6 +116,8 @@ struct Conn<R> {
     /// When the last read completed: the start of every deadline of the requests it carried
     /// (one clock read per read, not per request).
     now: Instant,
+    /// The same instant in `metrics::now_us` microseconds: when its requests started.
+    now_us: u64,
     ds: Rc<ThriftSession>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
@@ -128,6 +131,12 @@ enum Next {
     Acquire(Box<Waiting>),
 }
 
+/// The route a request took and when it was read (`metrics::now_us`), for its pending entry.
+struct Metered {
+    route: Rc<RouteMetrics>,
+    start: u64,
+}
+
 /// A request that found no upstream connection with room.
 struct Waiting {
     frame: BytesMut,
@@ -136,7 +145,7 @@ struct Waiting {
     deadline: Instant,
     pool: Rc<ThriftPool>,
     route: Rc<RouteMetrics>,
-    start: Instant,
+    start: u64,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -149,6 +158,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 self.ds.meter.read(n);
                 self.ds.touch();
                 self.now = Instant::now();
+                self.now_us = micros_since_start(self.now);
                 true
             }
             Err(_) => false,
@@ -268,13 +278,13 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         if info.custom_validator {
             unrouted.request(variant);
             let err = ErrorKind::Unsupported(Unsupported::PayloadValidator).into();
-            ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
+            ds.refuse(unrouted, self.now_us, info.dialect, name, &orig, &err);
             return Next::Continue;
         }
         if info.msg.msg_type != CALL && info.msg.msg_type != ONEWAY {
             unrouted.request(variant);
             let err = ErrorKind::Unsupported(Unsupported::MessageType).into();
-            ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
+            ds.refuse(unrouted, self.now_us, info.dialect, name, &orig, &err);
             return Next::Continue;
         }
         let (prefix, method) = split_multiplexed(name);
@@ -287,7 +297,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             unrouted.request(variant);
             let err: RequestError = ErrorKind::NoRoute { target: String::from_utf8_lossy(name).into_owned() }.into();
             if info.msg.msg_type == CALL {
-                ds.refuse(unrouted, self.now, info.dialect, name, &orig, &err);
+                ds.refuse(unrouted, self.now_us, info.dialect, name, &orig, &err);
             } else {
                 unrouted.error(&err.kind);
             }
@@ -305,12 +315,12 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let pool = cluster.pool::<ThriftUpstream>(info.dialect.index());
         match pool.try_acquire(0) {
             Some(conn) => {
-                self.send(&conn, frame, &info, orig, deadline, Done { route: rm, start: self.now });
+                self.send(&conn, frame, &info, orig, deadline, Metered { route: rm, start: self.now_us });
                 Next::Continue
             }
             None => {
                 let frame = frame.into_owned();
-                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, route: rm, start: self.now }))
+                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, route: rm, start: self.now_us }))
             }
         }
     }
@@ -318,7 +328,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
         match w.pool.acquire(w.deadline, 0).await {
-            Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.deadline, Done { route: w.route, start: w.start }),
+            Ok(conn) => {
+                self.send(&conn, w.frame, &w.info, w.orig, w.deadline, Metered { route: w.route, start: w.start })
+            }
             Err(e) => {
                 let stats = &self.state.stats;
                 if matches!(e.kind, ErrorKind::Saturated) {
@@ -342,7 +354,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         info: &FrameInfo,
         orig: OriginalSeq,
         deadline: Instant,
-        Done { route, start }: Done,
+        Metered { route, start }: Metered,
     ) {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);

@@ -10,7 +10,7 @@ use monoio::io::Canceller;
 
 use crate::error::RequestError;
 use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
-use crate::metrics::{bump, CloseReason, ConnMeter, Done, RouteMetrics};
+use crate::metrics::{bump, now_us, CloseReason, ConnMeter, RouteMetrics};
 use crate::stats::Stats;
 use crate::thrift::codec::message::EXCEPTION;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
@@ -112,7 +112,7 @@ impl ThriftSession {
     pub fn refuse(
         &self,
         route: &Rc<RouteMetrics>,
-        start: Instant,
+        start: u64,
         dialect: Dialect,
         name: &[u8],
         seq: &OriginalSeq,
@@ -120,7 +120,7 @@ impl ThriftSession {
     ) {
         route.error(&err.kind);
         self.send_error(dialect, name, seq, err);
-        self.out.done(Done { route: route.clone(), start });
+        route.observe(now_us().saturating_sub(start));
     }
 }
 
@@ -166,14 +166,15 @@ pub struct Pending {
     pub name: Rc<[u8]>,
     pub dialect: Dialect,
     pub deadline: Instant,
-    /// The route it took, and when it was read (metrics).
+    /// The route it took, and when it was read (`metrics::now_us`).
     pub route: Rc<RouteMetrics>,
-    pub start: Instant,
+    pub start: u64,
 }
 
 impl Pending {
-    /// Restores the client's seqID into a reply and hands it to the client.
-    pub fn complete(self, reply: impl FrameBytes, info: &FrameInfo) {
+    /// Restores the client's seqID into a reply and hands it to the client; `now`: when the
+    /// reply was read (`metrics::now_us`), the end of the request's latency.
+    pub fn complete(self, reply: impl FrameBytes, info: &FrameInfo, now: u64) {
         let out = &self.downstream.out;
         if reply.len() < COPY_MAX && reply_fits(info, &self.orig) {
             out.push_copy(&reply, |copy| restore_reply_in_place(copy, info, &self.orig));
@@ -185,7 +186,7 @@ impl Pending {
         if info.msg.msg_type == EXCEPTION {
             bump(&self.route.upstream_exceptions);
         }
-        out.done(Done { route: self.route, start: self.start });
+        self.route.observe(now.saturating_sub(self.start));
         self.downstream.request_done();
     }
 
@@ -258,7 +259,7 @@ mod tests {
             dialect: info.dialect,
             deadline: Instant::now() + Duration::from_secs(1),
             route: Rc::default(),
-            start: Instant::now(),
+            start: 0,
         };
         (s, p)
     }
@@ -271,7 +272,7 @@ mod tests {
             let (s, p) = one_pending(protocol, 7);
             let activity = s.activity.get();
             let reply = framed(protocol, REPLY, "getUser", 1234);
-            p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap());
+            p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap(), 0);
             let out = written(&s);
             assert_eq!(out, framed(protocol, REPLY, "getUser", 7), "{protocol:?}: the reply, seqID 7 again");
             assert_eq!((s.inflight.get(), s.stats.protocols.thrift.replies.get()), (0, 1), "{protocol:?}");

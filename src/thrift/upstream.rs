@@ -14,6 +14,7 @@ use crate::config::ClusterConfig;
 use crate::error::{ErrorKind, LostCause};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
+use crate::metrics::now_us;
 use crate::pool::Member;
 use crate::stats::Stats;
 use crate::thrift::codec::message::SeqId;
@@ -60,6 +61,9 @@ pub struct ThriftUpstream {
     /// ThriftPool-wide notifier: a slot freed, the write queue drained, or a connection died.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
+    /// When the last read completed (`metrics::now_us`): the end of the latency of the
+    /// requests whose replies it carried.
+    read_at: Cell<u64>,
 }
 
 impl ThriftUpstream {
@@ -89,6 +93,7 @@ impl ThriftUpstream {
             reader: RefCell::new(Canceller::new()),
             capacity,
             stats,
+            read_at: Cell::new(0),
         });
         let (rd, mut wr) = stream.into_split();
         let c = conn.clone();
@@ -254,7 +259,7 @@ impl ThriftUpstream {
             let handle = self.reader.borrow().handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
                 Ok(0) => return self.die(LostCause::Closed),
-                Ok(_) => {}
+                Ok(_) => self.read_at.set(now_us()),
                 Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
             }
         }
@@ -293,7 +298,7 @@ impl ThriftUpstream {
         let removed = self.pending.borrow_mut().remove(info.msg.seq);
         match removed {
             Some(p) => {
-                p.complete(frame, &info);
+                p.complete(frame, &info, self.read_at.get());
                 if was_full {
                     self.capacity.notify_all();
                 }

@@ -138,15 +138,7 @@ fn decode(dec: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
 
 /// A client stream 3 opened on the upstream (as its stream 1), request headers sent.
 fn opened(client: &Rc<Client>, up: &Rc<Upstream>, end_stream: bool) -> Rc<Stream> {
-    let s = Rc::new(Stream::new(
-        client.clone(),
-        StreamId::new(3),
-        request(),
-        end_stream,
-        None,
-        Rc::default(),
-        Instant::now(),
-    ));
+    let s = Rc::new(Stream::new(client.clone(), StreamId::new(3), request(), end_stream, None, Rc::default(), 0));
     s.open_upstream(up.clone());
     s
 }
@@ -277,7 +269,7 @@ fn data_waits_for_the_receivers_window_and_resumes_when_it_opens() {
 fn a_deadline_makes_the_stream_due() {
     let (client, _) = pair();
     let at = Instant::now() + Duration::from_millis(50);
-    let s = Rc::new(Stream::new(client, StreamId::new(3), request(), true, Some(at), Rc::default(), Instant::now()));
+    let s = Rc::new(Stream::new(client, StreamId::new(3), request(), true, Some(at), Rc::default(), 0));
     assert_eq!(s.due(Instant::now(), Duration::from_secs(30)), Due::Later(Some(at)));
     assert_eq!(s.due(at, Duration::from_secs(30)), Due::Expired);
 }
