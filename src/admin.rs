@@ -76,6 +76,8 @@ pub struct Status {
     pub reloads_failed: AtomicU64,
     /// When the proxy started (uptime).
     started: Mutex<Option<SystemTime>>,
+    /// The access log files (lines written and dropped).
+    access_logs: Mutex<Vec<crate::access_log::Sink>>,
 }
 
 /// One version of the running config, rendered once when it is applied.
@@ -99,6 +101,11 @@ impl Status {
     /// Records the start of the process (uptime counts from here).
     pub fn set_started(&self) {
         *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+    }
+
+    /// Records the access log files in use.
+    pub fn set_access_logs(&self, sinks: Vec<crate::access_log::Sink>) {
+        *self.access_logs.lock().unwrap_or_else(|e| e.into_inner()) = sinks;
     }
 
     /// Records where the workers take commands.

@@ -87,7 +87,23 @@ pub struct ListenerConfig {
     pub max_write_buffer: ByteSize,
     /// The protocol, with the keys only it takes.
     pub protocol: ListenerProtocol,
+    /// `access_log = { path, sample, max_queued_lines }`: off when absent.
+    pub access_log: Option<AccessLogConfig>,
 }
+
+/// A listener's access log: one JSON line per sampled request, appended to `path` by a
+/// thread of its own (reopened on SIGUSR1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLogConfig {
+    pub path: std::path::PathBuf,
+    /// The fraction of requests logged (0 to 1; default 1).
+    pub sample: f64,
+    /// Lines waiting for the writer; beyond this, lines are dropped and counted.
+    pub max_queued_lines: usize,
+}
+
+/// Default `access_log.max_queued_lines`.
+pub const DEFAULT_ACCESS_LOG_QUEUE: usize = 8192;
 
 /// One route: all given match keys must match; a route without keys matches everything.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::access_log::{Sink, Writers};
 use crate::admin::{Admin, ControlRequest, Status};
 use crate::config::{Address, Config, ListenerConfig};
 use crate::stats::StatsSnapshot;
@@ -42,6 +43,26 @@ pub struct Server {
     status: Arc<Status>,
     /// The admin endpoint, when `[admin]` is configured; it stops when the server is dropped.
     admin: Option<Admin>,
+    /// The access log files' writer threads.
+    writers: Writers,
+}
+
+/// Each listener's access log sink (starting a writer for a file not open yet).
+fn access_logs(config: &Config, writers: &mut Writers) -> io::Result<Vec<Option<Sink>>> {
+    config
+        .listeners
+        .iter()
+        .map(|l| {
+            l.access_log
+                .as_ref()
+                .map(|a| {
+                    writers.sink(&a.path, a.max_queued_lines).map_err(|e| {
+                        io::Error::other(format!("listener {}: access log {}: {e}", l.name, a.path.display()))
+                    })
+                })
+                .transpose()
+        })
+        .collect()
 }
 
 impl Server {
@@ -70,7 +91,10 @@ impl Server {
         status.set_config(1, &config);
         // Up before the workers, so `/ready` can say they are not all up yet.
         let admin = config.admin.as_ref().map(|a| Admin::start(a, status.clone(), control)).transpose()?;
-        let current = Arc::new(Snapshot { generation: 1, config });
+        let mut writers = Writers::default();
+        let access_logs = access_logs(&config, &mut writers)?;
+        status.set_access_logs(writers.sinks());
+        let current = Arc::new(Snapshot { generation: 1, config, access_logs });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ev_tx, events) = crossbeam_channel::unbounded();
         let mut workers = Vec::new();
@@ -90,7 +114,7 @@ impl Server {
             let thread = worker::spawn(spec)?;
             workers.push(WorkerLink { mailbox: Mailbox::new(tx, waker), thread: Some(thread) });
         }
-        let mut server = Server { workers, events, bound, current, drivers: vec![""; n], status, admin };
+        let mut server = Server { workers, events, bound, current, drivers: vec![""; n], status, admin, writers };
         let mut started = 0;
         let mut failure = None;
         while started < n {
@@ -150,8 +174,10 @@ impl Server {
             log::warn!("runtime.workers and runtime.driver take effect at the next restart");
         }
         let generation = self.current.generation + 1;
+        let access_logs = access_logs(&config, &mut self.writers)?;
+        self.status.set_access_logs(self.writers.sinks());
         self.status.set_config(generation, &config);
-        self.current = Arc::new(Snapshot { generation, config });
+        self.current = Arc::new(Snapshot { generation, config, access_logs });
         for w in &self.workers {
             w.send(Command::Apply(self.current.clone()));
         }
@@ -249,8 +275,8 @@ enum ControlEvent {
 /// Runs a server with `config` (loaded from `path`) until SIGTERM or SIGINT (or `POST /drain`);
 /// SIGHUP (or `POST /reload`) reloads the file.
 pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
     let signals_handle = signals.handle();
     let (events, rx) = crossbeam_channel::unbounded();
     let from_signals = events.clone();
@@ -281,6 +307,10 @@ pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot
     };
     for event in rx {
         match event {
+            ControlEvent::Signal(SIGUSR1) => {
+                log::info!("SIGUSR1: reopening access logs");
+                server.writers.reopen_all();
+            }
             ControlEvent::Signal(SIGHUP) => match reload(&mut server) {
                 Ok(g) => log::info!("reloaded {} (generation {g})", path.display()),
                 Err(e) => log::error!("reload of {} refused; keeping the running config:\n{e}", path.display()),

@@ -149,6 +149,20 @@ impl ErrorKind {
         "overloaded",
     ];
 
+    /// This kind's metric label.
+    pub fn label(&self) -> &'static str {
+        ErrorKind::LABELS[self.index()]
+    }
+
+    /// The upstream endpoint the failure concerns, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            ErrorKind::ConnectFailed { endpoint, .. } | ErrorKind::UpstreamLost { endpoint, .. } => Some(endpoint),
+            ErrorKind::Timeout { endpoint } => endpoint.as_deref(),
+            _ => None,
+        }
+    }
+
     /// This kind's place in `LABELS`.
     pub fn index(&self) -> usize {
         match self {

@@ -45,7 +45,9 @@
 //! - [`io`]: read and write loops over monoio (adaptive reads, outbox writes).
 //! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
 //! - [`logging`]: the log line format.
+//! - [`access_log`]: sampled per-request JSON lines, written by a thread per file.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod control;

@@ -9,14 +9,15 @@
 //! the same names again. Knows no protocol: a request's variant (a Thrift dialect) and status
 //! code (gRPC's `grpc-status`) are small numbers each protocol gives meaning to.
 
+use std::cell::OnceCell;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::cell::OnceCell;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::access_log::Sink;
 use crate::error::ErrorKind;
 
 /// Variants of a request a protocol may count apart (Thrift: transport × protocol × inner
@@ -126,6 +127,10 @@ pub struct RouteMetrics {
     latency: OnceCell<Latency>,
     /// The sum of every latency observed, microseconds (the histogram's `_sum`).
     latency_sum_us: Cell<u64>,
+    /// Above zero: the route's listener has an access log, and a request is logged when a
+    /// random u64 is at most this (the sample fraction of `u64::MAX`).
+    log_threshold: Cell<u64>,
+    log: RefCell<Option<Rc<RouteLog>>>,
 }
 
 impl RouteMetrics {
@@ -158,6 +163,29 @@ impl RouteMetrics {
         self.latency.get_or_init(Latency::new).record(us);
     }
 
+    /// Sets (or clears) where this route's requests are logged (each config applied).
+    pub fn set_log(&self, log: Option<RouteLog>) {
+        self.log_threshold.set(log.as_ref().map_or(0, |l| l.threshold));
+        *self.log.borrow_mut() = log.map(Rc::new);
+    }
+
+    /// Whether requests of this route may be logged (one load on the hot path).
+    #[inline]
+    pub fn logging(&self) -> bool {
+        self.log_threshold.get() != 0
+    }
+
+    /// Logs a finished request if it is sampled. Call only when `logging()`.
+    #[cold]
+    pub fn log(&self, entry: &AccessEntry<'_>) {
+        if sample() > self.log_threshold.get() {
+            return;
+        }
+        if let Some(log) = &*self.log.borrow() {
+            log.write(entry);
+        }
+    }
+
     fn report(&self, listener: &str, route: &str) -> RouteReport {
         RouteReport {
             listener: listener.into(),
@@ -182,6 +210,87 @@ pub fn bump(c: &Cell<u64>) {
 #[inline]
 pub fn add(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
+}
+
+/// A random number for access log sampling (xorshift64*, one state per worker thread).
+fn sample() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = micros_since_start(Instant::now()) ^ (std::process::id() as u64) << 32;
+            seed | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// What an access log line says about one request, besides its route's names.
+pub struct AccessEntry<'a> {
+    pub method: &'a [u8],
+    /// The upstream endpoint that answered, if the request reached one.
+    pub endpoint: &'a str,
+    /// `forwarded`, `upstream_exception`, `no_reply`, or the proxy's error kind.
+    pub outcome: &'a str,
+    pub grpc_status: Option<u32>,
+    pub latency_us: u64,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+}
+
+/// The names a route's log lines carry, and where they go.
+pub struct RouteLog {
+    listener: Box<str>,
+    route: Box<str>,
+    cluster: Box<str>,
+    protocol: &'static str,
+    sink: Sink,
+    threshold: u64,
+}
+
+impl RouteLog {
+    pub fn new(
+        listener: &str,
+        route: &str,
+        cluster: &str,
+        protocol: &'static str,
+        sink: Sink,
+        sample: f64,
+    ) -> RouteLog {
+        // The largest u64 a sampled request may draw (0 logs nothing).
+        let threshold = if sample >= 1.0 { u64::MAX } else { (sample * u64::MAX as f64) as u64 };
+        RouteLog { listener: listener.into(), route: route.into(), cluster: cluster.into(), protocol, sink, threshold }
+    }
+
+    fn write(&self, e: &AccessEntry<'_>) {
+        let mut line = serde_json::json!({
+            "time": crate::access_log::rfc3339(std::time::SystemTime::now()),
+            "listener": &*self.listener,
+            "route": &*self.route,
+            "cluster": &*self.cluster,
+            "endpoint": e.endpoint,
+            "protocol": self.protocol,
+            "method": String::from_utf8_lossy(e.method),
+            "outcome": e.outcome,
+            "latency_us": e.latency_us,
+        });
+        let m = line.as_object_mut().expect("an object");
+        if let Some(s) = e.grpc_status {
+            m.insert("grpc_status".into(), s.into());
+        }
+        if let Some(b) = e.bytes_in {
+            m.insert("bytes_in".into(), b.into());
+        }
+        if let Some(b) = e.bytes_out {
+            m.insert("bytes_out".into(), b.into());
+        }
+        self.sink.send(line.to_string());
+    }
 }
 
 /// Why a downstream connection closed.

@@ -561,3 +561,39 @@ fn bench_grpc_load_through_the_ringway_binary() {
     ringway.signal(libc::SIGTERM);
     assert_eq!(ringway.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
 }
+
+/// Log rotation as logrotate does it: the file is renamed, SIGUSR1 makes ringway open the
+/// path again, and later lines go to the new file while the renamed one keeps the old ones.
+#[test]
+fn sigusr1_reopens_access_logs_after_rotation() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let dir = temp_dir("usr1");
+    let log = dir.join("access.log");
+    let toml = config("auto", &backend.addr, "").replace(
+        r#"routes = [ { cluster = "main" } ]"#,
+        &format!("access_log = {{ path = \"{}\" }}\nroutes = [ {{ cluster = \"main\" }} ]", log.display()),
+    );
+    assert!(toml.contains("access_log"), "{toml}");
+    let path = dir.join("ringway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut rw = Ringway::start(&path);
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap_or_default().lines().count();
+    let mut c = Client::connect(rw.addr, Wire::Binary);
+    for seq in 0..5 {
+        assert_eq!(c.call("before", seq, "x"), Reply::Ok("before:x".into()));
+    }
+    assert!(common::eventually(Duration::from_secs(5), || lines(&log) == 5));
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    rw.signal(libc::SIGUSR1);
+    assert!(common::eventually(Duration::from_secs(5), || rw.logged("access log") && rw.logged("reopened")));
+    for seq in 0..3 {
+        assert_eq!(c.call("after", seq, "x"), Reply::Ok("after:x".into()));
+    }
+    assert!(common::eventually(Duration::from_secs(5), || lines(&log) == 3), "new file: {}", lines(&log));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!((old.lines().count(), old.contains("\"after\"")), (5, false));
+    rw.signal(libc::SIGTERM);
+    assert!(rw.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -43,6 +43,13 @@ fn listener(l: &ListenerConfig, clusters: &[ClusterConfig]) -> Value {
         "routes": routes,
         "max_write_buffer": l.max_write_buffer.get(),
     });
+    if let Some(a) = &l.access_log {
+        v["access_log"] = json!({
+            "path": a.path.display().to_string(),
+            "sample": a.sample,
+            "max_queued_lines": a.max_queued_lines,
+        });
+    }
     let keys = match &l.protocol {
         ListenerProtocol::Thrift(t) => json!({
             "protocol": "thrift",

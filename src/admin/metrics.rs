@@ -351,6 +351,17 @@ fn process_section(e: &mut Exposition, c: &Collected, status: &Status) {
         e.family("ringway_process_open_fds", "gauge", "File descriptors the proxy process holds open.");
         e.sample("ringway_process_open_fds", &[], fds);
     }
+    let sinks = status.access_logs.lock().unwrap_or_else(|x| x.into_inner()).clone();
+    const LINES: &str = "ringway_access_log_lines_total";
+    const DROPPED: &str = "ringway_access_log_dropped_total";
+    e.family(LINES, "counter", "Access log lines written, per file.");
+    for s in &sinks {
+        e.sample(LINES, &[("file", &s.path.display().to_string())], s.stats.written.load(Ordering::Relaxed));
+    }
+    e.family(DROPPED, "counter", "Access log lines dropped: the writer fell behind, or could not write.");
+    for s in &sinks {
+        e.sample(DROPPED, &[("file", &s.path.display().to_string())], s.stats.dropped.load(Ordering::Relaxed));
+    }
     let t = c.total();
     e.family(
         "ringway_task_panics_total",

@@ -67,8 +67,17 @@ struct RawListener {
     #[serde(default)]
     routes: Vec<RawRoute>,
     max_write_buffer: Option<StrOrInt>,
+    access_log: Option<RawAccessLog>,
     #[serde(flatten)]
     rest: toml::Table,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    path: Option<String>,
+    sample: Option<f64>,
+    max_queued_lines: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -230,7 +239,8 @@ impl RawConfig {
             );
             let protocol = ListenerProtocol::parse(l.protocol.as_deref(), &Section::new(&l.rest, &path), &mut p);
             if let Some(address) = address {
-                listeners.push(ListenerConfig { name, address, routes, max_write_buffer, protocol });
+                let access_log = l.access_log.as_ref().and_then(|a| a.validate(&format!("{path}.access_log"), &mut p));
+                listeners.push(ListenerConfig { name, address, routes, max_write_buffer, protocol, access_log });
             }
         }
         let admin = self.admin.as_ref().and_then(|a| a.validate(&mut p));
@@ -323,6 +333,30 @@ impl RawRuntime {
                 p.add(key, e);
                 Duration::ZERO
             }
+        }
+    }
+}
+
+impl RawAccessLog {
+    fn validate(&self, path: &str, p: &mut Problems) -> Option<AccessLogConfig> {
+        let sample = self.sample.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample) || sample.is_nan() {
+            p.add(format!("{path}.sample"), format!("{sample} is not a fraction between 0 and 1"));
+        }
+        let max_queued_lines = self.max_queued_lines.unwrap_or(DEFAULT_ACCESS_LOG_QUEUE as i64);
+        if !(1..=1_000_000).contains(&max_queued_lines) {
+            p.add(format!("{path}.max_queued_lines"), format!("{max_queued_lines} is not between 1 and 1000000"));
+        }
+        match self.path.as_deref() {
+            None | Some("") => {
+                p.add(format!("{path}.path"), "missing (the file lines are appended to)");
+                None
+            }
+            Some(f) => Some(AccessLogConfig {
+                path: f.into(),
+                sample,
+                max_queued_lines: max_queued_lines.clamp(1, 1_000_000) as usize,
+            }),
         }
     }
 }

@@ -180,3 +180,41 @@ fn protocol_keys_are_typed_and_range_checked() {
     let g = c.listeners[0].protocol.grpc().copied().unwrap();
     assert_eq!((g.initial_stream_window, g.stream_stall_timeout), (65_536, Duration::from_secs(5)));
 }
+
+#[test]
+fn routes_are_named_by_index_unless_named_and_names_are_unique_per_listener() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    let names: Vec<&str> = c.listeners[0].routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["0", "1", "2"]);
+    let named = EXAMPLE.replace("{ method_prefix = \"get\",", "{ name = \"reads\", method_prefix = \"get\",");
+    assert_eq!(Config::parse(&named).unwrap().listeners[0].routes[1].name, "reads");
+    let twice = EXAMPLE
+        .replace("{ method_prefix = \"get\",", "{ name = \"x\", method_prefix = \"get\",")
+        .replace("{ cluster = \"echo\" },\n]", "{ name = \"x\", cluster = \"echo\" },\n]");
+    let err = Config::parse(&twice).unwrap_err();
+    assert!(
+        err.0.contains(&"listener[0].routes[2].name: route \"x\" is defined twice in this listener".to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn access_logs_are_off_unless_configured_and_their_keys_are_checked() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().listeners[0].access_log, None);
+    let with = |al: &str| {
+        EXAMPLE.replace("address = \"127.0.0.1:7000\"", &format!("address = \"127.0.0.1:7000\"\naccess_log = {al}"))
+    };
+    let a = Config::parse(&with("{ path = \"/var/log/ringway/access.log\" }")).unwrap().listeners[0].access_log.clone();
+    let a = a.unwrap();
+    assert_eq!(
+        (a.path.to_str(), a.sample, a.max_queued_lines),
+        (Some("/var/log/ringway/access.log"), 1.0, 8192),
+        "defaults"
+    );
+    let err = Config::parse(&with("{ path = \"a.log\", sample = 1.5, max_queued_lines = 0 }")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("listener[0].access_log.sample:")), "{err}");
+    assert!(err.0.iter().any(|p| p.starts_with("listener[0].access_log.max_queued_lines:")), "{err}");
+    let err = Config::parse(&with("{ sample = 0.5 }")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("listener[0].access_log.path: missing")), "{err}");
+    assert!(Config::parse(&with("{ path = \"a.log\", smaple = 0.5 }")).is_err(), "unknown keys are errors");
+}

@@ -28,7 +28,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
-use crate::metrics::{micros_since_start, now_us, CloseReason, ConnMeter};
+use crate::metrics::{micros_since_start, now_us, AccessEntry, CloseReason, ConnMeter};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::state::WorkerState;
@@ -465,9 +465,24 @@ impl GrpcSession {
             stats.no_route.set(stats.no_route.get() + 1);
             let unrouted = &self.meter.listener.unrouted;
             unrouted.request(0);
-            let err = ErrorKind::NoRoute { target: String::from_utf8_lossy(path).into_owned() }.into();
+            let err: RequestError = ErrorKind::NoRoute { target: String::from_utf8_lossy(path).into_owned() }.into();
             self.reply_error(id, b.end_stream, &err);
-            unrouted.observe(now_us().saturating_sub(start));
+            let latency = now_us().saturating_sub(start);
+            unrouted.observe(latency);
+            if unrouted.logging() {
+                unrouted.log(&AccessEntry {
+                    method: path,
+                    endpoint: "",
+                    outcome: err.kind.label(),
+                    grpc_status: match reply(&err) {
+                        GrpcReply::Status(code, _) => Some(code as u32),
+                        GrpcReply::Reset(_) => None,
+                    },
+                    latency_us: latency,
+                    bytes_in: None,
+                    bytes_out: None,
+                });
+            }
             return Ok(());
         };
         let rm = metrics[ri].clone();

@@ -23,7 +23,7 @@ use super::wire::{check_response, encode_timeout, status_fields};
 use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::frame::{Reason, StreamId, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
-use crate::metrics::{bump, now_us, RouteMetrics};
+use crate::metrics::{bump, now_us, AccessEntry, RouteMetrics};
 use crate::stats::Stats;
 use crate::worker::hold::InFlight;
 
@@ -44,6 +44,10 @@ pub trait UpstreamEnd {
     fn register(&self, stream: Rc<Stream>) -> StreamId;
     /// The stream ended: its slot is free.
     fn forget(&self, id: StreamId);
+    /// The endpoint it is connected to (access log).
+    fn peer(&self) -> &str {
+        ""
+    }
 }
 
 /// A frame a stream refused: the side resets the stream with `reason` (RFC 9113 §5.4.2).
@@ -101,8 +105,8 @@ struct StreamState {
     rst_client_after_trailers: bool,
     /// The `grpc-status` of the upstream's trailers (or Trailers-Only response).
     status: Option<u32>,
-    /// The stream's outcome was counted as an error (else it ends as forwarded).
-    failed: bool,
+    /// The stream's outcome was counted as an error (else it ends as forwarded): its label.
+    failed: Option<&'static str>,
 }
 
 pub struct Stream {
@@ -115,6 +119,8 @@ pub struct Stream {
     /// The route it took, and when its headers were read (metrics).
     route: Rc<RouteMetrics>,
     start: u64,
+    /// The request's path, kept only when the route's listener has an access log.
+    path: Option<Box<[u8]>>,
 }
 
 impl Stream {
@@ -138,6 +144,9 @@ impl Stream {
             down,
             down_id,
             _in_flight: InFlight::new(),
+            path: route
+                .logging()
+                .then(|| request.iter().find(|f| f.name == b":path").map(|f| f.value).unwrap_or_default().into()),
             route,
             start,
             st: RefCell::new(StreamState {
@@ -152,7 +161,7 @@ impl Stream {
                 closed: false,
                 rst_client_after_trailers: false,
                 status: None,
-                failed: false,
+                failed: None,
             }),
         }
     }
@@ -421,13 +430,25 @@ impl Stream {
         st.resp.queue.clear();
         let (failed, status) = (st.failed, st.status);
         drop(st);
-        if !failed {
+        if failed.is_none() {
             bump(&self.route.forwarded);
             if let Some(code) = status {
                 self.route.status(code);
             }
         }
-        self.route.observe(now_us().saturating_sub(self.start));
+        let latency = now_us().saturating_sub(self.start);
+        self.route.observe(latency);
+        if self.route.logging() {
+            self.route.log(&AccessEntry {
+                method: self.path.as_deref().unwrap_or_default(),
+                endpoint: up.as_deref().map_or("", |u| u.peer()),
+                outcome: failed.unwrap_or("forwarded"),
+                grpc_status: status,
+                latency_us: latency,
+                bytes_in: None,
+                bytes_out: None,
+            });
+        }
         self.down.core().credit(req_bytes);
         self.down.forget(self.down_id);
         if let Some(up) = up {
@@ -450,6 +471,7 @@ impl Stream {
         };
         if !self.is_closed() && self.count_error(&err.kind) {
             self.route.status(code as u32);
+            self.st.borrow_mut().status = Some(code as u32);
         }
         let mut st = self.st.borrow_mut();
         if st.closed {
@@ -501,9 +523,10 @@ impl Stream {
     /// counted or the stream is over).
     pub fn count_error(&self, kind: &ErrorKind) -> bool {
         let mut st = self.st.borrow_mut();
-        if st.closed || std::mem::replace(&mut st.failed, true) {
+        if st.closed || st.failed.is_some() {
             return false;
         }
+        st.failed = Some(kind.label());
         self.route.error(kind);
         true
     }

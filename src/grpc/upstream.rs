@@ -161,6 +161,10 @@ impl UpstreamEnd for GrpcUpstream {
         &self.core
     }
 
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
     fn register(&self, stream: Rc<Stream>) -> StreamId {
         GrpcUpstream::register(self, stream)
     }

@@ -11,7 +11,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
-use crate::metrics::{bump, micros_since_start, CloseReason, ConnMeter, RouteMetrics};
+use crate::metrics::{bump, micros_since_start, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
@@ -361,11 +361,24 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         if info.msg.msg_type == ONEWAY {
             stats.protocols.thrift.oneway.set(stats.protocols.thrift.oneway.get() + 1);
             bump(&route.no_reply);
+            if route.logging() {
+                route.log(&AccessEntry {
+                    method: &frame[info.msg.name.clone()],
+                    endpoint: &conn.peer,
+                    outcome: "no_reply",
+                    grpc_status: None,
+                    latency_us: 0,
+                    bytes_in: Some(frame.len() as u64),
+                    bytes_out: None,
+                });
+            }
             conn.send(frame, info, None);
             return;
         }
         let name = ds.method_name(&frame[info.msg.name.clone()]);
-        let pending = Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline, route, start };
+        let req_len = frame.len() as u32;
+        let pending =
+            Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline, route, start, req_len };
         ds.inflight.set(ds.inflight.get() + 1);
         conn.send(frame, info, Some(pending));
     }

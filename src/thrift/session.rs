@@ -10,7 +10,7 @@ use monoio::io::Canceller;
 
 use crate::error::RequestError;
 use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
-use crate::metrics::{bump, now_us, CloseReason, ConnMeter, RouteMetrics};
+use crate::metrics::{bump, now_us, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
 use crate::stats::Stats;
 use crate::thrift::codec::message::EXCEPTION;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
@@ -120,7 +120,19 @@ impl ThriftSession {
     ) {
         route.error(&err.kind);
         self.send_error(dialect, name, seq, err);
-        route.observe(now_us().saturating_sub(start));
+        let latency = now_us().saturating_sub(start);
+        route.observe(latency);
+        if route.logging() {
+            route.log(&AccessEntry {
+                method: name,
+                endpoint: err.kind.endpoint().unwrap_or(""),
+                outcome: err.kind.label(),
+                grpc_status: None,
+                latency_us: latency,
+                bytes_in: None,
+                bytes_out: None,
+            });
+        }
     }
 }
 
@@ -169,12 +181,15 @@ pub struct Pending {
     /// The route it took, and when it was read (`metrics::now_us`).
     pub route: Rc<RouteMetrics>,
     pub start: u64,
+    /// The request frame's length (access log).
+    pub req_len: u32,
 }
 
 impl Pending {
     /// Restores the client's seqID into a reply and hands it to the client; `now`: when the
     /// reply was read (`metrics::now_us`), the end of the request's latency.
-    pub fn complete(self, reply: impl FrameBytes, info: &FrameInfo, now: u64) {
+    pub fn complete(self, reply: impl FrameBytes, info: &FrameInfo, now: u64, peer: &str) {
+        let reply_len = reply.len() as u64;
         let out = &self.downstream.out;
         if reply.len() < COPY_MAX && reply_fits(info, &self.orig) {
             out.push_copy(&reply, |copy| restore_reply_in_place(copy, info, &self.orig));
@@ -182,11 +197,24 @@ impl Pending {
             out.push(restore_reply(reply.into_owned(), info, &self.orig));
         }
         self.downstream.stats.protocols.thrift.replies.set(self.downstream.stats.protocols.thrift.replies.get() + 1);
+        let exception = info.msg.msg_type == EXCEPTION;
         bump(&self.route.forwarded);
-        if info.msg.msg_type == EXCEPTION {
+        if exception {
             bump(&self.route.upstream_exceptions);
         }
-        self.route.observe(now.saturating_sub(self.start));
+        let latency = now.saturating_sub(self.start);
+        self.route.observe(latency);
+        if self.route.logging() {
+            self.route.log(&AccessEntry {
+                method: &self.name,
+                endpoint: peer,
+                outcome: if exception { "upstream_exception" } else { "forwarded" },
+                grpc_status: None,
+                latency_us: latency,
+                bytes_in: Some(self.req_len as u64),
+                bytes_out: Some(reply_len),
+            });
+        }
         self.downstream.request_done();
     }
 
@@ -260,6 +288,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(1),
             route: Rc::default(),
             start: 0,
+            req_len: req.len() as u32,
         };
         (s, p)
     }
@@ -272,7 +301,7 @@ mod tests {
             let (s, p) = one_pending(protocol, 7);
             let activity = s.activity.get();
             let reply = framed(protocol, REPLY, "getUser", 1234);
-            p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap(), 0);
+            p.complete(&reply[..], &parse_frame(&reply, 4096).unwrap(), 0, "10.0.0.1:9100");
             let out = written(&s);
             assert_eq!(out, framed(protocol, REPLY, "getUser", 7), "{protocol:?}: the reply, seqID 7 again");
             assert_eq!((s.inflight.get(), s.stats.protocols.thrift.replies.get()), (0, 1), "{protocol:?}");

@@ -298,7 +298,7 @@ impl ThriftUpstream {
         let removed = self.pending.borrow_mut().remove(info.msg.seq);
         match removed {
             Some(p) => {
-                p.complete(frame, &info, self.read_at.get());
+                p.complete(frame, &info, self.read_at.get(), &self.peer);
                 if was_full {
                     self.capacity.notify_all();
                 }

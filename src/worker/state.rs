@@ -9,8 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::access_log::Sink;
 use crate::config::{ClusterConfig, Config, ListenerConfig, RouteConfig};
-use crate::metrics::{ClusterMetrics, EndpointMetrics, EndpointState, Registry, RouteMetrics};
+use crate::metrics::{ClusterMetrics, EndpointMetrics, EndpointState, Registry, RouteLog, RouteMetrics};
 use crate::pool::{Member, Pool};
 use crate::stats::Stats;
 
@@ -19,6 +20,8 @@ use crate::stats::Stats;
 pub struct Snapshot {
     pub generation: u64,
     pub config: Config,
+    /// Each listener's access log (same indexes as `config.listeners`), if it has one.
+    pub access_logs: Vec<Option<Sink>>,
 }
 
 /// A downstream connection as the worker sees it: something a drain can ask to finish, close
@@ -137,12 +140,29 @@ pub struct View {
 
 impl View {
     fn new(snapshot: Arc<Snapshot>, clusters: Vec<Rc<ClusterPools>>, registry: &Registry) -> View {
-        let route_metrics = snapshot
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.routes.iter().map(|r| registry.route(&l.name, &r.name)).collect())
-            .collect();
+        let config = &snapshot.config;
+        let mut route_metrics = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let sink = snapshot.access_logs.get(i).cloned().flatten();
+            let sample = l.access_log.as_ref().map_or(0.0, |a| a.sample);
+            let protocol = l.protocol.kind().name();
+            let log = |route: &str, cluster: &str| {
+                sink.clone().map(|sink| RouteLog::new(&l.name, route, cluster, protocol, sink, sample))
+            };
+            let unrouted = registry.listener(&l.name, protocol).unrouted.clone();
+            unrouted.set_log(log("", ""));
+            let routes: Vec<Rc<RouteMetrics>> = l
+                .routes
+                .iter()
+                .map(|r| {
+                    let m = registry.route(&l.name, &r.name);
+                    let cluster = config.clusters.get(r.cluster).map_or("", |c| c.name.as_str());
+                    m.set_log(log(&r.name, cluster));
+                    m
+                })
+                .collect();
+            route_metrics.push(routes);
+        }
         View { snapshot, clusters, route_metrics }
     }
 
