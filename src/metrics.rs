@@ -12,8 +12,6 @@
 use std::cell::OnceCell;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -22,7 +20,7 @@ use crate::error::ErrorKind;
 
 /// Variants of a request a protocol may count apart (Thrift: transport × protocol × inner
 /// framing, see `thrift::stats::variant`).
-pub const VARIANTS: usize = 18;
+pub const VARIANTS: usize = 24;
 /// Status codes counted per route (gRPC: 0..=16).
 pub const STATUSES: usize = 17;
 /// The Prometheus histogram's bucket bounds, in microseconds (25 µs to 30 s).
@@ -40,17 +38,17 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).expect("constant bounds are valid")
 }
 
-/// Microseconds on a monotonic clock that starts with the process: request start and end
-/// times are plain integers, so a latency is one subtraction.
+/// Microseconds on the monotonic clock (`CLOCK_MONOTONIC`, the clock `Instant` reads):
+/// request start and end times are plain integers, so a latency is one subtraction, and
+/// reading the clock costs no `Duration` arithmetic.
+#[inline]
 pub fn now_us() -> u64 {
-    micros_since_start(Instant::now())
-}
-
-/// `at` in the microseconds of [`now_us`].
-pub fn micros_since_start(at: Instant) -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let d = at.saturating_duration_since(*START.get_or_init(Instant::now));
-    d.as_secs() * 1_000_000 + d.subsec_micros() as u64
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`;
+    // CLOCK_MONOTONIC always exists on Linux, so it cannot fail (and a failure would leave
+    // zeros, not undefined memory).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 /// Below this many microseconds every value has a bucket of its own.
@@ -216,7 +214,7 @@ pub fn add(c: &Cell<u64>, n: u64) {
 fn sample() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
-            let seed = micros_since_start(Instant::now()) ^ (std::process::id() as u64) << 32;
+            let seed = now_us() ^ (std::process::id() as u64) << 32;
             seed | 1
         });
     }
@@ -444,6 +442,15 @@ impl Registry {
         let v = Rc::new(EndpointMetrics::default());
         l.push((cluster.into(), endpoint.into(), v.clone()));
         v
+    }
+
+    /// Replies forwarded on the routes of every listener of `protocol`.
+    pub fn forwarded(&self, protocol: &str) -> u64 {
+        let listeners = self.listeners.borrow();
+        let of = |name: &str| listeners.iter().any(|(n, l)| **n == *name && l.protocol == protocol);
+        let unrouted: u64 =
+            listeners.iter().filter(|(_, l)| l.protocol == protocol).map(|(_, l)| l.unrouted.forwarded.get()).sum();
+        unrouted + self.routes.borrow().iter().filter(|(l, _, _)| of(l)).map(|(_, _, m)| m.forwarded.get()).sum::<u64>()
     }
 
     /// A copy of every counter, with the gauges the worker reads off its live state

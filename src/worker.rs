@@ -218,7 +218,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                 let _ = to.send(WorkerReport {
                     worker: id,
                     driver,
-                    stats: state.stats.snapshot(),
+                    stats: state.stats_snapshot(),
                     metrics: state.metrics_report(),
                     connections: state.conn_count(),
                     requests_active: state.requests_active(),
@@ -228,7 +228,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
     }
 
     drain(&state, accept_cancel, accepts).await;
-    let _ = events.send(Event::Stopped { worker: id, stats: Box::new(state.stats.snapshot()) });
+    let _ = events.send(Event::Stopped { worker: id, stats: Box::new(state.stats_snapshot()) });
 }
 
 /// Waits for the next command without polling: the control thread wakes us after each send.

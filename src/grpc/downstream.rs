@@ -28,7 +28,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
-use crate::metrics::{micros_since_start, now_us, AccessEntry, CloseReason, ConnMeter};
+use crate::metrics::{now_us, AccessEntry, CloseReason, ConnMeter};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
 use crate::worker::state::WorkerState;
@@ -44,6 +44,8 @@ pub struct GrpcSession {
     goaway_last: Cell<Option<StreamId>>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
+    /// The listener's place in the config (`View::listener_index`).
+    listener_index: usize,
     pub limits: GrpcListener,
     drain: Cell<Drain>,
     /// Wakes the sweeper: a stream got a deadline or started waiting on a zero window.
@@ -83,11 +85,12 @@ where
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
-    let (limits, max_write_buffer) = {
+    let (limits, max_write_buffer, listener_index) = {
         let view = state.view();
-        let Some(lc) = view.listener(&listener) else { return };
+        let Some(index) = view.listener_index(&listener) else { return };
+        let lc = &view.snapshot.config.listeners[index];
         let Some(g) = lc.protocol.grpc() else { return };
-        (*g, lc.max_write_buffer.get())
+        (*g, lc.max_write_buffer.get(), index)
     };
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
@@ -126,6 +129,7 @@ where
         goaway_last: Cell::new(None),
         state: state.clone(),
         listener,
+        listener_index,
         limits,
         drain: Cell::new(Drain::Open),
         sweeper: Notify::default(),
@@ -453,9 +457,9 @@ impl GrpcSession {
         let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
         let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
         let now = Instant::now();
-        let start = micros_since_start(now);
+        let start = now_us();
         let view = self.state.view();
-        let (routes, metrics) = view.route_table(&self.listener);
+        let (routes, metrics) = view.route_table(self.listener_index);
         let routed = split_path(path).and_then(|(service, method)| {
             let key = RouteKey { method, services: [Some(service), None, None] };
             route(routes, &key)

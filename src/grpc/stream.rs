@@ -71,7 +71,11 @@ const DATA_OVER_WINDOW: Refused = refused(Reason::FLOW_CONTROL_ERROR, "DATA beyo
 /// The `grpc-status` of a trailers list, if it has a valid one.
 fn grpc_status(list: &HeaderList) -> Option<u32> {
     let f = list.iter().find(|f| f.name == b"grpc-status")?;
-    std::str::from_utf8(f.value).ok()?.parse().ok()
+    match f.value {
+        [d @ b'0'..=b'9'] => Some((d - b'0') as u32),
+        [a @ b'1'..=b'9', b @ b'0'..=b'9'] => Some(((a - b'0') * 10 + (b - b'0')) as u32),
+        _ => None,
+    }
 }
 
 /// What the sweeper should do about a stream now.

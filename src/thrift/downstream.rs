@@ -11,7 +11,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
-use crate::metrics::{bump, micros_since_start, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
+use crate::metrics::{bump, now_us, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
@@ -98,6 +98,7 @@ where
         ds: ds.clone(),
         state,
         listener,
+        listener_index: usize::MAX,
     };
     conn.run().await;
     // Every request in flight has a deadline, so this wait is bounded.
@@ -121,6 +122,8 @@ struct Conn<R> {
     ds: Rc<ThriftSession>,
     state: Rc<WorkerState>,
     listener: Rc<str>,
+    /// The listener's place in the config (`View::listener_index`).
+    listener_index: usize,
 }
 
 /// What to do with the connection after a frame.
@@ -158,7 +161,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 self.ds.meter.read(n);
                 self.ds.touch();
                 self.now = Instant::now();
-                self.now_us = micros_since_start(self.now);
+                self.now_us = now_us();
                 true
             }
             Err(_) => false,
@@ -199,7 +202,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
         let (limits, max_write_buffer) = {
             let view = self.state.view();
-            let Some(lc) = view.listener(&self.listener) else { return };
+            let Some(index) = view.listener_index(&self.listener) else { return };
+            self.listener_index = index;
+            let lc = &view.snapshot.config.listeners[index];
             let Some(t) = lc.protocol.thrift() else { return };
             (*t, lc.max_write_buffer.get())
         };
@@ -291,7 +296,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         let at = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &frame[r]);
         let key = RouteKey { method, services: [prefix, at(&info.isn), at(&info.to_service)] };
         let view = self.state.view();
-        let (routes, metrics) = view.route_table(&self.listener);
+        let (routes, metrics) = view.route_table(self.listener_index);
         let Some(ri) = route(routes, &key) else {
             stats.no_route.set(stats.no_route.get() + 1);
             unrouted.request(variant);

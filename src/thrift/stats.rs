@@ -6,7 +6,8 @@ use crate::thrift::codec::Dialect;
 counters! {
     /// Thrift counters of one worker.
     ThriftStats / ThriftSnapshot, "" {
-        /// Replies matched and returned to their client.
+        /// Replies matched and returned to their client. Not counted here: a snapshot takes it
+        /// from the Thrift routes' `forwarded` (`WorkerState::stats_snapshot`).
         replies,
         /// ONEWAY requests forwarded (no reply expected).
         oneway,
@@ -21,32 +22,40 @@ counters! {
     }
 }
 
-/// The metrics variant of a dialect: transport × protocol × inner framing (`metrics::VARIANTS`).
+/// The metrics variant of a dialect: transport × protocol (two bits) × inner framing
+/// (`metrics::VARIANTS`), by shifts alone.
+#[inline]
 pub fn variant(d: &Dialect) -> usize {
-    ((d.transport as usize) * 3 + d.protocol as usize) * 2 + d.inner_framed as usize
+    (d.transport as usize) << 3 | (d.protocol as usize) << 1 | d.inner_framed as usize
 }
 
 /// The `dialect` label of a variant (inner framing exists only under TTHeader).
 pub fn variant_label(v: usize) -> &'static str {
-    const LABELS: [&str; 18] = [
+    const LABELS: [&str; 24] = [
         "framed_binary",
         "framed_binary",
         "framed_binary_nonstrict",
         "framed_binary_nonstrict",
         "framed_compact",
         "framed_compact",
+        "unknown",
+        "unknown",
         "ttheader_binary",
         "ttheader_framed_binary",
         "ttheader_binary_nonstrict",
         "ttheader_framed_binary_nonstrict",
         "ttheader_compact",
         "ttheader_framed_compact",
+        "unknown",
+        "unknown",
         "theader_binary",
         "theader_binary",
         "theader_binary_nonstrict",
         "theader_binary_nonstrict",
         "theader_compact",
         "theader_compact",
+        "unknown",
+        "unknown",
     ];
     LABELS.get(v).copied().unwrap_or("unknown")
 }

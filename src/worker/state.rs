@@ -171,11 +171,18 @@ impl View {
         self.listener(listener).map(|l| &l.routes[..]).unwrap_or(&[])
     }
 
-    /// The routes of a listener with their metrics (same indexes).
-    pub fn route_table(&self, listener: &str) -> (&[RouteConfig], &[Rc<RouteMetrics>]) {
-        match self.snapshot.config.listeners.iter().position(|l| l.name == listener) {
-            Some(i) => (&self.snapshot.config.listeners[i].routes, &self.route_metrics[i]),
-            None => (&[], &[]),
+    /// A listener's place in the config: the same in every snapshot (a reload may not change
+    /// the listeners), so a connection looks it up once.
+    pub fn listener_index(&self, listener: &str) -> Option<usize> {
+        self.snapshot.config.listeners.iter().position(|l| l.name == listener)
+    }
+
+    /// The routes of the listener at `index` with their metrics (same indexes).
+    #[inline]
+    pub fn route_table(&self, index: usize) -> (&[RouteConfig], &[Rc<RouteMetrics>]) {
+        match (self.snapshot.config.listeners.get(index), self.route_metrics.get(index)) {
+            (Some(l), Some(m)) => (&l.routes, m),
+            _ => (&[], &[]),
         }
     }
 
@@ -286,6 +293,13 @@ impl WorkerState {
         for c in self.all_conns() {
             c.close_if_idle(idle, now);
         }
+    }
+
+    /// A copy of the worker's counters, with the Thrift replies summed from its routes.
+    pub fn stats_snapshot(&self) -> crate::stats::StatsSnapshot {
+        let mut s = self.stats.snapshot();
+        s.protocols.thrift.replies = self.metrics.forwarded("thrift");
+        s
     }
 
     /// Every labelled metric of this worker, with the pools' live figures.
