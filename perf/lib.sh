@@ -2,7 +2,8 @@
 # Source it; it defines start_pair, load, cleanup and RINGWAY_PID, PROXY_PORT. Set PROTOCOL
 # (a ringway-bench load protocol, default framed-binary) before start_pair: a grpc-* protocol
 # gets the gRPC echo backend and a grpc listener. RINGWAY_RUNTIME adds lines to ringway's
-# [runtime] table (e.g. 'coalesce_wait = "0"').
+# [runtime] table (e.g. 'coalesce_wait = "0"'); RINGWAY_EXTRA adds tables at the end (e.g.
+# an [admin] section).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin ringway --bin ringway-bench
@@ -60,6 +61,7 @@ routes = [ { cluster = "echo" } ]
 name = "echo"
 endpoints = ["127.0.0.1:$BACKEND_PORT"]
 max_requests_per_connection = 512
+${RINGWAY_EXTRA:-}
 TOML
   taskset -c 0 "$@" "$BIN/ringway" run --config "$TMP/ringway.toml" >/dev/null 2>"$TMP/ringway.log" &
   RINGWAY_PID=$!

@@ -417,13 +417,24 @@ fn demo_runs_with_nothing_installed_and_checks_every_reply() {
         Command::new(bench_bin()).args(["demo", "--duration", "300ms"]).env("RINGWAY_LOG", "warn").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for row in ["direct 1x1", "ringway 1x1", "direct 32x10", "ringway 32x10"] {
+    for row in ["direct 1x1", "ringway 1x1", "direct 32x10", "ringway 32x10", "grpc direct 4x4", "grpc ringway 4x4"] {
         let line = text.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no row {row}:\n{text}"));
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let rps: f64 = cols[2].parse().unwrap();
+        // The columns after the run's name: req/s first, errors last.
+        let cols: Vec<&str> = line[row.len()..].split_whitespace().collect();
+        let rps: f64 = cols[0].parse().unwrap();
         assert!(rps > 0.0, "{line}");
         assert_eq!(cols.last(), Some(&"0"), "zero errors: {line}");
     }
+    // The headline series, read back from the admin endpoint, name both listeners' routes.
+    for series in [
+        r#"ringway_requests_total{listener="thrift",route="other",protocol="thrift",dialect="framed_binary"}"#,
+        r#"ringway_grpc_responses_total{listener="grpc",route="echo",grpc_status="0"}"#,
+    ] {
+        let line =
+            text.lines().find(|l| l.trim_start().starts_with(series)).unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        assert!(line.split_whitespace().last().unwrap().parse::<u64>().unwrap() > 0, "{line}");
+    }
+    assert!(text.contains("thrift/other: ") && text.contains("grpc/echo: "), "latency per route:\n{text}");
 }
 
 /// Starts `ringway-bench echo KIND` on a free port and returns it with its address.

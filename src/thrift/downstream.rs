@@ -138,6 +138,8 @@ enum Next {
 struct Metered {
     route: Rc<RouteMetrics>,
     start: u64,
+    /// The request's deadline, in the same microseconds.
+    deadline: u64,
 }
 
 /// A request that found no upstream connection with room.
@@ -147,8 +149,7 @@ struct Waiting {
     orig: OriginalSeq,
     deadline: Instant,
     pool: Rc<ThriftPool>,
-    route: Rc<RouteMetrics>,
-    start: u64,
+    metered: Metered,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -316,16 +317,18 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         if let Some(ms) = info.rpc_timeout_ms.filter(|ms| *ms > 0) {
             timeout = timeout.min(std::time::Duration::from_millis(ms));
         }
-        let deadline = self.now + timeout;
+        let deadline_us = self.now_us + timeout.as_micros() as u64;
         let pool = cluster.pool::<ThriftUpstream>(info.dialect.index());
         match pool.try_acquire(0) {
             Some(conn) => {
-                self.send(&conn, frame, &info, orig, deadline, Metered { route: rm, start: self.now_us });
+                self.send(&conn, frame, &info, orig, Metered { route: rm, start: self.now_us, deadline: deadline_us });
                 Next::Continue
             }
             None => {
                 let frame = frame.into_owned();
-                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, route: rm, start: self.now_us }))
+                let deadline = self.now + timeout;
+                let metered = Metered { route: rm, start: self.now_us, deadline: deadline_us };
+                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, metered }))
             }
         }
     }
@@ -333,9 +336,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
         match w.pool.acquire(w.deadline, 0).await {
-            Ok(conn) => {
-                self.send(&conn, w.frame, &w.info, w.orig, w.deadline, Metered { route: w.route, start: w.start })
-            }
+            Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.metered),
             Err(e) => {
                 let stats = &self.state.stats;
                 if matches!(e.kind, ErrorKind::Saturated) {
@@ -343,9 +344,9 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
                 let name = &w.frame[w.info.msg.name.clone()];
                 if w.info.msg.msg_type == CALL {
-                    self.ds.refuse(&w.route, w.start, w.info.dialect, name, &w.orig, &e);
+                    self.ds.refuse(&w.metered.route, w.metered.start, w.info.dialect, name, &w.orig, &e);
                 } else {
-                    w.route.error(&e.kind);
+                    w.metered.route.error(&e.kind);
                     log::debug!("oneway request dropped: {e}");
                 }
             }
@@ -358,8 +359,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         frame: impl FrameBytes,
         info: &FrameInfo,
         orig: OriginalSeq,
-        deadline: Instant,
-        Metered { route, start }: Metered,
+        Metered { route, start, deadline }: Metered,
     ) {
         let (ds, stats) = (&self.ds, &self.state.stats);
         stats.requests.set(stats.requests.get() + 1);

@@ -177,7 +177,8 @@ pub struct Pending {
     /// Method name as the client sent it, for exceptions.
     pub name: Rc<[u8]>,
     pub dialect: Dialect,
-    pub deadline: Instant,
+    /// When it times out (`metrics::now_us` microseconds).
+    pub deadline: u64,
     /// The route it took, and when it was read (`metrics::now_us`).
     pub route: Rc<RouteMetrics>,
     pub start: u64,
@@ -284,7 +285,7 @@ mod tests {
             orig: OriginalSeq::capture(&req, &info),
             name: s.method_name(b"getUser"),
             dialect: info.dialect,
-            deadline: Instant::now() + Duration::from_secs(1),
+            deadline: now_us() + 1_000_000,
             route: Rc::default(),
             start: 0,
             req_len: req.len() as u32,

@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
@@ -48,7 +48,7 @@ pub struct ThriftUpstream {
     out: Outbox,
     pending: RefCell<SeqTable<Pending>>,
     /// The deadline the sweeper sleeps until; `None` while it waits for a first request.
-    next_wake: Cell<Option<Instant>>,
+    next_wake: Cell<Option<u64>>,
     /// Wakes the sweeper when a request has an earlier deadline than it sleeps until.
     deadline_added: Notify,
     next_seq: Cell<SeqId>,
@@ -319,12 +319,12 @@ impl ThriftUpstream {
                 self.deadline_added.notified().await;
                 continue;
             };
-            let now = Instant::now();
+            let now = now_us();
             if at > now {
                 self.next_wake.set(Some(at));
                 let added = self.deadline_added.notified();
                 monoio::select! {
-                    _ = monoio::time::sleep_until(at.into()) => {},
+                    _ = monoio::time::sleep(Duration::from_micros(at - now)) => {},
                     _ = added => {},
                 }
                 continue;
