@@ -254,6 +254,12 @@ both_drivers! {
         assert!(eventually(Duration::from_secs(5), || {
             m(&[("listener", "grpc")], "ringway_downstream_connections_accepted_total") == grpc_conns as f64
         }));
+        // Every gRPC connection that closed is counted closed (nothing keeps its session alive).
+        assert!(eventually(Duration::from_secs(5), || {
+            m(&[("listener", "grpc")], "ringway_downstream_connections_active") == 0.0
+                && m(&[("listener", "grpc"), ("reason", "client_closed")], "ringway_downstream_connections_closed_total")
+                    == grpc_conns as f64
+        }));
         // Process figures.
         assert_eq!(v("ringway_worker_info", &[("driver", if driver == "epoll" { "epoll" } else { "io_uring" })]), 2.0);
         assert_eq!(v("ringway_config_version", &[]), 1.0);
