@@ -22,9 +22,9 @@ use ringway_bench::grpc_echo::{EchoClient, EchoServer};
 
 const SHORT: Option<Duration> = Some(Duration::from_secs(10));
 
-/// A Thrift listener with routes `ping`, `echo`, `fail` (to the echo backend) and `dead` (to a
-/// port nothing listens on), no catch-all; a gRPC listener whose one route takes the echo
-/// service only.
+/// A Thrift listener with routes `ping`, `echo`, `fail` (to the binary echo backend), `dead`
+/// (to a port nothing listens on) and `compact` (methods starting with `c`, to the compact echo
+/// backend), no catch-all; a gRPC listener whose one route takes the echo service only.
 fn start(driver: &str, thrift: &Backends, grpc: SocketAddr) -> Server {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed at once
     let toml = format!(

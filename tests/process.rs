@@ -385,6 +385,12 @@ both_drivers! {
         assert!(body.contains("listener[0].routes[0].cluster: no cluster named \"ech\""), "{body}");
         assert_eq!(call(2), Reply::Ok("echo:x".into()), "still routed by the running config");
         assert_eq!(admin_request(admin_addr, "GET", "/reload").0, 405);
+        // The metrics say so: one reload applied, one refused, version 2 running.
+        let (status, metrics) = admin_request(admin_addr, "GET", "/metrics");
+        assert_eq!(status, 200);
+        for line in ["ringway_config_version 2", "ringway_config_reloads_total{result=\"ok\"} 1", "ringway_config_reloads_total{result=\"failed\"} 1"] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
 
         // Drain: 202, then the process drains and exits 0.
         assert_eq!(admin_request(admin_addr, "POST", "/drain"), (202, "draining\n".into()));
