@@ -78,6 +78,9 @@ pub struct Status {
     started: Mutex<Option<SystemTime>>,
     /// The access log files (lines written and dropped).
     access_logs: Mutex<Vec<crate::access_log::Sink>>,
+    /// Each worker's last report: a worker that does not answer in time is reported with it,
+    /// so summed counters never go down (which Prometheus would take for a reset).
+    last_reports: Mutex<Vec<Option<crate::worker::WorkerReport>>>,
 }
 
 /// One version of the running config, rendered once when it is applied.

@@ -42,7 +42,7 @@ pub enum Command {
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WorkerReport {
     pub worker: usize,
     /// `io_uring` or `epoll`.

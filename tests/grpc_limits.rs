@@ -389,3 +389,64 @@ both_drivers! {
         still_serves(proxy.addr);
     }
 }
+
+/// Streams refused before routing are counted in the metrics as errors of the listener's
+/// unrouted requests, by kind: one over `max_concurrent_streams`, one with a header the gRPC
+/// rules forbid (an uppercase field name).
+#[test]
+fn streams_refused_before_routing_are_counted_by_kind() {
+    let backend = EchoServer::start("127.0.0.1:0", 1).unwrap();
+    let toml = format!(
+        r#"
+[runtime]
+workers = 1
+drain_timeout = "2s"
+[admin]
+address = "127.0.0.1:0"
+[[listener]]
+name = "grpc"
+protocol = "grpc"
+address = "127.0.0.1:0"
+max_concurrent_streams = 1
+routes = [ {{ cluster = "echo" }} ]
+{}
+"#,
+        common::cluster("echo", &[backend.addr.to_string()], "")
+    );
+    let server = Server::start(Config::parse(&toml).unwrap()).unwrap();
+    let mut raw = Raw::connect(server.local_addr("grpc").unwrap(), Settings::default());
+    // Stream 1 stays open (a long server stream); stream 3 is one too many.
+    let mut b = BytesMut::new();
+    raw.server_stream(1, &[("x-count", "100000"), ("x-interval-ms", "1")], &mut b);
+    raw.send(&b);
+    let mut b = BytesMut::new();
+    raw.server_stream(3, &[], &mut b);
+    raw.send(&b);
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut refused = false;
+    while !refused && Instant::now() < end {
+        refused = matches!(raw.next(Duration::from_millis(200)), Some(Got::Rst(3, r)) if r == Reason::REFUSED_STREAM);
+    }
+    assert!(refused, "stream 3 refused with REFUSED_STREAM");
+    // A second connection: a request with an uppercase field name is malformed.
+    let mut raw2 = Raw::connect(server.local_addr("grpc").unwrap(), Settings::default());
+    let mut b = BytesMut::new();
+    raw2.server_stream(1, &[("X-Upper", "1")], &mut b);
+    raw2.send(&b);
+    let mut reset = false;
+    let end = Instant::now() + Duration::from_secs(5);
+    while !reset && Instant::now() < end {
+        reset = matches!(raw2.next(Duration::from_millis(200)), Some(Got::Rst(1, r)) if r == Reason::PROTOCOL_ERROR);
+    }
+    assert!(reset, "the malformed stream is reset with PROTOCOL_ERROR");
+    let mut s = TcpStream::connect(server.admin_addr().unwrap()).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    for kind in ["too_many_streams", "malformed"] {
+        let line = format!("ringway_proxy_errors_total{{listener=\"grpc\",route=\"\",kind=\"{kind}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    drop((raw, raw2));
+    server.shutdown();
+}

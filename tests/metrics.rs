@@ -412,3 +412,21 @@ fn a_real_prometheus_scrapes_ringway_and_answers_queries() {
     let _ = std::fs::remove_dir_all(&dir);
     server.shutdown();
 }
+
+/// Before any traffic a worker has made no pools yet: every configured endpoint is still
+/// listed, healthy, with nothing open.
+#[test]
+fn clusters_lists_configured_endpoints_before_any_traffic() {
+    let backends = Backends::start();
+    let grpc = EchoServer::start("127.0.0.1:0", 1).unwrap();
+    let server = start("auto", &backends, grpc.addr);
+    let clusters: serde_json::Value = serde_json::from_str(&get(server.admin_addr().unwrap(), "/clusters").2).unwrap();
+    let list = clusters["clusters"].as_array().unwrap();
+    assert_eq!(list.len(), 4, "{clusters}");
+    for c in list {
+        let ep = &c["endpoints"][0];
+        assert_eq!((ep["health"].as_str(), ep["connections_open"].as_u64()), (Some("healthy"), Some(0)), "{clusters}");
+        assert_eq!(ep["connections_open_per_worker"], serde_json::json!([0, 0]), "{clusters}");
+    }
+    server.shutdown();
+}

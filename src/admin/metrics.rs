@@ -19,8 +19,8 @@ use crate::protocol::ProtocolKind;
 use crate::stats::StatsSnapshot;
 use crate::worker::{Command, WorkerReport};
 
-/// Every worker's report (those that answered within `REPORT_WAIT`), by worker id, and the
-/// ids of those that did not.
+/// Every worker's report, by worker id, and the ids of those that did not answer within
+/// `REPORT_WAIT` (their last report stands in for them, so counters never go down).
 pub struct Collected {
     pub reports: Vec<WorkerReport>,
     pub missing: Vec<usize>,
@@ -41,8 +41,14 @@ pub fn collect(status: &Status) -> Collected {
             Err(_) => break,
         }
     }
+    let missing: Vec<usize> = (0..mailboxes.len()).filter(|w| !reports.iter().any(|r| r.worker == *w)).collect();
+    let mut last = status.last_reports.lock().unwrap_or_else(|e| e.into_inner());
+    last.resize(mailboxes.len(), None);
+    for r in &reports {
+        last[r.worker] = Some(r.clone());
+    }
+    reports.extend(missing.iter().filter_map(|w| last[*w].clone()));
     reports.sort_by_key(|r| r.worker);
-    let missing = (0..mailboxes.len()).filter(|w| !reports.iter().any(|r| r.worker == *w)).collect();
     Collected { reports, missing }
 }
 

@@ -185,6 +185,7 @@ impl GrpcSession {
     }
 
     fn panicked(&self, task: &str) {
+        self.meter.closing(CloseReason::Panic);
         let stats = self.stats();
         stats.panics.set(stats.panics.get() + 1);
         log::error!("listener {}: gRPC connection {task} panicked; connection closed", self.listener);
@@ -441,11 +442,15 @@ impl GrpcSession {
             return Ok(());
         }
         self.max_seen.set(id);
+        // Streams refused before routing count as errors of the listener's unrouted requests.
+        let unrouted = &self.meter.listener.unrouted;
         if self.drain.get() == Drain::Final || self.closed.get() {
+            unrouted.error(&ErrorKind::Draining);
             self.core.write_rst(id, reset_code(&ErrorKind::Draining.into()));
             return Ok(());
         }
         if self.streams.borrow().len() >= self.limits.max_concurrent_streams as usize {
+            unrouted.error(&ErrorKind::TooManyStreams);
             let refused = reset_code(&ErrorKind::TooManyStreams.into());
             return Err(FrameError::Stream(id, refused, "over SETTINGS_MAX_CONCURRENT_STREAMS"));
         }
@@ -454,7 +459,10 @@ impl GrpcSession {
             self.reply_error(id, b.end_stream, &err);
             return Ok(());
         }
-        let info = check_request(&list).map_err(|why| FrameError::Stream(id, Reason::PROTOCOL_ERROR, why))?;
+        let info = check_request(&list).map_err(|why| {
+            unrouted.error(&ErrorKind::Malformed(why));
+            FrameError::Stream(id, Reason::PROTOCOL_ERROR, why)
+        })?;
         let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
         let now = Instant::now();
         let start = now_us();

@@ -527,7 +527,9 @@ impl Stream {
     /// counted or the stream is over).
     pub fn count_error(&self, kind: &ErrorKind) -> bool {
         let mut st = self.st.borrow_mut();
-        if st.closed || st.failed.is_some() {
+        // Closed, already counted, or finished for the client (its trailers went out): the
+        // call ends as forwarded, whatever happens to the rest of the stream.
+        if st.closed || st.failed.is_some() || st.resp.end_sent {
             return false;
         }
         st.failed = Some(kind.label());

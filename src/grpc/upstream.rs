@@ -211,6 +211,7 @@ impl GrpcUpstream {
             self.dead.set(true);
             let mut b = BytesMut::with_capacity(17);
             frame::goaway::encode(StreamId::ZERO, Reason::NO_ERROR, b"", &mut b);
+            self.core.count_goaway(Reason::NO_ERROR);
             self.core.push(b);
             self.core.out.close();
             self.core.cancel_reader();
@@ -287,6 +288,10 @@ impl GrpcUpstream {
                 log::warn!("upstream {}: protocol error {r}: {why}", self.peer);
                 let mut b = BytesMut::new();
                 frame::goaway::encode(StreamId::ZERO, r, why.as_bytes(), &mut b);
+                self.core.count_goaway(r);
+                if r == Reason::ENHANCE_YOUR_CALM {
+                    self.stats.protocols.h2.limit(why);
+                }
                 self.core.push(b);
                 self.die(LostCause::ProtocolError(why));
             }

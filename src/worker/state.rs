@@ -114,6 +114,12 @@ impl ClusterPools {
 
     /// What each pool's endpoints hold now (connections open, requests in flight, backoff).
     pub fn live(&self, out: &mut Vec<EndpointState>) {
+        // Every configured endpoint, whether or not a pool has been made for it yet.
+        let cluster: Rc<str> = self.config.name.as_str().into();
+        for a in &self.config.endpoints {
+            let endpoint = a.to_string().into();
+            out.push(EndpointState { cluster: cluster.clone(), endpoint, open: 0, inflight: 0, down: false });
+        }
         for slot in self.pools.borrow().iter() {
             slot.pool.live(out);
         }

@@ -24,6 +24,8 @@ pub(super) async fn refuse_non_h2<W: AsyncWriteRent>(buf: &[u8], wr: &mut W, sta
     } else {
         let mut b = BytesMut::new();
         frame::goaway::encode(StreamId::ZERO, Reason::PROTOCOL_ERROR, b"invalid HTTP/2 connection preface", &mut b);
+        let h2 = &state.stats.protocols.h2;
+        crate::grpc::stats::H2Counters::count(&h2.goaway_sent, 0, Reason::PROTOCOL_ERROR.0);
         b.to_vec()
     };
     let (_, _) = wr.write_all(reply).await;
