@@ -85,6 +85,9 @@ pub struct ListenerConfig {
     pub routes: Vec<RouteConfig>,
     /// Replies queued for a client that reads slowly; reading its requests pauses above this.
     pub max_write_buffer: ByteSize,
+    /// Downstream connections open at once on one worker; a connection over it is closed
+    /// as soon as it is accepted (and counted), the open ones are untouched.
+    pub max_connections: usize,
     /// The protocol, with the keys only it takes.
     pub protocol: ListenerProtocol,
     /// `access_log = { path, sample, max_queued_lines }`: off when absent.

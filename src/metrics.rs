@@ -318,6 +318,8 @@ pub struct ListenerMetrics {
     /// The protocol's name (`thrift`, `grpc`): a listener keeps its protocol across reloads.
     pub protocol: &'static str,
     pub accepted: Cell<u64>,
+    /// Connections closed at once because the worker held `max_connections` already.
+    pub rejected: Cell<u64>,
     pub closed: [Cell<u64>; CloseReason::COUNT],
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
@@ -330,6 +332,7 @@ impl ListenerMetrics {
         ListenerMetrics {
             protocol,
             accepted: Cell::new(0),
+            rejected: Cell::new(0),
             closed: Default::default(),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
@@ -339,6 +342,11 @@ impl ListenerMetrics {
 
     pub fn closed(&self, why: CloseReason) {
         bump(&self.closed[why as usize]);
+    }
+
+    /// Connections open now (accepted and not yet closed).
+    pub fn active(&self) -> u64 {
+        self.accepted.get().saturating_sub(self.closed.iter().map(Cell::get).sum())
     }
 }
 
@@ -495,6 +503,7 @@ impl Registry {
                     name: n.to_string(),
                     protocol: l.protocol,
                     accepted: l.accepted.get(),
+                    rejected: l.rejected.get(),
                     closed: l.closed.each_ref().map(Cell::get),
                     bytes_in: l.bytes_in.get(),
                     bytes_out: l.bytes_out.get(),
@@ -535,6 +544,7 @@ pub struct ListenerReport {
     pub name: String,
     pub protocol: &'static str,
     pub accepted: u64,
+    pub rejected: u64,
     pub closed: [u64; CloseReason::COUNT],
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -247,3 +247,43 @@ fn stats_counts_every_call_per_worker_and_in_total() {
     assert_eq!(v["workers_not_answering"], serde_json::json!([]));
     server.shutdown();
 }
+
+/// `max_connections` per worker: a connection over it is closed as soon as it is accepted and
+/// counted; the open ones keep working, and a place freed is taken again.
+#[test]
+fn connections_over_the_listeners_limit_are_closed_and_counted() {
+    let backend = Backend::start(Wire::Binary, Duration::ZERO);
+    let toml = toml("auto", backend.addr)
+        .replace("workers = 2", "workers = 1")
+        .replace("address = \"127.0.0.1:0\"\nroutes", "address = \"127.0.0.1:0\"\nmax_connections = 2\nroutes");
+    assert!(toml.contains("max_connections = 2"), "{toml}");
+    let server = Server::start(Config::parse(&toml).unwrap()).unwrap();
+    let (proxy, admin) = (server.local_addr("thrift").unwrap(), server.admin_addr().unwrap());
+    let mut a = Client::connect(proxy, Wire::Binary);
+    let mut b = Client::connect(proxy, Wire::Binary);
+    assert_eq!(a.call("echo", 1, "a"), Reply::Ok("echo:a".into()));
+    assert_eq!(b.call("echo", 1, "b"), Reply::Ok("echo:b".into()));
+    // The third is closed at once: its read sees the end of the stream.
+    let mut third = TcpStream::connect(proxy).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(matches!(third.read(&mut byte), Ok(0) | Err(_)), "closed by the proxy");
+    assert_eq!(a.call("echo", 2, "a"), Reply::Ok("echo:a".into()), "open connections untouched");
+    let metrics = get(admin, "/metrics").body;
+    let line = "ringway_downstream_connections_rejected_total{listener=\"thrift\",worker=\"0\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    // A place freed is taken again.
+    drop(b);
+    let mut c = None;
+    let ok = common::eventually(Duration::from_secs(5), || {
+        let mut client = Client::connect(proxy, Wire::Binary);
+        client.send("echo", 1, "c", false);
+        let answered = client.recv().is_ok();
+        if answered {
+            c = Some(client);
+        }
+        answered
+    });
+    assert!(ok && c.is_some(), "a new connection is served once one closed");
+    server.shutdown();
+}

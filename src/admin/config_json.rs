@@ -42,6 +42,7 @@ fn listener(l: &ListenerConfig, clusters: &[ClusterConfig]) -> Value {
         "address": l.address.to_string(),
         "routes": routes,
         "max_write_buffer": l.max_write_buffer.get(),
+        "max_connections": l.max_connections,
     });
     if let Some(a) = &l.access_log {
         v["access_log"] = json!({

@@ -381,6 +381,7 @@ fn downstream_section(e: &mut Exposition, c: &Collected) {
     const ACCEPTED: &str = "ringway_downstream_connections_accepted_total";
     const ACTIVE: &str = "ringway_downstream_connections_active";
     const CLOSED: &str = "ringway_downstream_connections_closed_total";
+    const REJECTED: &str = "ringway_downstream_connections_rejected_total";
     e.family(ACCEPTED, "counter", "Downstream connections accepted, per listener and worker.");
     for w in &c.reports {
         for l in &w.metrics.listeners {
@@ -389,6 +390,16 @@ fn downstream_section(e: &mut Exposition, c: &Collected) {
                 &[("listener", &l.name), ("protocol", l.protocol), ("worker", &w.worker.to_string())],
                 l.accepted,
             );
+        }
+    }
+    e.family(
+        REJECTED,
+        "counter",
+        "Downstream connections closed as soon as accepted: the worker held the listener's max_connections.",
+    );
+    for w in &c.reports {
+        for l in &w.metrics.listeners {
+            e.sample(REJECTED, &[("listener", &l.name), ("worker", &w.worker.to_string())], l.rejected);
         }
     }
     e.family(ACTIVE, "gauge", "Downstream connections open, per listener and worker.");

@@ -20,6 +20,8 @@ const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
+/// Default `listener[].max_connections` (per worker).
+const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_ADMIN_MAX_REQUEST: usize = 64 << 10;
 const DEFAULT_ADMIN_READ_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_CONNS_PER_ENDPOINT: usize = 4;
@@ -67,6 +69,7 @@ struct RawListener {
     #[serde(default)]
     routes: Vec<RawRoute>,
     max_write_buffer: Option<StrOrInt>,
+    max_connections: Option<i64>,
     access_log: Option<RawAccessLog>,
     #[serde(flatten)]
     rest: toml::Table,
@@ -240,7 +243,21 @@ impl RawConfig {
             let protocol = ListenerProtocol::parse(l.protocol.as_deref(), &Section::new(&l.rest, &path), &mut p);
             if let Some(address) = address {
                 let access_log = l.access_log.as_ref().and_then(|a| a.validate(&format!("{path}.access_log"), &mut p));
-                listeners.push(ListenerConfig { name, address, routes, max_write_buffer, protocol, access_log });
+                let max_connections = p.positive(
+                    format!("{path}.max_connections"),
+                    l.max_connections,
+                    DEFAULT_MAX_CONNECTIONS,
+                    1_000_000,
+                );
+                listeners.push(ListenerConfig {
+                    name,
+                    address,
+                    routes,
+                    max_write_buffer,
+                    max_connections,
+                    protocol,
+                    access_log,
+                });
             }
         }
         let admin = self.admin.as_ref().and_then(|a| a.validate(&mut p));

@@ -218,3 +218,14 @@ fn access_logs_are_off_unless_configured_and_their_keys_are_checked() {
     assert!(err.0.iter().any(|p| p.starts_with("listener[0].access_log.path: missing")), "{err}");
     assert!(Config::parse(&with("{ path = \"a.log\", smaple = 0.5 }")).is_err(), "unknown keys are errors");
 }
+
+#[test]
+fn max_connections_defaults_and_is_range_checked() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().listeners[0].max_connections, 100_000);
+    let with = |v: &str| {
+        EXAMPLE.replace("address = \"127.0.0.1:7000\"", &format!("address = \"127.0.0.1:7000\"\nmax_connections = {v}"))
+    };
+    assert_eq!(Config::parse(&with("2")).unwrap().listeners[0].max_connections, 2);
+    let err = Config::parse(&with("0")).unwrap_err();
+    assert!(err.0.contains(&"listener[0].max_connections: 0 is out of range 1..=1000000".to_string()), "{err}");
+}

@@ -9,7 +9,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use super::ProtocolKind;
 use crate::local::Guarded;
-use crate::metrics::{CloseReason, ConnMeter};
+use crate::metrics::{bump, CloseReason, ConnMeter};
 use crate::worker::state::WorkerState;
 use crate::{grpc, thrift};
 
@@ -20,9 +20,20 @@ where
     S::OwnedRead: CancelableAsyncReadRent + 'static,
     S::OwnedWrite: AsyncWriteRent + 'static,
 {
+    let (protocol, max) = match state.view().listener(&listener) {
+        Some(l) => (l.protocol.kind(), l.max_connections),
+        None => (ProtocolKind::Thrift, usize::MAX),
+    };
+    let metrics = state.metrics.listener(&listener, protocol.name());
+    if metrics.active() >= max as u64 {
+        // Over the listener's limit on this worker: closed at once (the stream drops here),
+        // counted; the open connections are untouched.
+        bump(&metrics.rejected);
+        log::debug!("worker {}: listener {listener}: {max} connections open; new connection closed", state.id);
+        return;
+    }
     state.stats.downstream_connections.set(state.stats.downstream_connections.get() + 1);
-    let protocol = state.view().listener(&listener).map(|l| l.protocol.kind()).unwrap_or(ProtocolKind::Thrift);
-    let meter = Rc::new(ConnMeter::accepted(state.metrics.listener(&listener, protocol.name())));
+    let meter = Rc::new(ConnMeter::accepted(metrics));
     let s = state.clone();
     let name = listener.clone();
     let panic_meter = meter.clone();
