@@ -131,6 +131,9 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,
+    /// Requests of one worker waiting for an upstream connection (or a stream slot) at once;
+    /// one more fails at once (overloaded) instead of queueing.
+    pub max_pending_requests: usize,
     /// Largest reply frame accepted from an upstream; a larger one fails its own request.
     pub max_frame_size: ByteSize,
     /// Requests queued for writing on one upstream connection before it counts as full.

@@ -67,6 +67,22 @@ pub trait Member: Sized + 'static {
     }
 }
 
+/// One request counted in a cluster's pending requests while it waits in `acquire`.
+struct Waiting<'a>(&'a Cell<usize>);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a Cell<usize>) -> Waiting<'a> {
+        count.set(count.get() + 1);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 struct Endpoint<C> {
     addr: Address,
     label: Rc<str>,
@@ -95,6 +111,9 @@ pub struct Pool<C: Member> {
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
     metrics: Rc<ClusterMetrics>,
+    /// Requests of the cluster (every pool of it in this worker) in `acquire` now, against
+    /// `max_pending_requests`.
+    pending: Rc<Cell<usize>>,
     /// No new requests after a reload replaced this pool; a connection still opened for a
     /// waiter is born retired.
     retired: Cell<bool>,
@@ -107,6 +126,7 @@ impl<C: Member> Pool<C> {
         stats: Rc<Stats>,
         metrics: Rc<ClusterMetrics>,
         endpoint_metrics: &[Rc<EndpointMetrics>],
+        pending: Rc<Cell<usize>>,
     ) -> Pool<C> {
         let endpoints = cluster
             .endpoints
@@ -128,6 +148,7 @@ impl<C: Member> Pool<C> {
             capacity: Rc::new(Notify::default()),
             stats,
             metrics,
+            pending,
             retired: Cell::new(false),
         }
     }
@@ -206,6 +227,11 @@ impl<C: Member> Pool<C> {
         let mut failed: Vec<bool> = Vec::new();
         let tried = |failed: &[bool], i: usize| failed.get(i).copied().unwrap_or(false);
         let mut last_error = None;
+        // Circuit breaker: over the cluster's pending requests, fail now instead of queueing.
+        if self.pending.get() >= self.cluster.max_pending_requests {
+            return Err(ErrorKind::Overloaded.into());
+        }
+        let _waiting = Waiting::enter(&self.pending);
         bump(&self.metrics.pool_waits);
         'scan: loop {
             let start = self.next.get();

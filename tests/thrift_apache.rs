@@ -337,3 +337,50 @@ both_drivers! {
         assert_eq!(stats.garbage_connections, 1);
     }
 }
+
+// `max_pending_requests`: with the only upstream connection busy, two requests may wait for
+// it; the ones after them fail at once with INTERNAL_ERROR saying the cluster is overloaded,
+// instead of queueing until their deadline.
+both_drivers! {
+    fn requests_over_max_pending_fail_at_once(driver: &str) {
+        // A backend that accepts and never answers: the first request holds the connection.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hold = held.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                hold.lock().unwrap().push(s);
+            }
+        });
+        let extra = "max_connections_per_endpoint = 1\nmax_requests_per_connection = 1\nmax_pending_requests = 2\nrequest_timeout = \"1500ms\"";
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "echo" }"#, &cluster("echo", &[endpoint], extra));
+        // One request per client connection (a connection waits for its own request's slot
+        // before reading its next one), sent in order.
+        let mut clients: Vec<Client> = (0..5).map(|_| Client::connect(proxy.addr, Wire::Binary)).collect();
+        let start = Instant::now();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send("echo", i as i32, "x", false);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let answers: Vec<(Duration, Reply)> = clients
+            .iter_mut()
+            .map(|c| {
+                let (_, _, reply) = c.recv().expect("an answer");
+                (start.elapsed(), reply)
+            })
+            .collect();
+        let overloaded = |r: &Reply| matches!(r, Reply::Exception { kind: ApplicationErrorKind::InternalError, message } if message.contains("too many requests wait for this cluster"));
+        // The first holds the connection, the next two wait: all three end at their deadline.
+        for (took, reply) in &answers[..3] {
+            assert!(!overloaded(reply) && *took >= Duration::from_millis(1400), "{took:?} {reply:?}");
+        }
+        // The last two were over the limit: answered at once.
+        for (i, (_, reply)) in answers[3..].iter().enumerate() {
+            assert!(overloaded(reply), "client {}: {reply:?}", i + 3);
+        }
+        let stats = proxy.stop();
+        assert_eq!(stats.timeouts, 3, "{stats:?}");
+        drop(held);
+    }
+}

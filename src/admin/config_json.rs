@@ -88,6 +88,7 @@ fn cluster(c: &ClusterConfig) -> Value {
         "request_timeout": duration(c.request_timeout),
         "max_connections_per_endpoint": c.max_connections_per_endpoint,
         "max_requests_per_connection": c.max_requests_per_connection,
+        "max_pending_requests": c.max_pending_requests,
         "max_frame_size": c.max_frame_size.get(),
         "max_write_buffer": c.max_write_buffer.get(),
     })

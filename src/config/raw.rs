@@ -20,6 +20,8 @@ const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
+/// Default `cluster[].max_pending_requests` (per worker, as Envoy's circuit breaker).
+const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
 /// Default `listener[].max_connections` (per worker).
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_ADMIN_MAX_REQUEST: usize = 64 << 10;
@@ -104,6 +106,7 @@ struct RawCluster {
     request_timeout: Option<String>,
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
+    max_pending_requests: Option<i64>,
     max_frame_size: Option<StrOrInt>,
     max_write_buffer: Option<StrOrInt>,
 }
@@ -160,6 +163,12 @@ impl RawConfig {
                     format!("{path}.max_requests_per_connection"),
                     c.max_requests_per_connection,
                     DEFAULT_MAX_REQS_PER_CONN,
+                    1 << 20,
+                ),
+                max_pending_requests: p.positive(
+                    format!("{path}.max_pending_requests"),
+                    c.max_pending_requests,
+                    DEFAULT_MAX_PENDING_REQUESTS,
                     1 << 20,
                 ),
                 max_frame_size: p.byte_size(

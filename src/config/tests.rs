@@ -229,3 +229,17 @@ fn max_connections_defaults_and_is_range_checked() {
     let err = Config::parse(&with("0")).unwrap_err();
     assert!(err.0.contains(&"listener[0].max_connections: 0 is out of range 1..=1000000".to_string()), "{err}");
 }
+
+#[test]
+fn max_pending_requests_defaults_and_is_range_checked() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().clusters[0].max_pending_requests, 1024);
+    let with = |v: &str| {
+        EXAMPLE.replace(
+            "max_requests_per_connection = 256",
+            &format!("max_requests_per_connection = 256\nmax_pending_requests = {v}"),
+        )
+    };
+    assert_eq!(Config::parse(&with("2")).unwrap().clusters[0].max_pending_requests, 2);
+    let err = Config::parse(&with("0")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("cluster[0].max_pending_requests: 0 is out of range")), "{err}");
+}

@@ -74,6 +74,8 @@ pub struct ClusterPools {
     metrics: Rc<ClusterMetrics>,
     /// Per endpoint (same order as the config's), shared by every pool of the cluster.
     endpoint_metrics: Vec<Rc<EndpointMetrics>>,
+    /// Requests of the cluster waiting in any of its pools (`max_pending_requests`).
+    pending: Rc<Cell<usize>>,
 }
 
 impl ClusterPools {
@@ -95,6 +97,7 @@ impl ClusterPools {
             self.stats.clone(),
             self.metrics.clone(),
             &self.endpoint_metrics,
+            self.pending.clone(),
         ));
         pools.push(PoolSlot { type_id, flavour, pool: p.clone() });
         p
@@ -109,6 +112,7 @@ impl ClusterPools {
             pools: RefCell::new(Vec::new()),
             stats,
             endpoint_metrics,
+            pending: Rc::default(),
         }
     }
 
