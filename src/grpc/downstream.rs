@@ -342,17 +342,8 @@ impl GrpcSession {
             Control::Done => Ok(()),
             Control::Reset { stream, reason } => self.on_rst(stream, reason),
             Control::Settings { delta } => {
-                // Changing every stream's window costs a pass over the streams: such
-                // SETTINGS share the budget of stream errors.
-                if delta != 0 && !self.core.take_budget() {
-                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
-                }
-                if delta != 0 {
-                    for s in self.all_streams() {
-                        s.shift_send_window(Side::Client, delta)
-                            .map_err(|r| FrameError::Connection(r.reason, r.why))?;
-                    }
-                }
+                let streams = if delta != 0 { self.all_streams() } else { Vec::new() };
+                Stream::shift_all(&self.core, streams, Side::Client, delta)?;
                 self.core.settings_done(delta)
             }
             Control::PushPromise => {

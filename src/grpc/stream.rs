@@ -21,7 +21,7 @@ use super::conn::{Core, Parked, Side};
 use super::errors::{reply, GrpcReply};
 use super::wire::{check_response, encode_timeout, status_fields};
 use crate::error::{ErrorKind, RequestError};
-use crate::grpc::h2::frame::{Reason, StreamId, MAX_WINDOW};
+use crate::grpc::h2::frame::{FrameError, Reason, StreamId, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
 use crate::metrics::{bump, now_us, AccessEntry, RouteMetrics};
 use crate::stats::Stats;
@@ -337,6 +337,23 @@ impl Stream {
         } else {
             self.reset(Some(reason), None);
         }
+    }
+
+    /// A peer's SETTINGS changed the initial window of the connection on `side` by `delta`:
+    /// every one of `streams` moves its send window towards that side. Such a change costs a
+    /// pass over the streams, so it spends the connection's reset budget (ENHANCE_YOUR_CALM
+    /// when spent), the same on both sides.
+    pub fn shift_all(core: &Core, streams: Vec<Rc<Stream>>, side: Side, delta: i64) -> Result<(), FrameError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        if !core.take_budget() {
+            return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
+        }
+        for s in streams {
+            s.shift_send_window(side, delta).map_err(|r| FrameError::Connection(r.reason, r.why))?;
+        }
+        Ok(())
     }
 
     /// A change of the initial window of the connection on `side` moves every stream's send

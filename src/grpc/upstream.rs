@@ -337,17 +337,8 @@ impl GrpcUpstream {
                 // Waiters held back while this connection was warming may now use it, or
                 // open another one.
                 let first = !self.settings_seen.replace(true);
-                // As on the client side, SETTINGS that change every stream's window spend
-                // the reset budget.
-                if delta != 0 && !self.core.take_budget() {
-                    return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many window changes"));
-                }
-                if delta != 0 {
-                    for s in self.all_streams() {
-                        s.shift_send_window(Side::Upstream, delta)
-                            .map_err(|r| FrameError::Connection(r.reason, r.why))?;
-                    }
-                }
+                let streams = if delta != 0 { self.all_streams() } else { Vec::new() };
+                Stream::shift_all(&self.core, streams, Side::Upstream, delta)?;
                 self.core.settings_done(delta)?;
                 if first || (!had_capacity && self.has_capacity()) {
                     self.capacity.notify_all();
