@@ -4,6 +4,9 @@
 pub mod problems;
 mod raw;
 pub mod units;
+pub mod upstream;
+
+pub use upstream::{CheckKind, HashKey, HealthCheck, LbPolicy, OutlierDetection};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -123,7 +126,21 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterConfig {
     pub name: String,
+    /// The endpoints: each written address, or every A and AAAA record of a written name.
     pub endpoints: Vec<Address>,
+    /// The endpoints as written, when one of them is a name (re-resolved every
+    /// `dns_refresh`); empty when every endpoint is a literal address.
+    pub endpoint_names: Vec<String>,
+    pub dns_refresh: Duration,
+    pub lb: LbPolicy,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: OutlierDetection,
+    /// Requests in flight to this cluster per worker; one more fails at once (overloaded).
+    pub max_requests: usize,
+    /// Times a request that never reached an upstream is tried again on another endpoint.
+    pub retries: u32,
+    /// Retries in flight are at most this share of the cluster's requests in flight.
+    pub retry_budget_percent: u32,
     pub connect_timeout: Duration,
     /// After a failed connect, new connections go to the cluster's other endpoints for this
     /// long (each request still tries every endpoint before it fails).
@@ -182,6 +199,29 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
     }
     let mut addrs = s.to_socket_addrs().map_err(|e| format!("bad address {s:?}: {e}"))?;
     addrs.next().map(Address::Tcp).ok_or_else(|| format!("address {s:?} resolves to nothing"))
+}
+
+/// Whether a written endpoint is a name to resolve (not `unix:` and not a literal IP).
+pub fn is_name(s: &str) -> bool {
+    !s.starts_with("unix:") && s.parse::<SocketAddr>().is_err()
+}
+
+/// Every address a written endpoint stands for: the address itself, or each A and AAAA record
+/// of a name (in the resolver's order, without repeats).
+pub fn resolve_endpoint(s: &str) -> Result<Vec<Address>, String> {
+    if !is_name(s) {
+        return parse_address(s).map(|a| vec![a]);
+    }
+    let mut out = Vec::new();
+    for a in s.to_socket_addrs().map_err(|e| format!("cannot resolve {s:?}: {e}"))? {
+        if !out.contains(&Address::Tcp(a)) {
+            out.push(Address::Tcp(a));
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{s:?} resolves to nothing"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod grpc;
+pub mod hosts;
 pub mod io;
 pub mod local;
 pub mod logging;

@@ -388,6 +388,8 @@ impl Drop for ConnMeter {
 pub struct EndpointMetrics {
     pub opened: Cell<u64>,
     pub connect_failures: Cell<u64>,
+    /// Times outlier detection ejected it.
+    pub ejections: Cell<u64>,
 }
 
 /// One cluster of one worker.
@@ -395,6 +397,10 @@ pub struct EndpointMetrics {
 pub struct ClusterMetrics {
     /// Requests that found no open connection with room and waited (or connected).
     pub pool_waits: Cell<u64>,
+    /// Requests tried again on another endpoint after a failure that sent nothing.
+    pub retries: Cell<u64>,
+    /// Retries not made because the retry budget was spent.
+    pub retries_over_budget: Cell<u64>,
 }
 
 /// Entries keyed by two names (listener and route, cluster and endpoint).
@@ -464,7 +470,7 @@ impl Registry {
     /// A copy of every counter, with the gauges the worker reads off its live state
     /// (`endpoints`: per cluster and endpoint, connections open, requests in flight, and
     /// whether a connect failure holds it back).
-    pub fn report(&self, live: &[EndpointState]) -> MetricsReport {
+    pub fn report(&self, live: &[EndpointState], fail_open: &[Rc<str>]) -> MetricsReport {
         let listeners = self.listeners.borrow();
         let mut routes: Vec<RouteReport> = Vec::new();
         for (name, l) in listeners.iter() {
@@ -478,10 +484,13 @@ impl Registry {
             .map(|(c, e, m)| {
                 let now = live.iter().filter(|s| *s.cluster == **c && *s.endpoint == **e);
                 let (mut open, mut inflight, mut down, mut present) = (0, 0, false, false);
+                let (mut unhealthy, mut ejected) = (false, false);
                 for s in now {
                     open += s.open;
                     inflight += s.inflight;
                     down |= s.down;
+                    unhealthy |= s.unhealthy;
+                    ejected |= s.ejected;
                     present = true;
                 }
                 EndpointReport {
@@ -493,6 +502,9 @@ impl Registry {
                     inflight,
                     backoff: down,
                     configured: present,
+                    unhealthy,
+                    ejected,
+                    ejections: m.ejections.get(),
                 }
             })
             .collect();
@@ -514,7 +526,13 @@ impl Registry {
                 .clusters
                 .borrow()
                 .iter()
-                .map(|(n, m)| ClusterReport { name: n.to_string(), pool_waits: m.pool_waits.get() })
+                .map(|(n, m)| ClusterReport {
+                    name: n.to_string(),
+                    pool_waits: m.pool_waits.get(),
+                    retries: m.retries.get(),
+                    retries_over_budget: m.retries_over_budget.get(),
+                    fail_open: fail_open.iter().any(|c| **c == **n),
+                })
                 .collect(),
             endpoints,
         }
@@ -528,6 +546,10 @@ pub struct EndpointState {
     pub open: u64,
     pub inflight: u64,
     pub down: bool,
+    /// The active health check says unhealthy.
+    pub unhealthy: bool,
+    /// Outlier detection ejected it.
+    pub ejected: bool,
 }
 
 /// A worker's metrics, copied to cross threads.
@@ -604,6 +626,10 @@ pub fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
 pub struct ClusterReport {
     pub name: String,
     pub pool_waits: u64,
+    pub retries: u64,
+    pub retries_over_budget: u64,
+    /// Every endpoint was unhealthy or ejected at the last pick: requests go to all.
+    pub fail_open: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -620,6 +646,12 @@ pub struct EndpointReport {
     pub backoff: bool,
     /// The endpoint is in the running config (else it is kept for its counters only).
     pub configured: bool,
+    /// The active health check says unhealthy.
+    pub unhealthy: bool,
+    /// Ejected by outlier detection now.
+    pub ejected: bool,
+    /// Times outlier detection ejected it.
+    pub ejections: u64,
 }
 
 #[cfg(test)]
@@ -636,7 +668,7 @@ mod tests {
         let l = reg.listener("in", "thrift");
         bump(&l.accepted);
         l.closed(CloseReason::Drain);
-        let r = reg.report(&[]);
+        let r = reg.report(&[], &[]);
         assert_eq!(r.listeners[0].active(), 0);
         let mut route = r.routes.iter().find(|x| x.route == "r0").unwrap().clone();
         assert_eq!(route.requests[3], 1);

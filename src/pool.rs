@@ -1,15 +1,19 @@
 //! A pool of upstream connections for one cluster and one connection type (and flavour: a
-//! Thrift dialect), inside one worker. Requests go round-robin across endpoints; on an endpoint, the first live connection with
-//! room takes the request; a new connection is opened only when all are full (up to
-//! `max_connections_per_endpoint`); when an endpoint is saturated the next one is tried, and
-//! when all are, callers wait for a slot until their deadline. Pools of HTTP/2 connections
-//! (`Member::SPREAD`) instead open another connection whenever every open one is busy, up
-//! to the same limit, and give each stream to the least-loaded connection.
+//! Thrift dialect), inside one worker. The cluster's `HostSet` (shared by all its pools)
+//! picks the endpoint (`lb`, skipping unhealthy and ejected ones); on it, the first live
+//! connection with room takes the request; a new connection is opened only when all are full
+//! (up to `max_connections_per_endpoint`, counted over every pool of the cluster: a pool at
+//! the limit asks its siblings to close an idle connection); when an endpoint is saturated
+//! the next one is tried, and when all are, callers wait for a slot until their deadline.
+//! Pools of HTTP/2 connections (`Member::SPREAD`) instead open another connection whenever
+//! every open one is busy, up to the same limit, and give each stream to the least-loaded
+//! connection.
 //!
-//! A failed connect moves the request on to the next endpoint (nothing was sent yet, so this
-//! is always safe), and marks the endpoint down for `connect_failure_backoff`: new
-//! connections avoid it meanwhile, unless every endpoint is down. Connections already open
-//! to it keep serving.
+//! A failed connect sent nothing, so the request moves on to another endpoint, at most
+//! `retries` times and within the cluster's retry budget; the endpoint is marked down for
+//! `connect_failure_backoff` (new connections avoid it meanwhile, unless every endpoint is
+//! down; connections already open to it keep serving) and the failure counts towards its
+//! outlier ejection.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,8 +25,9 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use crate::config::{Address, ClusterConfig};
 use crate::error::{ConnectCause, ErrorKind, RequestError};
+use crate::hosts::{Evict, Host, HostSet};
 use crate::local::Notify;
-use crate::metrics::{bump, ClusterMetrics, EndpointMetrics, EndpointState};
+use crate::metrics::{bump, EndpointState};
 use crate::stats::Stats;
 
 /// A multiplexed upstream connection a pool can hold (Thrift or HTTP/2).
@@ -40,13 +45,13 @@ pub trait Member: Sized + 'static {
     /// their replies come back together and leave in one write.
     const SPREAD: bool = false;
 
-    /// Requests in flight on this connection (compared only when `SPREAD`).
+    /// Requests in flight on this connection.
     fn load(&self) -> usize {
         0
     }
 
-    /// Starts the connection's tasks on a connected stream.
-    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    /// Starts the connection's tasks on a connected stream to `host`.
+    fn start<S>(stream: S, host: Rc<Host>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -67,6 +72,16 @@ pub trait Member: Sized + 'static {
     }
 }
 
+/// What a pool of any protocol answers to the worker.
+pub trait PoolOps: 'static {
+    fn retire(&self);
+    fn queued_bytes(&self) -> usize;
+    fn live(&self, out: &mut Vec<EndpointState>);
+    /// The same pool over a new set of endpoints (a DNS answer changed): connections to the
+    /// endpoints that stayed carry on in it; those to removed endpoints close once idle.
+    fn rebase(&self, set: &Rc<HostSet>) -> Rc<dyn PoolOps>;
+}
+
 /// One request counted in a cluster's pending requests while it waits in `acquire`.
 struct Waiting<'a>(&'a Cell<usize>);
 
@@ -83,74 +98,60 @@ impl Drop for Waiting<'_> {
     }
 }
 
-struct Endpoint<C> {
-    addr: Address,
-    label: Rc<str>,
+/// One endpoint's connections in one pool (shared with the pool that replaces this one when
+/// the endpoint list changes).
+pub struct Endpoint<C> {
+    host: Rc<Host>,
     conns: RefCell<Vec<Rc<C>>>,
+    /// Connects under way from this pool.
     connecting: Cell<usize>,
-    /// Set by a failed connect: no new connections before this instant.
-    down_until: Cell<Option<Instant>>,
-    metrics: Rc<EndpointMetrics>,
+}
+
+impl<C: Member> Endpoint<C> {
+    /// Forgets dead connections; how many.
+    fn reap(&self) -> usize {
+        let mut conns = self.conns.borrow_mut();
+        let before = conns.len();
+        conns.retain(|c| !c.is_dead());
+        let gone = before - conns.len();
+        if gone > 0 {
+            self.host.conns.set(self.host.conns.get().saturating_sub(gone));
+            self.host.evicting.set(false);
+        }
+        gone
+    }
 }
 
 /// With twice the least-loaded connection's requests, how many more a spreading pool's
 /// connection may carry and still take its affinity key's next request.
 const AFFINITY_SLACK: usize = 16;
 
-impl<C> Endpoint<C> {
-    fn is_down(&self, now: Instant) -> bool {
-        self.down_until.get().is_some_and(|t| now < t)
-    }
-}
+/// How often a request waiting for a connection slot held by another pool of the cluster
+/// looks again (their connections do not wake this pool's waiters).
+const EVICT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct Pool<C: Member> {
     cluster: Rc<ClusterConfig>,
-    endpoints: Vec<Endpoint<C>>,
-    next: Cell<usize>,
+    set: Rc<HostSet>,
+    /// Same order as `set.hosts`.
+    endpoints: Vec<Rc<Endpoint<C>>>,
     /// Woken when a connection frees a slot or dies.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
-    metrics: Rc<ClusterMetrics>,
-    /// Requests of the cluster (every pool of it in this worker) in `acquire` now, against
-    /// `max_pending_requests`.
-    pending: Rc<Cell<usize>>,
     /// No new requests after a reload replaced this pool; a connection still opened for a
     /// waiter is born retired.
     retired: Cell<bool>,
 }
 
 impl<C: Member> Pool<C> {
-    /// A pool for `cluster`; `endpoint_metrics` has one entry per endpoint, in order.
-    pub fn new(
-        cluster: Rc<ClusterConfig>,
-        stats: Rc<Stats>,
-        metrics: Rc<ClusterMetrics>,
-        endpoint_metrics: &[Rc<EndpointMetrics>],
-        pending: Rc<Cell<usize>>,
-    ) -> Pool<C> {
-        let endpoints = cluster
-            .endpoints
+    /// A pool for `cluster` over the endpoints of `set`.
+    pub fn new(cluster: Rc<ClusterConfig>, set: Rc<HostSet>, stats: Rc<Stats>) -> Pool<C> {
+        let endpoints = set
+            .hosts
             .iter()
-            .zip(endpoint_metrics)
-            .map(|(a, m)| Endpoint {
-                addr: a.clone(),
-                label: a.to_string().into(),
-                conns: RefCell::new(Vec::new()),
-                connecting: Cell::new(0),
-                down_until: Cell::new(None),
-                metrics: m.clone(),
-            })
+            .map(|h| Rc::new(Endpoint { host: h.clone(), conns: RefCell::new(Vec::new()), connecting: Cell::new(0) }))
             .collect();
-        Pool {
-            cluster,
-            endpoints,
-            next: Cell::new(0),
-            capacity: Rc::new(Notify::default()),
-            stats,
-            metrics,
-            pending,
-            retired: Cell::new(false),
-        }
+        Pool { cluster, set, endpoints, capacity: Rc::new(Notify::default()), stats, retired: Cell::new(false) }
     }
 
     /// Each endpoint's connections open now, requests on them, and whether a failed connect
@@ -163,10 +164,12 @@ impl<C: Member> Pool<C> {
             let (open, inflight) = live.fold((0, 0), |(o, i), c| (o + 1, i + c.load() as u64));
             out.push(EndpointState {
                 cluster: self.cluster.name.as_str().into(),
-                endpoint: ep.label.clone(),
+                endpoint: ep.host.label.clone(),
                 open,
                 inflight,
-                down: ep.is_down(now),
+                down: ep.host.is_down(now),
+                unhealthy: false,
+                ejected: false,
             });
         }
     }
@@ -191,73 +194,102 @@ impl<C: Member> Pool<C> {
         (Some(own.unwrap_or(least).clone()), busy)
     }
 
-    /// The hot path: a live connection with room on this turn's endpoint, without connecting
-    /// or waiting. `None` leaves the turn where it is for `acquire` (which may connect).
-    /// `key`: affinity (see `Member::SPREAD`); pools that do not spread ignore it.
-    pub fn try_acquire(&self, key: usize) -> Option<Rc<C>> {
-        let turn = self.next.get();
-        let ep = &self.endpoints[turn];
-        let conn = {
-            let conns = ep.conns.borrow();
-            let (best, busy) = Self::choose(&conns, key);
-            let best = best?;
-            // All busy and another connection may be opened: `acquire` opens it (the same
-            // test as there, so the slow path is taken only when it will connect).
-            if busy
-                && ep.connecting.get() == 0
-                && conns.len() < self.cluster.max_connections_per_endpoint
-                && !conns.iter().any(|c| c.warming())
-                && !ep.is_down(Instant::now())
-            {
-                return None;
-            }
-            best
+    /// Over the cluster's `max_requests` in flight (this worker).
+    #[inline]
+    fn over_max_requests(&self) -> bool {
+        self.set.shared.inflight.get() >= self.cluster.max_requests
+    }
+
+    /// The hot path: a live connection with room on the endpoint the cluster's policy picks,
+    /// without connecting or waiting. `None` sends the request to `acquire` (which may
+    /// connect, or refuse it as overloaded). `key`: affinity (see `Member::SPREAD`); pools
+    /// that do not spread ignore it. `hash`: the request's key under `lb = "hash"`.
+    #[inline]
+    pub fn try_acquire(&self, key: usize, hash: u64) -> Option<Rc<C>> {
+        if self.over_max_requests() {
+            return None;
+        }
+        let i = self.set.pick(hash);
+        let ep = &self.endpoints[i];
+        let conns = ep.conns.borrow();
+        let (best, busy) = Self::choose(&conns, key);
+        let Some(best) = best else {
+            // `acquire` picks again: the same turn.
+            self.set.rewind(i);
+            return None;
         };
-        self.next.set((turn + 1) % self.endpoints.len());
-        Some(conn)
+        // All busy and another connection may be opened: `acquire` opens it (the same
+        // test as there, so the slow path is taken only when it will connect).
+        if busy
+            && ep.connecting.get() == 0
+            && ep.host.conns.get() < self.cluster.max_connections_per_endpoint
+            && !conns.iter().any(|c| c.warming())
+            && !ep.host.is_down(Instant::now())
+        {
+            self.set.rewind(i);
+            return None;
+        }
+        Some(best)
     }
 
     /// Returns a live connection with room for one more request, connecting if needed. A
-    /// failed connect goes on to the next endpoint (the endpoint's open connections still
-    /// serve); the error of the last one is returned once every endpoint has failed this
-    /// request and none has a connection left to wait for, or at the deadline.
-    pub async fn acquire(&self, deadline: Instant, key: usize) -> Result<Rc<C>, RequestError> {
+    /// failed connect goes on to another endpoint (the endpoint's open connections still
+    /// serve) while retries and the retry budget allow; the error of the last one is returned
+    /// once no retry is left, or every endpoint has failed this request and none has a
+    /// connection left to wait for, or at the deadline. Over `max_requests` in flight or
+    /// `max_pending_requests` waiting, it fails at once (overloaded).
+    pub async fn acquire(&self, deadline: Instant, key: usize, hash: u64) -> Result<Rc<C>, RequestError> {
         let n = self.endpoints.len();
+        let shared = self.set.shared.clone();
+        // Circuit breakers: fail now instead of queueing.
+        if self.over_max_requests() || shared.pending.get() >= self.cluster.max_pending_requests {
+            return Err(ErrorKind::Overloaded.into());
+        }
+        let _waiting = Waiting::enter(&shared.pending);
+        bump(&shared.metrics.pool_waits);
         // Endpoints whose connect failed for this request (allocated on the first failure).
         let mut failed: Vec<bool> = Vec::new();
         let tried = |failed: &[bool], i: usize| failed.get(i).copied().unwrap_or(false);
         let mut last_error = None;
-        // Circuit breaker: over the cluster's pending requests, fail now instead of queueing.
-        if self.pending.get() >= self.cluster.max_pending_requests {
-            return Err(ErrorKind::Overloaded.into());
-        }
-        let _waiting = Waiting::enter(&self.pending);
-        bump(&self.metrics.pool_waits);
+        let mut retries = 0u32;
         'scan: loop {
-            let start = self.next.get();
-            self.next.set((start + 1) % n);
+            let start = self.set.pick(hash);
             let now = Instant::now();
             // Down endpoints get no new connection while another one may still get one.
-            let all_down = (0..n).all(|i| tried(&failed, i) || self.endpoints[i].is_down(now));
+            let all_down = (0..n).all(|i| tried(&failed, i) || self.endpoints[i].host.is_down(now));
             // When a skipped endpoint's backoff ends, look again.
             let mut wake = deadline;
-            // This turn's endpoint first; the next ones only when it is full.
+            // The picked endpoint first; the next usable ones only when it is full.
             for k in 0..n {
                 let i = (start + k) % n;
+                if k > 0 && !self.set.usable(i) {
+                    continue;
+                }
                 let ep = &self.endpoints[i];
-                let (best, open) = {
-                    let mut conns = ep.conns.borrow_mut();
-                    conns.retain(|c| !c.is_dead());
+                let host = &ep.host;
+                ep.reap();
+                let (best, pending, own) = {
+                    let conns = ep.conns.borrow();
                     let (best, busy) = Self::choose(&conns, key);
                     let pending =
                         C::SHARE_NEW_CONNECTIONS && (ep.connecting.get() > 0 || conns.iter().any(|c| c.warming()));
-                    let open =
-                        !pending && conns.len() + ep.connecting.get() < self.cluster.max_connections_per_endpoint;
-                    (best.map(|c| (c, busy)), open)
+                    (best.map(|c| (c, busy)), pending, conns.len() + ep.connecting.get())
                 };
-                let down = ep.is_down(now);
+                let max = self.cluster.max_connections_per_endpoint;
+                // At the limit with connections of other pools (dialects): ask one of them to
+                // close an idle one.
+                let mut room = host.conns.get() < max;
+                if !room && own < max && best.is_none() && !pending {
+                    room = self.set.shared.evict_idle(host, self as *const Self as *const (), own == 0);
+                    if !room {
+                        // A sibling's connection may go idle without waking this pool.
+                        wake = wake.min(Instant::now() + EVICT_POLL);
+                    }
+                }
+                let open = !pending && room;
+                let down = host.is_down(now);
                 if open && down && !all_down && !tried(&failed, i) {
-                    wake = wake.min(ep.down_until.get().unwrap_or(deadline));
+                    wake = wake.min(host.down_until.get().unwrap_or(deadline));
                 }
                 let may_connect = open && !tried(&failed, i) && (all_down || !down);
                 let busy_one = match best {
@@ -266,9 +298,27 @@ impl<C: Member> Pool<C> {
                     None if may_connect => None,
                     None => continue,
                 };
+                // A connect after a failed one is a retry: within `retries` and the budget.
+                let retry = !failed.is_empty();
+                if retry {
+                    if retries >= self.cluster.retries {
+                        break 'scan;
+                    }
+                    if !shared.retry_allowed(self.cluster.retry_budget_percent) {
+                        bump(&shared.metrics.retries_over_budget);
+                        break 'scan;
+                    }
+                    retries += 1;
+                    bump(&shared.metrics.retries);
+                    shared.retries.set(shared.retries.get() + 1);
+                }
                 // Boxed: the connect future is large and rare; keeping it out of line keeps
                 // every connection task small.
-                match Box::pin(self.connect(ep, deadline)).await {
+                let res = Box::pin(self.connect(ep, deadline)).await;
+                if retry {
+                    shared.retries.set(shared.retries.get() - 1);
+                }
+                match res {
                     Ok(c) => return Ok(c),
                     // The connection that was busy may have filled or died meanwhile.
                     Err(_) if busy_one.as_ref().is_some_and(|c| c.has_capacity()) => return Ok(busy_one.unwrap()),
@@ -297,56 +347,53 @@ impl<C: Member> Pool<C> {
 
     /// Opens a connection to `ep`, giving up at `connect_timeout` or the request's deadline,
     /// whichever is first. A failure marks the endpoint down for `connect_failure_backoff`
-    /// (not a timeout cut short by the deadline).
+    /// and counts towards its ejection (not a timeout cut short by the deadline).
     async fn connect(&self, ep: &Endpoint<C>, deadline: Instant) -> Result<Rc<C>, RequestError> {
+        let host = &ep.host;
         let limit = self.cluster.connect_timeout.min(deadline.saturating_duration_since(Instant::now()));
         ep.connecting.set(ep.connecting.get() + 1);
-        let res = monoio::time::timeout(limit, self.open(ep)).await;
+        host.conns.set(host.conns.get() + 1);
+        let res = monoio::time::timeout(limit, self.open(host)).await;
         ep.connecting.set(ep.connecting.get() - 1);
         let err = |cause: ConnectCause, endpoints_fault: bool| -> RequestError {
+            host.conns.set(host.conns.get().saturating_sub(1));
+            self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
+            bump(&host.metrics.connect_failures);
+            self.capacity.notify_all();
             if endpoints_fault {
-                ep.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
+                host.down_until.set(Some(Instant::now() + self.cluster.connect_failure_backoff));
+                host.failure("connect failed");
             }
-            ErrorKind::ConnectFailed { endpoint: ep.label.clone(), cause }.into()
+            ErrorKind::ConnectFailed { endpoint: host.label.clone(), cause }.into()
         };
         match res {
             Ok(Ok(conn)) => {
-                ep.down_until.set(None);
+                host.down_until.set(None);
                 if self.retired.get() {
                     conn.mark_retired();
                 }
                 self.stats.upstream_connections.set(self.stats.upstream_connections.get() + 1);
-                bump(&ep.metrics.opened);
+                bump(&host.metrics.opened);
                 ep.conns.borrow_mut().push(conn.clone());
                 // Callers that queued while this connect was in flight may use it too.
                 self.capacity.notify_all();
                 Ok(conn)
             }
-            Ok(Err(e)) => {
-                self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
-                bump(&ep.metrics.connect_failures);
-                self.capacity.notify_all();
-                Err(err(ConnectCause::Io(Rc::new(e)), true))
-            }
-            Err(_) => {
-                self.stats.connect_failures.set(self.stats.connect_failures.get() + 1);
-                bump(&ep.metrics.connect_failures);
-                self.capacity.notify_all();
-                // Cut short by the request's own deadline: not the endpoint's fault.
-                Err(err(ConnectCause::TimedOut(limit), limit == self.cluster.connect_timeout))
-            }
+            Ok(Err(e)) => Err(err(ConnectCause::Io(Rc::new(e)), true)),
+            // Cut short by the request's own deadline: not the endpoint's fault.
+            Err(_) => Err(err(ConnectCause::TimedOut(limit), limit == self.cluster.connect_timeout)),
         }
     }
 
-    async fn open(&self, ep: &Endpoint<C>) -> std::io::Result<Rc<C>> {
-        let (cap, stats, label) = (self.capacity.clone(), self.stats.clone(), ep.label.clone());
-        Ok(match &ep.addr {
+    async fn open(&self, host: &Rc<Host>) -> std::io::Result<Rc<C>> {
+        let (cap, stats) = (self.capacity.clone(), self.stats.clone());
+        Ok(match &host.addr {
             Address::Tcp(a) => {
                 let s = TcpStream::connect_addr(*a).await?;
                 s.set_nodelay(true)?;
-                C::start(s, label, &self.cluster, cap, stats)
+                C::start(s, host.clone(), &self.cluster, cap, stats)
             }
-            Address::Unix(p) => C::start(UnixStream::connect(p).await?, label, &self.cluster, cap, stats),
+            Address::Unix(p) => C::start(UnixStream::connect(p).await?, host.clone(), &self.cluster, cap, stats),
         })
     }
 
@@ -364,10 +411,75 @@ impl<C: Member> Pool<C> {
 
     /// Bytes queued on this pool's connections and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.endpoints
+        self.endpoints.iter().map(|ep| ep.conns.borrow().iter().map(|c| c.queued_bytes()).sum::<usize>()).sum()
+    }
+}
+
+impl<C: Member> Evict for Pool<C> {
+    fn evict_idle(&self, host: &Host, busy: bool) -> bool {
+        let Some(ep) = self.endpoints.iter().find(|e| std::ptr::eq(&*e.host, host)) else {
+            return false;
+        };
+        if ep.reap() > 0 {
+            return true;
+        }
+        let conns = ep.conns.borrow();
+        let mut live = conns.iter().filter(|c| c.has_capacity());
+        let victim = if busy {
+            live.min_by_key(|c| c.load()).cloned()
+        } else {
+            live.find(|c| c.load() == 0 && c.queued_bytes() == 0).cloned()
+        };
+        drop(conns);
+        match victim {
+            Some(c) => {
+                c.retire();
+                ep.reap() > 0
+            }
+            None => false,
+        }
+    }
+}
+
+impl<C: Member> PoolOps for Pool<C> {
+    fn retire(&self) {
+        Pool::retire(self)
+    }
+    fn queued_bytes(&self) -> usize {
+        Pool::queued_bytes(self)
+    }
+    fn live(&self, out: &mut Vec<EndpointState>) {
+        Pool::live(self, out)
+    }
+    fn rebase(&self, set: &Rc<HostSet>) -> Rc<dyn PoolOps> {
+        let endpoints: Vec<Rc<Endpoint<C>>> = set
+            .hosts
             .iter()
-            .flat_map(|ep| ep.conns.borrow().iter().map(|c| c.queued_bytes()).collect::<Vec<_>>())
-            .sum()
+            .map(|h| match self.endpoints.iter().find(|e| Rc::ptr_eq(&e.host, h)) {
+                Some(e) => e.clone(),
+                None => {
+                    Rc::new(Endpoint { host: h.clone(), conns: RefCell::new(Vec::new()), connecting: Cell::new(0) })
+                }
+            })
+            .collect();
+        for old in &self.endpoints {
+            if !endpoints.iter().any(|e| Rc::ptr_eq(e, old)) {
+                for c in old.conns.borrow().iter() {
+                    c.retire();
+                }
+            }
+        }
+        let pool = Rc::new(Pool {
+            cluster: self.cluster.clone(),
+            set: set.clone(),
+            endpoints,
+            capacity: self.capacity.clone(),
+            stats: self.stats.clone(),
+            retired: Cell::new(false),
+        });
+        let weak: std::rc::Weak<dyn Evict> = Rc::downgrade(&(pool.clone() as Rc<dyn Evict>));
+        set.shared.add_pool(weak);
+        pool
     }
 }
 
@@ -383,7 +495,7 @@ mod tests {
 
     impl<const S: bool> Member for Fake<S> {
         const SPREAD: bool = S;
-        fn start<T>(_: T, _: Rc<str>, _: &ClusterConfig, _: Rc<Notify>, _: Rc<Stats>) -> Rc<Self>
+        fn start<T>(_: T, _: Rc<Host>, _: &ClusterConfig, _: Rc<Notify>, _: Rc<Stats>) -> Rc<Self>
         where
             T: Splitable + 'static,
             T::OwnedRead: CancelableAsyncReadRent + 'static,

@@ -53,7 +53,8 @@ both_drivers! {
 
     fn requests_go_round_robin_across_endpoints(driver: &str) {
         let (a, b) = (Backend::start(Wire::Binary, Duration::ZERO), Backend::start(Wire::Binary, Duration::ZERO));
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "two" }"#, &cluster("two", &[a.endpoint(), b.endpoint()], ""));
+        let two = cluster("two", &[a.endpoint(), b.endpoint()], "lb = \"round_robin\"");
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "two" }"#, &two);
         let mut c = Client::connect(proxy.addr, Wire::Binary);
         for seq in 1..=40 {
             assert_eq!(c.call("echo", seq, "rr"), Reply::Ok("echo:rr".into()));
@@ -211,7 +212,8 @@ both_drivers! {
     fn an_endpoint_that_failed_gets_traffic_again_after_the_backoff(driver: &str) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let live = Backend::start(Wire::Binary, Duration::ZERO);
-        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"200ms\"";
+        // Round robin: each endpoint in turn, so the first call meets the closed port.
+        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"200ms\"\nlb = \"round_robin\"";
         let clusters = cluster("half", &[format!("127.0.0.1:{port}"), live.endpoint()], extra);
         let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "half" }"#, &clusters);
         let mut c = Client::connect(proxy.addr, Wire::Binary);

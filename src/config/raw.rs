@@ -22,6 +22,12 @@ const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
 /// Default `cluster[].max_pending_requests` (per worker, as Envoy's circuit breaker).
 const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
+/// Default `cluster[].max_requests` in flight per worker (Envoy: 1024 for the whole process;
+/// ours is per worker and higher, so a busy worker is not the first thing to refuse).
+const DEFAULT_MAX_REQUESTS: usize = 4096;
+const DEFAULT_RETRIES: u32 = 1;
+const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+const DEFAULT_DNS_REFRESH: &str = "5s";
 /// Default `listener[].max_connections` (per worker).
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_ADMIN_MAX_REQUEST: usize = 64 << 10;
@@ -107,8 +113,16 @@ struct RawCluster {
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
     max_pending_requests: Option<i64>,
+    max_requests: Option<i64>,
     max_frame_size: Option<StrOrInt>,
     max_write_buffer: Option<StrOrInt>,
+    lb: Option<String>,
+    hash_key: Option<String>,
+    health_check: Option<super::upstream::RawHealthCheck>,
+    outlier_detection: Option<super::upstream::RawOutlier>,
+    retries: Option<i64>,
+    retry_budget_percent: Option<i64>,
+    dns_refresh: Option<String>,
 }
 
 impl RawConfig {
@@ -129,15 +143,51 @@ impl RawConfig {
             if c.endpoints.is_empty() {
                 p.add(format!("{path}.endpoints"), "needs at least one endpoint");
             }
-            let endpoints = c
-                .endpoints
-                .iter()
-                .enumerate()
-                .filter_map(|(j, e)| parse_address(e).map_err(|err| p.add(format!("{path}.endpoints[{j}]"), err)).ok())
-                .collect();
+            let mut endpoints: Vec<Address> = Vec::new();
+            for (j, e) in c.endpoints.iter().enumerate() {
+                match resolve_endpoint(e) {
+                    Ok(addrs) => {
+                        endpoints.extend(addrs.into_iter().filter(|a| !endpoints.contains(a)).collect::<Vec<_>>())
+                    }
+                    Err(err) => p.add(format!("{path}.endpoints[{j}]"), err),
+                }
+            }
+            let endpoint_names = if c.endpoints.iter().any(|e| is_name(e)) { c.endpoints.clone() } else { Vec::new() };
+            let dns_refresh = p.duration(format!("{path}.dns_refresh"), &c.dns_refresh, DEFAULT_DNS_REFRESH);
+            if dns_refresh < Duration::from_millis(100) {
+                p.add(format!("{path}.dns_refresh"), "at least 100ms");
+            }
+            let retries = match c.retries {
+                None => DEFAULT_RETRIES,
+                Some(n @ 0..=5) => n as u32,
+                Some(n) => {
+                    p.add(format!("{path}.retries"), format!("{n} is out of range 0..=5"));
+                    DEFAULT_RETRIES
+                }
+            };
+            let retry_budget_percent = match c.retry_budget_percent {
+                None => DEFAULT_RETRY_BUDGET_PERCENT,
+                Some(n @ 0..=100) => n as u32,
+                Some(n) => {
+                    p.add(format!("{path}.retry_budget_percent"), format!("{n} is out of range 0..=100"));
+                    DEFAULT_RETRY_BUDGET_PERCENT
+                }
+            };
             clusters.push(ClusterConfig {
                 name,
                 endpoints,
+                endpoint_names,
+                dns_refresh,
+                lb: super::upstream::lb_policy(&path, c.lb.as_deref(), c.hash_key.as_deref(), &mut p),
+                health_check: c.health_check.as_ref().and_then(|h| h.validate(&format!("{path}.health_check"), &mut p)),
+                outlier: c
+                    .outlier_detection
+                    .as_ref()
+                    .map(|o| o.validate(&format!("{path}.outlier_detection"), &mut p))
+                    .unwrap_or_default(),
+                max_requests: p.positive(format!("{path}.max_requests"), c.max_requests, DEFAULT_MAX_REQUESTS, 1 << 24),
+                retries,
+                retry_budget_percent,
                 connect_timeout: p.duration(
                     format!("{path}.connect_timeout"),
                     &c.connect_timeout,

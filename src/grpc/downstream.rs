@@ -22,10 +22,12 @@ use super::errors::{reply, reset_code, GrpcReply};
 use super::stream::{ClientEnd, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields};
+use crate::config::{HashKey, LbPolicy};
 use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
+use crate::hosts::hash_bytes;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::metrics::{now_us, AccessEntry, CloseReason, ConnMeter};
@@ -493,6 +495,14 @@ impl GrpcSession {
         let cluster = view.clusters[routes[ri].cluster].clone();
         drop(view);
         let deadline = info.timeout.map(|t| now + t);
+        let hash = match &cluster.config.lb {
+            LbPolicy::Hash(HashKey::Header(name)) => {
+                let field = list.iter().find(|f| f.name == name.as_bytes()).map(|f| f.value);
+                hash_bytes(field.unwrap_or(path))
+            }
+            LbPolicy::Hash(HashKey::Method) => hash_bytes(path),
+            _ => 0,
+        };
         let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline, rm, start));
         self.streams.borrow_mut().insert(id, stream.clone());
         if deadline.is_some() {
@@ -501,13 +511,13 @@ impl GrpcSession {
         let stats = self.stats();
         stats.requests.set(stats.requests.get() + 1);
         let pool = cluster.pool::<GrpcUpstream>(0);
-        match pool.try_acquire(self.affinity) {
+        match pool.try_acquire(self.affinity, hash) {
             Some(up) => stream.open_upstream(up),
             None => {
                 let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
                 let (conn, affinity) = (self.clone(), self.affinity);
                 monoio::spawn(async move {
-                    let waiting = open_when_ready(stream, pool, affinity, Instant::now() + wait);
+                    let waiting = open_when_ready(stream, pool, affinity, hash, Instant::now() + wait);
                     if CatchUnwind::new(waiting).await.is_err() {
                         conn.panicked("upstream wait");
                     }
@@ -559,8 +569,8 @@ impl ClientEnd for GrpcSession {
 
 /// Waits for an upstream connection with a free stream slot (connecting if the pool may),
 /// then opens the stream there; a failure ends the call with UNAVAILABLE.
-async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, affinity: usize, until: Instant) {
-    let got = pool.acquire(until, affinity).await;
+async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, affinity: usize, hash: u64, until: Instant) {
+    let got = pool.acquire(until, affinity, hash).await;
     if stream.is_closed() {
         return;
     }

@@ -48,6 +48,9 @@ pub trait UpstreamEnd {
     fn peer(&self) -> &str {
         ""
     }
+    /// The stream ended with the upstream's `status` (or the proxy's `failed` kind): counts
+    /// for the endpoint's outlier detection.
+    fn finished(&self, _status: Option<u32>, _failed: Option<&'static str>) {}
 }
 
 /// A frame a stream refused: the side resets the stream with `reason` (RFC 9113 §5.4.2).
@@ -473,6 +476,7 @@ impl Stream {
         self.down.core().credit(req_bytes);
         self.down.forget(self.down_id);
         if let Some(up) = up {
+            up.finished(status, failed);
             up.core().credit(resp_bytes);
             up.forget(up_id);
         }

@@ -21,6 +21,7 @@ use crate::grpc::h2::frame::{
     self, kind, settings::Settings, FrameError, Head, Reason, StreamId, HEAD_LEN, MAX_STREAM_ID,
 };
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
+use crate::hosts::Host;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::pool::Member;
@@ -37,6 +38,8 @@ const MAX_RESPONSE_CONTINUATIONS: usize = 64;
 pub struct GrpcUpstream {
     pub core: Core,
     pub peer: Rc<str>,
+    /// The endpoint's shared state: requests in flight, outlier detection.
+    host: Rc<Host>,
     streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
     next_id: Cell<StreamId>,
     max_streams: usize,
@@ -58,7 +61,7 @@ impl Member for GrpcUpstream {
         self.streams.borrow().len()
     }
 
-    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    fn start<S>(stream: S, host: Rc<Host>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -75,7 +78,8 @@ impl Member for GrpcUpstream {
                 ControlLimits::upstream(),
                 stats.clone(),
             ),
-            peer: label,
+            peer: host.label.clone(),
+            host,
             streams: RefCell::new(IdMap::default()),
             next_id: Cell::new(StreamId::new(1)),
             max_streams: cluster.max_requests_per_connection,
@@ -172,7 +176,19 @@ impl UpstreamEnd for GrpcUpstream {
     fn forget(&self, id: StreamId) {
         GrpcUpstream::forget(self, id)
     }
+
+    fn finished(&self, status: Option<u32>, failed: Option<&'static str>) {
+        match (failed, status) {
+            (None, Some(UNAVAILABLE)) => self.host.failure("grpc-status UNAVAILABLE"),
+            (None, Some(_)) => self.host.success(),
+            (Some("timeout"), _) => self.host.failure("request timeout"),
+            _ => {}
+        }
+    }
 }
+
+/// `grpc-status` UNAVAILABLE: the upstream could not serve the call.
+const UNAVAILABLE: u32 = 14;
 
 impl GrpcUpstream {
     /// Allocates the next stream id for `stream` (called right before its HEADERS are queued).
@@ -180,6 +196,7 @@ impl GrpcUpstream {
         let id = self.next_id.get();
         self.next_id.set(id.next());
         self.streams.borrow_mut().insert(id, stream);
+        self.host.request_started();
         self.stats.protocols.grpc.upstream_streams.set(self.stats.protocols.grpc.upstream_streams.get() + 1);
         id
     }
@@ -199,7 +216,9 @@ impl GrpcUpstream {
     /// A stream ended: its slot is free.
     pub fn forget(&self, id: StreamId) {
         let was_full = !self.has_capacity();
-        self.streams.borrow_mut().remove(&id);
+        if self.streams.borrow_mut().remove(&id).is_some() {
+            self.host.requests_ended(1);
+        }
         if was_full {
             self.capacity.notify_all();
         }
@@ -243,6 +262,9 @@ impl GrpcUpstream {
             log::warn!("upstream {}: {cause}; failing {} streams", self.peer, streams.len());
         }
         let inflight = streams.len();
+        if inflight > 0 {
+            self.host.failure("connection lost with requests in flight");
+        }
         let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
         for s in streams {
             s.fail(&err);

@@ -11,7 +11,7 @@ pub mod patch;
 
 pub use detect::{detect, Detected};
 pub use exception::{encode_exception, ExceptionType, ReplyFraming};
-pub use frame::{frame_len, parse_frame, Dialect, FrameInfo, ParseError, Transport};
+pub use frame::{frame_len, parse_frame, string_header, Dialect, FrameInfo, ParseError, Transport};
 pub use message::Protocol;
 pub use patch::{patch_request, restore_reply, OriginalSeq};
 

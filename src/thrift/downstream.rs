@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
+use crate::config::{HashKey, LbPolicy};
 use crate::error::{ErrorKind, RequestError, Unsupported};
+use crate::hosts::hash_bytes;
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
 use crate::local::{FrameBytes, COPY_MAX};
 use crate::metrics::{bump, now_us, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
@@ -16,7 +18,8 @@ use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
 use crate::thrift::codec::message::{parse_message, split_multiplexed, CALL, ONEWAY};
 use crate::thrift::codec::{
-    detect, encode_exception, frame_len, parse_frame, Detected, FrameInfo, OriginalSeq, ParseError, Protocol,
+    detect, encode_exception, frame_len, parse_frame, string_header, Detected, FrameInfo, OriginalSeq, ParseError,
+    Protocol,
 };
 use crate::thrift::config::ThriftListener;
 use crate::thrift::errors::exception;
@@ -150,6 +153,18 @@ struct Waiting {
     deadline: Instant,
     pool: Rc<ThriftPool>,
     metered: Metered,
+    /// The request's key under `lb = "hash"`.
+    hash: u64,
+}
+
+/// The key `lb = "hash"` places a request by: a TTHeader string header (requests without it,
+/// and other dialects, use the method) or the method name.
+fn request_hash(key: &HashKey, frame: &[u8], info: &FrameInfo, method: &[u8]) -> u64 {
+    let value = match key {
+        HashKey::Header(name) => string_header(frame, info, name.as_bytes()),
+        HashKey::Method => None,
+    };
+    hash_bytes(value.unwrap_or(method))
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -318,8 +333,12 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             timeout = timeout.min(std::time::Duration::from_millis(ms));
         }
         let deadline_us = self.now_us + timeout.as_micros() as u64;
+        let hash = match &cluster.config.lb {
+            LbPolicy::Hash(key) => request_hash(key, &frame, &info, name),
+            _ => 0,
+        };
         let pool = cluster.pool::<ThriftUpstream>(info.dialect.index());
-        match pool.try_acquire(0) {
+        match pool.try_acquire(0, hash) {
             Some(conn) => {
                 self.send(&conn, frame, &info, orig, Metered { route: rm, start: self.now_us, deadline: deadline_us });
                 Next::Continue
@@ -328,14 +347,14 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 let frame = frame.into_owned();
                 let deadline = self.now + timeout;
                 let metered = Metered { route: rm, start: self.now_us, deadline: deadline_us };
-                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, metered }))
+                Next::Acquire(Box::new(Waiting { frame, info, orig, deadline, pool, metered, hash }))
             }
         }
     }
 
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
-        match w.pool.acquire(w.deadline, 0).await {
+        match w.pool.acquire(w.deadline, 0, w.hash).await {
             Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.metered),
             Err(e) => {
                 let stats = &self.state.stats;

@@ -12,6 +12,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::config::ClusterConfig;
 use crate::error::{ErrorKind, LostCause};
+use crate::hosts::Host;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
 use crate::metrics::now_us;
@@ -45,6 +46,8 @@ pub type ThriftPool = crate::pool::Pool<ThriftUpstream>;
 pub struct ThriftUpstream {
     /// The endpoint, for log lines and error messages.
     pub peer: Rc<str>,
+    /// The endpoint's shared state: requests in flight, outlier detection.
+    host: Rc<Host>,
     out: Outbox,
     pending: RefCell<SeqTable<Pending>>,
     /// The deadline the sweeper sleeps until; `None` while it waits for a first request.
@@ -70,7 +73,7 @@ impl ThriftUpstream {
     /// Starts the tasks for a connected stream and returns the connection.
     pub fn start<S>(
         stream: S,
-        peer: Rc<str>,
+        host: Rc<Host>,
         limits: ConnLimits,
         capacity: Rc<Notify>,
         stats: Rc<Stats>,
@@ -81,7 +84,8 @@ impl ThriftUpstream {
         S::OwnedWrite: AsyncWriteRent + 'static,
     {
         let conn = Rc::new(ThriftUpstream {
-            peer,
+            peer: host.label.clone(),
+            host,
             out: Outbox::with_drain_notify(capacity.clone()),
             pending: RefCell::new(SeqTable::default()),
             next_wake: Cell::new(None),
@@ -155,6 +159,7 @@ impl ThriftUpstream {
         if let Some(p) = pending {
             let deadline = p.deadline;
             self.pending.borrow_mut().insert(seq, p);
+            self.host.request_started();
             if self.next_wake.get().is_none_or(|w| deadline < w) {
                 self.deadline_added.notify_all();
             }
@@ -178,6 +183,10 @@ impl ThriftUpstream {
                 log::warn!("upstream {}: {cause}; failing {} requests in flight", self.peer, pending.len());
             }
             let inflight = pending.len();
+            if inflight > 0 {
+                self.host.requests_ended(inflight);
+                self.host.failure("connection lost with requests in flight");
+            }
             let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
             for p in pending {
                 p.fail(&err);
@@ -276,6 +285,7 @@ impl ThriftUpstream {
         log::warn!("upstream {}: reply of {len} bytes over max_frame_size {}", self.peer, self.limits.max_frame);
         let removed = self.pending.borrow_mut().remove(info.msg.seq);
         if let Some(p) = removed {
+            self.host.requests_ended(1);
             p.fail(&ErrorKind::ReplyTooLarge { len, max: self.limits.max_frame }.into());
             self.capacity.notify_all();
         }
@@ -298,6 +308,8 @@ impl ThriftUpstream {
         let removed = self.pending.borrow_mut().remove(info.msg.seq);
         match removed {
             Some(p) => {
+                self.host.requests_ended(1);
+                self.host.success();
                 p.complete(frame, &info, self.read_at.get(), &self.peer);
                 if was_full {
                     self.capacity.notify_all();
@@ -334,7 +346,9 @@ impl ThriftUpstream {
                 let seqs: Vec<SeqId> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| s).collect();
                 seqs.iter().filter_map(|s| pending.remove(*s)).collect()
             };
+            self.host.requests_ended(expired.len());
             for p in expired {
+                self.host.failure("request timeout");
                 self.stats.timeouts.set(self.stats.timeouts.get() + 1);
                 p.fail(&ErrorKind::Timeout { endpoint: Some(self.peer.clone()) }.into());
             }
@@ -345,12 +359,17 @@ impl ThriftUpstream {
 }
 
 impl Member for ThriftUpstream {
+    /// A burst that finds no connection waits for the one being opened (it takes
+    /// `max_requests_per_connection`) instead of opening one each: a dialect's burst would
+    /// otherwise take every connection slot of the endpoint from the cluster's other pools.
+    const SHARE_NEW_CONNECTIONS: bool = true;
+
     /// Requests in flight (reported to the admin side; this pool does not spread).
     fn load(&self) -> usize {
         self.pending.borrow().len()
     }
 
-    fn start<S>(stream: S, label: Rc<str>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
+    fn start<S>(stream: S, host: Rc<Host>, cluster: &ClusterConfig, capacity: Rc<Notify>, stats: Rc<Stats>) -> Rc<Self>
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
@@ -361,7 +380,7 @@ impl Member for ThriftUpstream {
             max_frame: cluster.max_frame_size.get(),
             max_write_buffer: cluster.max_write_buffer.get(),
         };
-        ThriftUpstream::start(stream, label, limits, capacity, stats)
+        ThriftUpstream::start(stream, host, limits, capacity, stats)
     }
     fn is_dead(&self) -> bool {
         ThriftUpstream::is_dead(self)

@@ -5,14 +5,15 @@
 use std::any::TypeId;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::Sink;
-use crate::config::{ClusterConfig, Config, ListenerConfig, RouteConfig};
-use crate::metrics::{ClusterMetrics, EndpointMetrics, EndpointState, Registry, RouteLog, RouteMetrics};
-use crate::pool::{Member, Pool};
+use crate::config::{Address, ClusterConfig, Config, ListenerConfig, RouteConfig};
+use crate::hosts::{Evict, Host, HostSet, Shared};
+use crate::metrics::{EndpointState, Registry, RouteLog, RouteMetrics};
+use crate::pool::{Member, Pool, PoolOps};
 use crate::stats::Stats;
 
 /// One immutable version of the config, as handed to every worker.
@@ -38,25 +39,6 @@ pub trait DownstreamConn {
     fn requests_active(&self) -> usize;
 }
 
-/// What a pool of any protocol answers to the worker.
-trait PoolOps: 'static {
-    fn retire(&self);
-    fn queued_bytes(&self) -> usize;
-    fn live(&self, out: &mut Vec<EndpointState>);
-}
-
-impl<C: Member> PoolOps for Pool<C> {
-    fn retire(&self) {
-        Pool::retire(self)
-    }
-    fn queued_bytes(&self) -> usize {
-        Pool::queued_bytes(self)
-    }
-    fn live(&self, out: &mut Vec<EndpointState>) {
-        Pool::live(self, out)
-    }
-}
-
 /// One pool of a cluster: which pool type it is (`Pool<C>` for one connection type `C`) and
 /// flavour (a Thrift dialect, say), and the pool behind what the worker needs of it.
 struct PoolSlot {
@@ -65,17 +47,24 @@ struct PoolSlot {
     pool: Rc<dyn PoolOps>,
 }
 
-/// One cluster's pools in this worker: one per connection type and flavour in use.
+/// Active health verdicts by cluster and endpoint, as the health owner last sent them (kept
+/// across reloads and endpoint changes, so a new pool starts from what is known).
+pub type HealthTable = RefCell<HashMap<(String, Address), bool>>;
+
+/// One cluster's pools in this worker: one per connection type and flavour in use, over the
+/// cluster's endpoints (`HostSet`, shared by all of them).
 pub struct ClusterPools {
+    /// The cluster as the snapshot has it (reloads compare it).
     pub config: Rc<ClusterConfig>,
+    /// The endpoints now (DNS may have changed them since the snapshot) and how requests
+    /// are spread over them.
+    set: RefCell<Rc<HostSet>>,
+    /// The config the pools use: `config` with the endpoints of `set`.
+    resolved: RefCell<Rc<ClusterConfig>>,
     /// A handful of entries at most: a scan beats hashing.
     pools: RefCell<Vec<PoolSlot>>,
     stats: Rc<Stats>,
-    metrics: Rc<ClusterMetrics>,
-    /// Per endpoint (same order as the config's), shared by every pool of the cluster.
-    endpoint_metrics: Vec<Rc<EndpointMetrics>>,
-    /// Requests of the cluster waiting in any of its pools (`max_pending_requests`).
-    pending: Rc<Cell<usize>>,
+    seed: u64,
 }
 
 impl ClusterPools {
@@ -85,47 +74,93 @@ impl ClusterPools {
         let type_id = TypeId::of::<Pool<C>>();
         let mut pools = self.pools.borrow_mut();
         if let Some(slot) = pools.iter().find(|s| s.type_id == type_id && s.flavour == flavour) {
-            // SAFETY: a slot whose `type_id` is that of `Pool<C>` was pushed below from an
-            // `Rc<Pool<C>>` unsize-coerced to `Rc<dyn PoolOps>`, so the data pointer of its
-            // `into_raw` is the `Pool<C>` that `Rc::from_raw` expects (same type, size and
-            // alignment); the clone gives the new `Rc` its own strong count. (This is
-            // `Rc::downcast` without the virtual `type_id` call: one scan per request.)
+            // SAFETY: a slot whose `type_id` is that of `Pool<C>` holds an `Rc<Pool<C>>`
+            // unsize-coerced to `Rc<dyn PoolOps>` (pushed below, or made by `Pool<C>::rebase`,
+            // which returns a `Pool<C>` too), so the data pointer of its `into_raw` is the
+            // `Pool<C>` that `Rc::from_raw` expects (same type, size and alignment); the clone
+            // gives the new `Rc` its own strong count. (This is `Rc::downcast` without the
+            // virtual `type_id` call: one scan per request.)
             return unsafe { Rc::from_raw(Rc::into_raw(slot.pool.clone()) as *const Pool<C>) };
         }
-        let p = Rc::new(Pool::<C>::new(
-            self.config.clone(),
-            self.stats.clone(),
-            self.metrics.clone(),
-            &self.endpoint_metrics,
-            self.pending.clone(),
-        ));
+        let set = self.set.borrow().clone();
+        let p = Rc::new(Pool::<C>::new(self.resolved.borrow().clone(), set.clone(), self.stats.clone()));
+        let weak: Weak<dyn Evict> = Rc::downgrade(&(p.clone() as Rc<dyn Evict>));
+        set.shared.add_pool(weak);
         pools.push(PoolSlot { type_id, flavour, pool: p.clone() });
         p
     }
 
-    fn new(config: ClusterConfig, stats: Rc<Stats>, registry: &Registry) -> ClusterPools {
-        let endpoint_metrics =
-            config.endpoints.iter().map(|a| registry.endpoint(&config.name, &a.to_string())).collect();
+    fn new(
+        config: ClusterConfig,
+        stats: Rc<Stats>,
+        registry: &Registry,
+        health: &HealthTable,
+        seed: u64,
+    ) -> ClusterPools {
+        let shared = Shared::new(&config, registry.cluster(&config.name));
+        let config = Rc::new(config);
+        let set = Rc::new(host_set(&config, &config.endpoints, &[], &shared, registry, health, seed));
         ClusterPools {
-            metrics: registry.cluster(&config.name),
-            config: Rc::new(config),
+            resolved: RefCell::new(config.clone()),
+            config,
+            set: RefCell::new(set),
             pools: RefCell::new(Vec::new()),
             stats,
-            endpoint_metrics,
-            pending: Rc::default(),
+            seed,
         }
     }
 
-    /// What each pool's endpoints hold now (connections open, requests in flight, backoff).
-    pub fn live(&self, out: &mut Vec<EndpointState>) {
-        // Every configured endpoint, whether or not a pool has been made for it yet.
+    /// The cluster's endpoints now.
+    pub fn hosts(&self) -> Rc<HostSet> {
+        self.set.borrow().clone()
+    }
+
+    /// New endpoints for the cluster (a DNS answer changed): the endpoints that stayed keep
+    /// their connections, state and counters; connections to removed ones close once idle.
+    pub fn set_endpoints(&self, endpoints: &[Address], registry: &Registry, health: &HealthTable) {
+        let old = self.hosts();
+        if old.hosts.iter().map(|h| &h.addr).eq(endpoints.iter()) {
+            return;
+        }
+        let set = Rc::new(host_set(&self.config, endpoints, &old.hosts, &old.shared, registry, health, self.seed));
+        let mut resolved = (*self.config).clone();
+        resolved.endpoints = endpoints.to_vec();
+        *self.resolved.borrow_mut() = Rc::new(resolved);
+        for slot in self.pools.borrow_mut().iter_mut() {
+            slot.pool = slot.pool.rebase(&set);
+        }
+        *self.set.borrow_mut() = set;
+    }
+
+    /// The health owner's verdict on one endpoint.
+    pub fn set_healthy(&self, endpoint: &Address, healthy: bool) {
+        if let Some(h) = self.hosts().hosts.iter().find(|h| h.addr == *endpoint) {
+            h.set_healthy(healthy);
+        }
+    }
+
+    /// What each pool's endpoints hold now (connections open, requests in flight, backoff),
+    /// each endpoint's health and ejection, and whether the cluster is failing open.
+    pub fn live(&self, out: &mut Vec<EndpointState>, fail_open: &mut Vec<Rc<str>>) {
+        let set = self.hosts();
+        // Every endpoint, whether or not a pool has been made for it yet.
         let cluster: Rc<str> = self.config.name.as_str().into();
-        for a in &self.config.endpoints {
-            let endpoint = a.to_string().into();
-            out.push(EndpointState { cluster: cluster.clone(), endpoint, open: 0, inflight: 0, down: false });
+        for h in &set.hosts {
+            out.push(EndpointState {
+                cluster: cluster.clone(),
+                endpoint: h.label.clone(),
+                open: 0,
+                inflight: 0,
+                down: false,
+                unhealthy: !h.healthy(),
+                ejected: h.ejected_now(),
+            });
         }
         for slot in self.pools.borrow().iter() {
             slot.pool.live(out);
+        }
+        if set.shared.fail_open() {
+            fail_open.push(cluster);
         }
     }
 
@@ -138,6 +173,31 @@ impl ClusterPools {
     fn queued_bytes(&self) -> usize {
         self.pools.borrow().iter().map(|slot| slot.pool.queued_bytes()).sum()
     }
+}
+
+/// The hosts of `endpoints`, reusing those of `old` with the same address.
+fn host_set(
+    config: &ClusterConfig,
+    endpoints: &[Address],
+    old: &[Rc<Host>],
+    shared: &Rc<Shared>,
+    registry: &Registry,
+    health: &HealthTable,
+    seed: u64,
+) -> HostSet {
+    let health = health.borrow();
+    let hosts = endpoints
+        .iter()
+        .map(|a| match old.iter().find(|h| h.addr == *a) {
+            Some(h) => h.clone(),
+            None => {
+                let healthy = health.get(&(config.name.clone(), a.clone())).copied().unwrap_or(true);
+                let metrics = registry.endpoint(&config.name, &a.to_string());
+                Rc::new(Host::new(a.clone(), metrics, shared.clone(), healthy))
+            }
+        })
+        .collect();
+    HostSet::new(config.lb.clone(), hosts, shared.clone(), seed)
 }
 
 /// A config snapshot with this worker's pools for its clusters (same indexes), and the
@@ -201,6 +261,12 @@ impl View {
     }
 }
 
+/// A per-worker seed for the load balancer's random choices.
+fn seed(worker: usize) -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    crate::hosts::hash_bytes(&(t ^ worker as u64).to_le_bytes())
+}
+
 pub struct WorkerState {
     pub id: usize,
     view: RefCell<Rc<View>>,
@@ -212,17 +278,20 @@ pub struct WorkerState {
     next_conn: Cell<u64>,
     /// Set when a drain starts: accept loops stop, idle connections get closed.
     pub draining: Cell<bool>,
+    /// Active health verdicts (see `HealthTable`).
+    health: HealthTable,
 }
 
 impl WorkerState {
     pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Self {
         let stats = Rc::new(Stats::default());
         let metrics = Registry::default();
+        let health = HealthTable::default();
         let clusters = snapshot
             .config
             .clusters
             .iter()
-            .map(|c| Rc::new(ClusterPools::new(c.clone(), stats.clone(), &metrics)))
+            .map(|c| Rc::new(ClusterPools::new(c.clone(), stats.clone(), &metrics, &health, seed(id))))
             .collect();
         WorkerState {
             id,
@@ -232,6 +301,7 @@ impl WorkerState {
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
+            health,
         }
     }
 
@@ -250,7 +320,13 @@ impl WorkerState {
             .iter()
             .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
                 Some(o) => o.clone(),
-                None => Rc::new(ClusterPools::new(c.clone(), self.stats.clone(), &self.metrics)),
+                None => Rc::new(ClusterPools::new(
+                    c.clone(),
+                    self.stats.clone(),
+                    &self.metrics,
+                    &self.health,
+                    seed(self.id),
+                )),
             })
             .collect();
         for o in &old.clusters {
@@ -259,6 +335,21 @@ impl WorkerState {
             }
         }
         *self.view.borrow_mut() = Rc::new(View::new(snapshot, clusters, &self.metrics));
+    }
+
+    /// The health owner's verdict on an endpoint of a cluster.
+    pub fn set_health(&self, cluster: &str, endpoint: &Address, healthy: bool) {
+        self.health.borrow_mut().insert((cluster.to_string(), endpoint.clone()), healthy);
+        if let Some(c) = self.view().clusters.iter().find(|c| c.config.name == cluster) {
+            c.set_healthy(endpoint, healthy);
+        }
+    }
+
+    /// A cluster's endpoints as the resolver now answers.
+    pub fn set_endpoints(&self, cluster: &str, endpoints: &[Address]) {
+        if let Some(c) = self.view().clusters.iter().find(|c| c.config.name == cluster) {
+            c.set_endpoints(endpoints, &self.metrics, &self.health);
+        }
     }
 
     /// Registers a downstream connection for drain; one that arrives during a drain is told
@@ -314,11 +405,11 @@ impl WorkerState {
 
     /// Every labelled metric of this worker, with the pools' live figures.
     pub fn metrics_report(&self) -> crate::metrics::MetricsReport {
-        let mut live = Vec::new();
+        let (mut live, mut fail_open) = (Vec::new(), Vec::new());
         for c in &self.view().clusters {
-            c.live(&mut live);
+            c.live(&mut live, &mut fail_open);
         }
-        self.metrics.report(&live)
+        self.metrics.report(&live, &fail_open)
     }
 
     /// Bytes still queued towards upstreams (ONEWAY frames a drain must not drop).

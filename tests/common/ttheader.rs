@@ -151,6 +151,8 @@ pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 pub struct KitexBackend {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
+    /// Most connections open at once.
+    pub peak: Arc<AtomicUsize>,
     /// Requests whose header seq did not equal their payload seq (the proxy must patch both).
     pub seq_mismatches: Arc<AtomicUsize>,
 }
@@ -158,15 +160,24 @@ pub struct KitexBackend {
 impl KitexBackend {
     pub fn start() -> KitexBackend {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let b =
-            KitexBackend { addr: l.local_addr().unwrap(), accepted: Arc::default(), seq_mismatches: Arc::default() };
-        let (accepted, mismatches) = (b.accepted.clone(), b.seq_mismatches.clone());
+        let b = KitexBackend {
+            addr: l.local_addr().unwrap(),
+            accepted: Arc::default(),
+            peak: Arc::default(),
+            seq_mismatches: Arc::default(),
+        };
+        let (accepted, peak, mismatches) = (b.accepted.clone(), b.peak.clone(), b.seq_mismatches.clone());
+        let open = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let mismatches = mismatches.clone();
-                std::thread::spawn(move || serve(s, &mismatches));
+                peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let (mismatches, open) = (mismatches.clone(), open.clone());
+                std::thread::spawn(move || {
+                    serve(s, &mismatches);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         b

@@ -126,6 +126,50 @@ pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, ParseError>
     }
 }
 
+/// The value of TTHeader string header `key` in the frame `buf` (None for other dialects, or
+/// when it is not there). Scans the info blocks again: only `lb = "hash"` on a header asks.
+pub fn string_header<'a>(buf: &'a [u8], info: &FrameInfo, key: &[u8]) -> Option<&'a [u8]> {
+    if info.dialect.transport != Transport::TTHeader {
+        return None;
+    }
+    let hs = usize::from(be_u16(buf, 12).ok()?) * 4;
+    let h = buf.get(14..14 + hs)?;
+    let u16_at = |i: usize| h.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    // Protocol id, transform count (always 0 here: parse_frame refused transforms).
+    let mut i = 2;
+    while i < h.len() {
+        let id = h[i];
+        i += 1;
+        match id {
+            0x00 => {}
+            0x01 => {
+                let count = u16_at(i)?;
+                i += 2;
+                for _ in 0..count {
+                    let kl = u16_at(i)?;
+                    let k = i + 2..i + 2 + kl;
+                    let vl = u16_at(k.end)?;
+                    let v = k.end + 2..k.end + 2 + vl;
+                    if h.get(k.clone())? == key {
+                        return h.get(v);
+                    }
+                    i = v.end;
+                }
+            }
+            0x10 => {
+                let count = u16_at(i)?;
+                i += 2;
+                for _ in 0..count {
+                    i += 4 + u16_at(i + 2)?;
+                }
+            }
+            0x11 => i += 2 + u16_at(i)?,
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Key/value ranges found in a header's info blocks.
 #[derive(Default)]
 struct Infos {
