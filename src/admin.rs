@@ -81,6 +81,8 @@ pub struct Status {
     /// Each worker's last report: a worker that does not answer in time is reported with it,
     /// so summed counters never go down (which Prometheus would take for a reset).
     last_reports: Mutex<Vec<Option<crate::worker::WorkerReport>>>,
+    /// The active health checks' verdicts, per cluster and endpoint.
+    health: Mutex<Option<crate::health::Verdicts>>,
 }
 
 /// One version of the running config, rendered once when it is applied.
@@ -93,6 +95,17 @@ struct ConfigInfo {
 }
 
 impl Status {
+    /// Where the health owner keeps its verdicts.
+    pub fn set_health(&self, verdicts: crate::health::Verdicts) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdicts);
+    }
+
+    /// A copy of the active health checks' verdicts.
+    pub fn health(&self) -> std::collections::HashMap<(String, String), crate::health::Verdict> {
+        let v = self.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        v.map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default()
+    }
+
     /// Records the config now in force (version `version`, applied now).
     pub fn set_config(&self, version: u64, config: &Config) {
         let json = config_json::config(config);

@@ -15,6 +15,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::access_log::{Sink, Writers};
 use crate::admin::{Admin, ControlRequest, Status};
 use crate::config::{Address, Config, ListenerConfig};
+use crate::health::HealthOwner;
+use crate::resolve::Resolver;
 use crate::stats::StatsSnapshot;
 use crate::worker::{self, Command, Event, Mailbox, Snapshot, StdListener, WorkerSpec};
 
@@ -45,6 +47,10 @@ pub struct Server {
     admin: Option<Admin>,
     /// The access log files' writer threads.
     writers: Writers,
+    /// Resolves endpoint names and tells `health` what to check (stopped before `health`).
+    resolver: Option<Resolver>,
+    /// The active health checks' owner.
+    health: Option<HealthOwner>,
 }
 
 /// Each listener's access log sink (starting a writer for a file not open yet).
@@ -114,7 +120,18 @@ impl Server {
             let thread = worker::spawn(spec)?;
             workers.push(WorkerLink { mailbox: Mailbox::new(tx, waker), thread: Some(thread) });
         }
-        let mut server = Server { workers, events, bound, current, drivers: vec![""; n], status, admin, writers };
+        let mut server = Server {
+            workers,
+            events,
+            bound,
+            current,
+            drivers: vec![""; n],
+            status,
+            admin,
+            writers,
+            resolver: None,
+            health: None,
+        };
         let mut started = 0;
         let mut failure = None;
         while started < n {
@@ -136,7 +153,13 @@ impl Server {
             server.shutdown();
             return Err(io::Error::other(f));
         }
-        server.status.set_mailboxes(server.workers.iter().map(|w| w.mailbox.clone()).collect());
+        let mailboxes: Vec<Mailbox> = server.workers.iter().map(|w| w.mailbox.clone()).collect();
+        server.status.set_mailboxes(mailboxes.clone());
+        let health = HealthOwner::start(mailboxes.clone())?;
+        server.status.set_health(health.verdicts.clone());
+        let config = Arc::new(server.current.config.clone());
+        server.resolver = Some(Resolver::start(config, mailboxes, health.sender())?);
+        server.health = Some(health);
         Ok(server)
     }
 
@@ -177,6 +200,9 @@ impl Server {
         let access_logs = access_logs(&config, &mut self.writers)?;
         self.status.set_access_logs(self.writers.sinks());
         self.status.set_config(generation, &config);
+        if let Some(r) = &self.resolver {
+            r.set_config(Arc::new(config.clone()));
+        }
         self.current = Arc::new(Snapshot { generation, config, access_logs });
         for w in &self.workers {
             w.send(Command::Apply(self.current.clone()));
@@ -200,6 +226,8 @@ impl Server {
     /// workers and returns their summed counters.
     pub fn shutdown(mut self) -> StatsSnapshot {
         self.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.resolver = None;
+        self.health = None;
         for w in &self.workers {
             w.send(Command::Drain);
         }

@@ -262,7 +262,9 @@ impl fmt::Display for RequestError {
             ErrorKind::Stalled => write!(f, "stalled on a zero flow-control window"),
             ErrorKind::UpstreamRefused => write!(f, "the upstream refused the stream (GOAWAY)"),
             ErrorKind::Draining => write!(f, "the proxy is draining"),
-            ErrorKind::Overloaded => write!(f, "too many requests wait for this cluster"),
+            ErrorKind::Overloaded => {
+                write!(f, "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)")
+            }
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum Command {
     /// Send a copy of this worker's counters and metrics (the admin endpoint asks; nothing
     /// else of the worker's memory is read from outside).
     Report(Sender<WorkerReport>),
+    /// The health owner's new verdict on an endpoint of a cluster.
+    Health { cluster: Arc<str>, endpoint: crate::config::Address, healthy: bool },
+    /// A cluster's endpoints as its names resolve now.
+    Endpoints { cluster: Arc<str>, endpoints: Arc<Vec<crate::config::Address>> },
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
@@ -214,6 +218,8 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                 let _ = events.send(Event::Applied { worker: id, generation });
             }
             Command::Drain => break,
+            Command::Health { cluster, endpoint, healthy } => state.set_health(&cluster, &endpoint, healthy),
+            Command::Endpoints { cluster, endpoints } => state.set_endpoints(&cluster, &endpoints),
             Command::Report(to) => {
                 let _ = to.send(WorkerReport {
                     worker: id,

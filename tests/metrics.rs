@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::apache::{Backend, Client, Reply, Wire};
 use common::grpc::h2_call;
+use common::prom::{get, parse, value};
 use common::{eventually, ChildGuard};
 use ringway::config::Config;
 use ringway::control::Server;
@@ -61,60 +61,6 @@ routes = [ {{ name = "echo", service = "ringway.test.Echo", cluster = "gecho" }}
         common::cluster("gecho", &[grpc.to_string()], ""),
     );
     Server::start(Config::parse(&toml).unwrap()).unwrap()
-}
-
-/// GET `path` on the admin endpoint: (status, content type, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut content_type = String::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim_end().is_empty() {
-            break;
-        }
-        if let Some(v) = h.strip_prefix("content-type:") {
-            content_type = v.trim().to_string();
-        }
-    }
-    let mut body = String::new();
-    r.read_to_string(&mut body).unwrap();
-    (status, content_type, body)
-}
-
-/// Samples of a Prometheus text exposition: (name, labels, value). Enough of the format for
-/// what ringway writes (the real parsers check the rest).
-fn parse(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let mut map = BTreeMap::new();
-        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once("=\"").unwrap();
-            map.insert(k.to_string(), v.trim_end_matches('"').to_string());
-        }
-        out.push((name.to_string(), map, value.parse().unwrap()));
-    }
-    out
-}
-
-/// The sum of every sample of `name` whose labels include `want`.
-fn value(samples: &[(String, BTreeMap<String, String>, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|(_, _, v)| v)
-        .sum()
 }
 
 /// Apache Thrift echo backends, one per protocol the clients speak.

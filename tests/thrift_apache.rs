@@ -372,7 +372,7 @@ both_drivers! {
                 (start.elapsed(), reply)
             })
             .collect();
-        let overloaded = |r: &Reply| matches!(r, Reply::Exception { kind: ApplicationErrorKind::InternalError, message } if message.contains("too many requests wait for this cluster"));
+        let overloaded = |r: &Reply| matches!(r, Reply::Exception { kind: ApplicationErrorKind::InternalError, message } if message.contains("the cluster is overloaded"));
         // The first holds the connection, the next two wait: all three end at their deadline.
         for (took, reply) in &answers[..3] {
             assert!(!overloaded(reply) && *took >= Duration::from_millis(1400), "{took:?} {reply:?}");

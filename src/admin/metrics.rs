@@ -24,6 +24,8 @@ use crate::worker::{Command, WorkerReport};
 pub struct Collected {
     pub reports: Vec<WorkerReport>,
     pub missing: Vec<usize>,
+    /// The active health checks' verdicts by cluster and endpoint.
+    pub health: std::collections::HashMap<(String, String), crate::health::Verdict>,
 }
 
 pub fn collect(status: &Status) -> Collected {
@@ -49,7 +51,7 @@ pub fn collect(status: &Status) -> Collected {
     }
     reports.extend(missing.iter().filter_map(|w| last[*w].clone()));
     reports.sort_by_key(|r| r.worker);
-    Collected { reports, missing }
+    Collected { reports, missing, health: status.health() }
 }
 
 impl Collected {
@@ -84,7 +86,14 @@ impl Collected {
             for e in &w.metrics.endpoints {
                 let key = (e.cluster.clone(), e.endpoint.clone());
                 let entry = m.entry(key).or_insert_with(|| {
-                    let zero = EndpointReport { opened: 0, connect_failures: 0, open: 0, inflight: 0, ..e.clone() };
+                    let zero = EndpointReport {
+                        opened: 0,
+                        connect_failures: 0,
+                        open: 0,
+                        inflight: 0,
+                        ejections: 0,
+                        ..e.clone()
+                    };
                     (zero, Vec::new())
                 });
                 entry.0.opened += e.opened;
@@ -93,6 +102,9 @@ impl Collected {
                 entry.0.inflight += e.inflight;
                 entry.0.backoff |= e.backoff;
                 entry.0.configured |= e.configured;
+                entry.0.ejections += e.ejections;
+                entry.0.ejected |= e.ejected;
+                entry.0.unhealthy |= e.unhealthy;
                 entry.1.push(e.open);
             }
         }
@@ -222,27 +234,63 @@ fn merged_listeners(c: &Collected) -> BTreeMap<String, ListenerSums> {
     m
 }
 
-/// `GET /clusters`: per cluster and endpoint, connections open (in all and per worker),
-/// requests in flight, connects and their failures, and health (what exists today: the
-/// connect-failure backoff).
-pub fn clusters_json(c: &Collected) -> Value {
-    let mut clusters: BTreeMap<String, (u64, Vec<Value>)> = BTreeMap::new();
+/// Per cluster, summed over the workers: pool waits, retries, retries over budget, and the
+/// workers failing open.
+#[derive(Default)]
+struct ClusterSums {
+    pool_waits: u64,
+    retries: u64,
+    retries_over_budget: u64,
+    fail_open_workers: Vec<usize>,
+}
+
+/// A per-cluster family: name, help, and the figure.
+type ClusterFigure = (&'static str, &'static str, fn(&ClusterSums) -> u64);
+/// A per-checked-endpoint family: name, type, help, and the figure.
+type HealthFigure = (&'static str, &'static str, &'static str, fn(&crate::health::Verdict) -> u64);
+
+fn cluster_sums(c: &Collected) -> BTreeMap<String, ClusterSums> {
+    let mut m: BTreeMap<String, ClusterSums> = BTreeMap::new();
     for w in &c.reports {
         for cl in &w.metrics.clusters {
-            clusters.entry(cl.name.clone()).or_default().0 += cl.pool_waits;
+            let e = m.entry(cl.name.clone()).or_default();
+            e.pool_waits += cl.pool_waits;
+            e.retries += cl.retries;
+            e.retries_over_budget += cl.retries_over_budget;
+            if cl.fail_open {
+                e.fail_open_workers.push(w.worker);
+            }
         }
     }
+    m
+}
+
+/// `GET /clusters`: per cluster and endpoint, connections open (in all and per worker),
+/// requests in flight, connects and their failures, health (the active check's verdict,
+/// outlier ejection, connect backoff), and per cluster pool waits, retries and fail-open.
+pub fn clusters_json(c: &Collected) -> Value {
+    let mut clusters: BTreeMap<String, (ClusterSums, Vec<Value>)> =
+        cluster_sums(c).into_iter().map(|(k, v)| (k, (v, Vec::new()))).collect();
     for ((cluster, endpoint), (e, per_worker)) in c.endpoints() {
+        let check = c.health.get(&(cluster.clone(), endpoint.clone()));
         let health = if !e.configured {
             "removed"
+        } else if check.is_some_and(|v| !v.healthy) || e.unhealthy {
+            "unhealthy"
+        } else if e.ejected {
+            "ejected"
         } else if e.backoff {
             "connect_backoff"
         } else {
             "healthy"
         };
+        let active = check.map(|v| json!({ "healthy": v.healthy, "checks": v.checks, "failures": v.failures }));
         clusters.entry(cluster).or_default().1.push(json!({
             "endpoint": endpoint,
             "health": health,
+            "active_check": active,
+            "ejected": e.ejected,
+            "ejections": e.ejections,
             "connections_open": e.open,
             "connections_open_per_worker": per_worker,
             "requests_in_flight": e.inflight,
@@ -252,7 +300,16 @@ pub fn clusters_json(c: &Collected) -> Value {
     }
     let list: Vec<Value> = clusters
         .into_iter()
-        .map(|(name, (waits, endpoints))| json!({ "cluster": name, "pool_waits": waits, "endpoints": endpoints }))
+        .map(|(name, (sums, endpoints))| {
+            json!({
+                "cluster": name,
+                "pool_waits": sums.pool_waits,
+                "retries": sums.retries,
+                "retries_over_budget": sums.retries_over_budget,
+                "fail_open_workers": sums.fail_open_workers,
+                "endpoints": endpoints,
+            })
+        })
         .collect();
     json!({ "clusters": list, "workers_not_answering": c.missing })
 }
@@ -524,7 +581,7 @@ fn upstream_section(e: &mut Exposition, c: &Collected) {
         }
     }
     let endpoints = c.endpoints();
-    let figures: [Figure; 4] = [
+    let figures: [Figure; 6] = [
         (
             "ringway_upstream_connections_opened_total",
             "counter",
@@ -549,6 +606,18 @@ fn upstream_section(e: &mut Exposition, c: &Collected) {
             "1 while a failed connect holds new connections to the endpoint back (on any worker).",
             |e| e.backoff as u64,
         ),
+        (
+            "ringway_upstream_ejections_total",
+            "counter",
+            "Times outlier detection ejected the endpoint, per cluster and endpoint (summed over workers).",
+            |e| e.ejections,
+        ),
+        (
+            "ringway_upstream_endpoint_ejected",
+            "gauge",
+            "1 while outlier detection has the endpoint ejected (on any worker).",
+            |e| e.ejected as u64,
+        ),
     ];
     for (name, kind, help, get) in figures {
         e.family(name, kind, help);
@@ -556,17 +625,63 @@ fn upstream_section(e: &mut Exposition, c: &Collected) {
             e.sample(name, &[("cluster", cluster), ("endpoint", endpoint)], get(r));
         }
     }
-    let mut waits: BTreeMap<&str, u64> = BTreeMap::new();
-    for cl in c.reports.iter().flat_map(|w| &w.metrics.clusters) {
-        *waits.entry(&cl.name).or_default() += cl.pool_waits;
+    let sums = cluster_sums(c);
+    let per_cluster: [ClusterFigure; 4] = [
+        (
+            "ringway_upstream_pool_waits_total",
+            "Requests that found no open upstream connection with room and waited for one (or for a connect), per cluster.",
+            |s| s.pool_waits,
+        ),
+        (
+            "ringway_upstream_retries_total",
+            "Requests tried again on another endpoint after a failure that sent nothing (a failed connect), per cluster.",
+            |s| s.retries,
+        ),
+        (
+            "ringway_upstream_retries_over_budget_total",
+            "Retries not made because the cluster's retry budget was spent, per cluster.",
+            |s| s.retries_over_budget,
+        ),
+        (
+            "ringway_upstream_fail_open_workers",
+            "Workers on which every endpoint of the cluster was unhealthy or ejected at the last pick, so requests go to all of them.",
+            |s| s.fail_open_workers.len() as u64,
+        ),
+    ];
+    for (name, help, get) in per_cluster {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        e.family(name, kind, help);
+        for (cluster, s) in &sums {
+            e.sample(name, &[("cluster", cluster)], get(s));
+        }
     }
-    e.family(
-        "ringway_upstream_pool_waits_total",
-        "counter",
-        "Requests that found no open upstream connection with room and waited for one (or for a connect), per cluster.",
-    );
-    for (cluster, n) in waits {
-        e.sample("ringway_upstream_pool_waits_total", &[("cluster", cluster)], n);
+    let mut checked: Vec<(&(String, String), &crate::health::Verdict)> = c.health.iter().collect();
+    checked.sort_by(|a, b| a.0.cmp(b.0));
+    let health: [HealthFigure; 3] = [
+        (
+            "ringway_upstream_endpoint_healthy",
+            "gauge",
+            "The active health check's verdict (1 healthy, 0 unhealthy), per cluster and checked endpoint.",
+            |v| v.healthy as u64,
+        ),
+        (
+            "ringway_upstream_health_checks_total",
+            "counter",
+            "Active health checks made, per cluster and endpoint.",
+            |v| v.checks,
+        ),
+        (
+            "ringway_upstream_health_check_failures_total",
+            "counter",
+            "Active health checks that failed, per cluster and endpoint.",
+            |v| v.failures,
+        ),
+    ];
+    for (name, kind, help, get) in health {
+        e.family(name, kind, help);
+        for ((cluster, endpoint), v) in &checked {
+            e.sample(name, &[("cluster", cluster), ("endpoint", endpoint)], get(v));
+        }
     }
     let t = c.total();
     e.family("ringway_upstream_lost_total", "counter", "Upstream connections lost with requests in flight.");

@@ -74,7 +74,13 @@ mod tests {
                 ErrorKind::Saturated,
                 st(Code::Unavailable, "no upstream connection had room before the request deadline"),
             ),
-            (ErrorKind::Overloaded, st(Code::Unavailable, "too many requests wait for this cluster")),
+            (
+                ErrorKind::Overloaded,
+                st(
+                    Code::Unavailable,
+                    "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)",
+                ),
+            ),
             (
                 ErrorKind::UpstreamLost { endpoint: ep.clone(), cause: LostCause::Closed, inflight: 5 },
                 st(Code::Unavailable, "upstream connection closed: 10.0.0.1:50051"),

@@ -138,7 +138,12 @@ mod tests {
                 Origin::Client,
             ),
             (ErrorKind::Draining, InternalError, "the proxy is draining", Origin::Proxy),
-            (ErrorKind::Overloaded, InternalError, "too many requests wait for this cluster", Origin::Proxy),
+            (
+                ErrorKind::Overloaded,
+                InternalError,
+                "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)",
+                Origin::Proxy,
+            ),
             (ErrorKind::UpstreamRefused, InternalError, "the upstream refused the stream (GOAWAY)", Origin::Upstream),
             (ErrorKind::Cancelled, InternalError, "cancelled by the client", Origin::Client),
             (ErrorKind::Stalled, InternalError, "stalled on a zero flow-control window", Origin::Proxy),

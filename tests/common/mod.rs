@@ -5,6 +5,7 @@
 
 pub mod apache;
 pub mod grpc;
+pub mod prom;
 pub mod ttheader;
 
 use std::net::SocketAddr;

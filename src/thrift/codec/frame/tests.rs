@@ -106,6 +106,16 @@ fn reference_ttheader_example_parses_to_its_documented_fields() {
 }
 
 #[test]
+fn a_ttheader_string_header_is_found_by_key_for_hashing() {
+    let info = parse_frame(REF_TTHEADER, 4096).unwrap();
+    assert_eq!(string_header(REF_TTHEADER, &info, b"isn"), Some(&b"Echo"[..]));
+    assert_eq!(string_header(REF_TTHEADER, &info, b"user"), None, "absent key");
+    assert_eq!(string_header(REF_TTHEADER, &info, b"is"), None, "a prefix of a key is not the key");
+    let framed = parse_frame(REF_FRAMED, 4096).unwrap();
+    assert_eq!(string_header(REF_FRAMED, &framed, b"isn"), None, "other dialects have none");
+}
+
+#[test]
 fn reference_theader_example_parses() {
     let info = parse_frame(REF_THEADER, 4096).unwrap();
     assert_eq!(frame_len(REF_THEADER), Some(REF_THEADER.len()));

@@ -1,0 +1,359 @@
+//! Backends that fail (issue 14), with real backends on both drivers: active health checks
+//! (Thrift against Apache Thrift servers, gRPC against grpcio's own health servicer),
+//! outlier ejection of a backend that never answers, least request around a slow backend,
+//! consistent hashing, retries only of requests that sent nothing, and the per-endpoint
+//! connection limit across dialects. Progress is read off the admin endpoint's /metrics.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::apache::{Backend, Client, Wire};
+use common::prom::{get, parse, value};
+use common::ttheader::binary_message;
+use common::{cluster, eventually, ChildGuard};
+use ringway::config::Config;
+use ringway::control::Server;
+
+/// A proxy with one Thrift listener routing everything to cluster "c", and an admin endpoint.
+fn proxy(driver: &str, workers: usize, clusters: &str) -> (Server, SocketAddr, SocketAddr) {
+    let toml = format!(
+        "[runtime]\nworkers = {workers}\ndriver = {driver:?}\ndrain_timeout = \"2s\"\ndrain_idle_close = \"50ms\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"thrift\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\nroutes = [{{ cluster = \"c\" }}]\n\
+         {clusters}"
+    );
+    let server = Server::start(Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))).unwrap();
+    let (addr, admin) = (server.local_addr("thrift").unwrap(), server.admin_addr().unwrap());
+    (server, addr, admin)
+}
+
+/// One sample of /metrics (summed over the series that match `labels`).
+fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(&parse(&get(admin, "/metrics").2), name, labels)
+}
+
+/// A Framed binary client with TCP_NODELAY, one call at a time: (message type, seqID).
+struct Raw(TcpStream);
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw(s)
+    }
+
+    fn call(&mut self, method: &str, seq: i32) -> u8 {
+        let m = binary_message(1, method, seq, 1, "x");
+        let mut f = (m.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&m);
+        self.0.write_all(&f).unwrap();
+        let mut len = [0u8; 4];
+        self.0.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.0.read_exact(&mut body).unwrap();
+        let n = u32::from_be_bytes([body[4], body[5], body[6], body[7]]) as usize;
+        let got = i32::from_be_bytes([body[8 + n], body[9 + n], body[10 + n], body[11 + n]]);
+        assert_eq!(got, seq, "reply to its own call");
+        body[3]
+    }
+}
+
+const REPLY: u8 = 2;
+const EXCEPTION: u8 = 3;
+
+/// A backend that accepts, reads and never answers. Returns its address and accept count.
+fn black_hole() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (addr, accepted) = (l.local_addr().unwrap(), Arc::new(AtomicUsize::new(0)));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            a.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A backend that reads one request and closes the connection without answering.
+fn hang_up() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (addr, requests) = (l.local_addr().unwrap(), Arc::new(AtomicUsize::new(0)));
+    let r = requests.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, requests)
+}
+
+both_drivers! {
+    fn health_checks_take_a_killed_backend_out_and_bring_it_back(driver: &str) {
+        let a = Backend::start(Wire::Binary, Duration::ZERO);
+        let b = Backend::start(Wire::Binary, Duration::ZERO);
+        let (b_addr, port) = (b.endpoint(), b.addr.port());
+        // Outlier ejection off and a short connect backoff: only the health check keeps
+        // requests away from the dead backend.
+        let extra = "lb = \"round_robin\"\nconnect_failure_backoff = \"1ms\"\n\
+                     outlier_detection = { consecutive_failures = 0 }\n\
+                     health_check = { kind = \"thrift\", interval = \"200ms\", timeout = \"150ms\", unhealthy_threshold = 2, healthy_threshold = 2 }";
+        let (server, addr, admin) = proxy(driver, 2, &cluster("c", &[a.endpoint(), b_addr.clone()], extra));
+        let mut clients: Vec<Raw> = (0..4).map(|_| Raw::connect(addr)).collect();
+        let mut seq = 0;
+        let mut round = |clients: &mut Vec<Raw>| -> usize {
+            let mut failed = 0;
+            for c in clients.iter_mut() {
+                seq += 1;
+                failed += usize::from(c.call("echo", seq) != REPLY);
+            }
+            failed
+        };
+        for _ in 0..10 {
+            assert_eq!(round(&mut clients), 0);
+        }
+        assert!(b.calls.load(Ordering::SeqCst) > 0 && a.calls.load(Ordering::SeqCst) > 0);
+        assert_eq!(metric(admin, "ringway_upstream_endpoint_healthy", &[("endpoint", &b_addr)]), 1.0);
+
+        b.kill();
+        drop(b);
+        // Until the checks notice, a request that meets the dead backend's closed port is
+        // retried on the other one: nothing fails but what was in flight when it died.
+        let mut failed = 0;
+        let until = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < until {
+            failed += round(&mut clients);
+        }
+        assert!(failed <= clients.len(), "only requests in flight when it died fail: {failed}");
+        assert!(eventually(Duration::from_secs(3), || {
+            metric(admin, "ringway_upstream_endpoint_healthy", &[("endpoint", &b_addr)]) == 0.0
+        }));
+        std::thread::sleep(Duration::from_millis(50));
+        let attempts = metric(admin, "ringway_upstream_connect_failures_total", &[("endpoint", &b_addr)]);
+        for _ in 0..25 {
+            assert_eq!(round(&mut clients), 0);
+        }
+        let after = metric(admin, "ringway_upstream_connect_failures_total", &[("endpoint", &b_addr)]);
+        assert_eq!(after, attempts, "no request goes to an unhealthy endpoint");
+        let clusters = get(admin, "/clusters").2;
+        assert!(clusters.contains("\"health\": \"unhealthy\""), "{clusters}");
+
+        // Restarted on the same port: healthy again after two passing checks, and traffic returns.
+        let back = Backend::start_on(Wire::Binary, port);
+        assert!(eventually(Duration::from_secs(3), || {
+            metric(admin, "ringway_upstream_endpoint_healthy", &[("endpoint", &b_addr)]) == 1.0
+        }));
+        for _ in 0..10 {
+            assert_eq!(round(&mut clients), 0);
+        }
+        assert!(back.calls.load(Ordering::SeqCst) >= 10, "traffic returned: {}", back.calls.load(Ordering::SeqCst));
+        drop(clients);
+        server.shutdown();
+    }
+
+    fn a_backend_that_never_answers_is_ejected_after_consecutive_timeouts(driver: &str) {
+        let a = Backend::start(Wire::Binary, Duration::ZERO);
+        let (hole, _) = black_hole();
+        let hole = hole.to_string();
+        let extra = "lb = \"round_robin\"\nrequest_timeout = \"150ms\"\n\
+                     outlier_detection = { consecutive_failures = 3, base_ejection_time = \"30s\" }";
+        let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[a.endpoint(), hole.clone()], extra));
+        let mut c = Raw::connect(addr);
+        // Round robin alternates: three calls time out on the black hole, then it is ejected.
+        let replies: Vec<u8> = (1..=6).map(|seq| c.call("echo", seq)).collect();
+        assert_eq!(replies, [REPLY, EXCEPTION, REPLY, EXCEPTION, REPLY, EXCEPTION]);
+        // From here every call goes to the live backend: none waits for a timeout.
+        for seq in 7..=56 {
+            assert_eq!(c.call("echo", seq), REPLY, "call {seq}");
+        }
+        assert_eq!(a.calls.load(Ordering::SeqCst), 53);
+        assert_eq!(metric(admin, "ringway_upstream_ejections_total", &[("endpoint", &hole)]), 1.0);
+        assert_eq!(metric(admin, "ringway_upstream_endpoint_ejected", &[("endpoint", &hole)]), 1.0);
+        assert!(get(admin, "/clusters").2.contains("\"health\": \"ejected\""));
+        drop(c);
+        server.shutdown();
+    }
+
+    fn least_request_sends_little_to_a_backend_20x_slower(driver: &str) {
+        let share = |lb: &str| -> f64 {
+            let fast = Backend::start(Wire::Binary, Duration::from_millis(1));
+            let slow = Backend::start(Wire::Binary, Duration::from_millis(20));
+            let extra = format!("lb = {lb:?}");
+            let (server, addr, _) = proxy(driver, 1, &cluster("c", &[fast.endpoint(), slow.endpoint()], &extra));
+            let threads: Vec<_> = (0..32)
+                .map(|t| std::thread::spawn(move || {
+                    let mut c = Raw::connect(addr);
+                    (0..15).all(|k| c.call("slowEcho", t * 100 + k) == REPLY)
+                }))
+                .collect();
+            assert!(threads.into_iter().all(|t| t.join().unwrap()));
+            server.shutdown();
+            let (f, s) = (fast.calls.load(Ordering::SeqCst), slow.calls.load(Ordering::SeqCst));
+            assert_eq!(f + s, 32 * 15);
+            s as f64 / (f + s) as f64
+        };
+        let least = share("least_request");
+        assert!(least < 0.2, "least_request gave the slow backend {:.0} %", least * 100.0);
+        let rr = share("round_robin");
+        assert!(rr > 0.4, "round robin gives each its half: {:.0} %", rr * 100.0);
+    }
+
+    fn hashing_keeps_a_key_on_one_endpoint_and_adding_one_moves_about_a_third(driver: &str) {
+        let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Wire::Binary, Duration::ZERO)).collect();
+        let eps: Vec<String> = backends.iter().map(|b| b.endpoint()).collect();
+        let (mut server, addr, _) = proxy(driver, 2, &cluster("c", &eps[..2], "lb = \"hash\""));
+        let owner = |b: &[Backend], method: &str| -> usize {
+            let before: Vec<usize> = b.iter().map(|x| x.calls.load(Ordering::SeqCst)).collect();
+            // Several connections (both workers): a key's place does not depend on the client.
+            for k in 0..3 {
+                let mut c = Raw::connect(addr);
+                assert_eq!(c.call(method, k + 1), REPLY);
+            }
+            let grew: Vec<usize> = b.iter().zip(&before).map(|(x, n)| x.calls.load(Ordering::SeqCst) - n).collect();
+            let owners: Vec<usize> = (0..grew.len()).filter(|&i| grew[i] > 0).collect();
+            assert_eq!(owners.len(), 1, "{method}: one endpoint took every call: {grew:?}");
+            owners[0]
+        };
+        let keys: Vec<String> = (0..60).map(|k| format!("key{k}")).collect();
+        let two: Vec<usize> = keys.iter().map(|k| owner(&backends, k)).collect();
+        assert!(two.contains(&0) && two.contains(&1), "both endpoints own keys");
+        let toml = format!(
+            "[runtime]\nworkers = 2\ndriver = {driver:?}\n[admin]\naddress = \"127.0.0.1:0\"\n\
+             [[listener]]\nname = \"thrift\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\nroutes = [{{ cluster = \"c\" }}]\n{}",
+            cluster("c", &eps, "lb = \"hash\"")
+        );
+        server.reload(Config::parse(&toml).unwrap()).unwrap();
+        let three: Vec<usize> = keys.iter().map(|k| owner(&backends, k)).collect();
+        let moved: Vec<usize> = (0..keys.len()).filter(|&i| two[i] != three[i]).collect();
+        assert!(moved.iter().all(|&i| three[i] == 2), "keys move only to the new endpoint");
+        assert!((8..=32).contains(&moved.len()), "about 1/3 of 60 keys moved: {}", moved.len());
+        server.shutdown();
+    }
+
+    fn a_failed_connect_is_retried_and_a_request_already_sent_is_not(driver: &str) {
+        let a = Backend::start(Wire::Binary, Duration::ZERO);
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let extra = "lb = \"round_robin\"\nconnect_failure_backoff = \"1ms\"\noutlier_detection = { consecutive_failures = 0 }";
+        let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[closed.clone(), a.endpoint()], extra));
+        let mut c = Raw::connect(addr);
+        for seq in 1..=10 {
+            assert_eq!(c.call("echo", seq), REPLY, "call {seq}: the failed connect is retried");
+        }
+        assert!(metric(admin, "ringway_upstream_retries_total", &[("cluster", "c")]) >= 1.0);
+        drop(c);
+        server.shutdown();
+
+        // retries = 0: the same connect failure is the client's error.
+        let extra = format!("{extra}\nretries = 0");
+        let (server, addr, _) = proxy(driver, 1, &cluster("c", &[closed, a.endpoint()], &extra));
+        let mut c = Raw::connect(addr);
+        assert_eq!(c.call("echo", 1), EXCEPTION);
+        drop(c);
+        server.shutdown();
+
+        // A backend that takes the request and hangs up: the request reached an upstream, so
+        // it fails and is never sent to the other endpoint.
+        let (gone, requests) = hang_up();
+        let before = a.calls.load(Ordering::SeqCst);
+        let extra = "lb = \"round_robin\"\noutlier_detection = { consecutive_failures = 0 }";
+        let (server, addr, _) = proxy(driver, 1, &cluster("c", &[gone.to_string(), a.endpoint()], extra));
+        let mut c = Raw::connect(addr);
+        assert_eq!(c.call("echo", 1), EXCEPTION);
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        assert_eq!(a.calls.load(Ordering::SeqCst), before, "not retried");
+        drop(c);
+        server.shutdown();
+    }
+
+    fn the_connection_limit_counts_connections_of_every_dialect(driver: &str) {
+        let (hole, accepted) = black_hole();
+        let extra = "max_connections_per_endpoint = 2\nmax_requests_per_connection = 1\nrequest_timeout = \"1s\"";
+        let (server, addr, _) = proxy(driver, 1, &cluster("c", &[hole.to_string()], extra));
+        let mut binary = Client::connect(addr, Wire::Binary);
+        let mut compact = Client::connect(addr, Wire::Compact);
+        for seq in 1..=3 {
+            binary.send("echo", seq, "b", false);
+            compact.send("echo", seq, "c", false);
+        }
+        assert!(eventually(Duration::from_millis(500), || accepted.load(Ordering::SeqCst) == 2));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "two connections in all, whatever the dialect");
+        // Every call ends (timed out, or refused as the cluster saturated): nothing hangs.
+        for _ in 0..3 {
+            assert!(binary.recv().is_ok());
+            assert!(compact.recv().is_ok());
+        }
+        drop((binary, compact));
+        server.shutdown();
+    }
+
+    fn over_max_requests_a_call_fails_at_once_as_overloaded(driver: &str) {
+        let (hole, _) = black_hole();
+        let extra = "max_requests = 2\nrequest_timeout = \"2s\"";
+        let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[hole.to_string()], extra));
+        let mut c = Client::connect(addr, Wire::Binary);
+        for seq in 1..=4 {
+            c.send("echo", seq, "x", false);
+        }
+        // The third and fourth are refused at once; the first two wait for their deadline.
+        let started = Instant::now();
+        for want in [3, 4] {
+            let (_, seq, reply) = c.recv().unwrap();
+            assert_eq!(seq, want);
+            match reply {
+                common::apache::Reply::Exception { message, .. } => assert!(message.contains("overloaded"), "{message}"),
+                other => panic!("expected an exception, got {other:?}"),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_millis(1500), "refused before the deadline");
+        assert_eq!(metric(admin, "ringway_proxy_errors_total", &[("kind", "overloaded")]), 2.0);
+        drop(c);
+        server.shutdown();
+    }
+
+    fn grpc_health_checks_follow_the_servicer(driver: &str) {
+        let mut peer = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc_health_peer.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut out = BufReader::new(peer.stdout.take().unwrap());
+        let mut stdin = peer.stdin.take().unwrap();
+        let peer = ChildGuard(peer);
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port: u16 = line.strip_prefix("PORT ").and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| {
+            panic!("health peer printed {line:?} (pip install -r tests/py/requirements.txt)")
+        });
+        let ep = format!("127.0.0.1:{port}");
+        let extra = "health_check = { kind = \"grpc\", interval = \"100ms\", timeout = \"90ms\", unhealthy_threshold = 1, healthy_threshold = 1 }";
+        let (server, _, admin) = proxy(driver, 1, &cluster("c", std::slice::from_ref(&ep), extra));
+        let healthy = || metric(admin, "ringway_upstream_endpoint_healthy", &[("endpoint", &ep)]);
+        let checks = || metric(admin, "ringway_upstream_health_checks_total", &[("endpoint", &ep)]);
+        assert!(eventually(Duration::from_secs(5), || checks() >= 2.0));
+        assert_eq!(healthy(), 1.0, "SERVING");
+        writeln!(stdin, "NOT_SERVING").unwrap();
+        assert!(eventually(Duration::from_secs(5), || healthy() == 0.0), "NOT_SERVING is unhealthy");
+        writeln!(stdin, "SERVING").unwrap();
+        assert!(eventually(Duration::from_secs(5), || healthy() == 1.0));
+        drop((stdin, peer));
+        assert!(eventually(Duration::from_secs(5), || healthy() == 0.0), "a stopped server is unhealthy");
+        server.shutdown();
+    }
+}
