@@ -33,6 +33,9 @@ pub trait Evict {
 /// What the cluster's endpoints share in one worker, kept across endpoint changes (DNS).
 pub struct Shared {
     pub outlier: OutlierDetection,
+    /// `connect_failure_backoff`: also how long new connections avoid an endpoint that just
+    /// dropped one with requests in flight.
+    backoff: std::time::Duration,
     pub cluster: Rc<str>,
     /// Endpoints in the current set (for `max_ejection_percent`).
     size: Cell<usize>,
@@ -57,6 +60,7 @@ impl Shared {
     pub fn new(cluster: &ClusterConfig, metrics: Rc<ClusterMetrics>) -> Rc<Shared> {
         Rc::new(Shared {
             outlier: cluster.outlier.clone(),
+            backoff: cluster.connect_failure_backoff,
             cluster: cluster.name.as_str().into(),
             size: Cell::new(0),
             ejected: Cell::new(0),
@@ -177,6 +181,15 @@ impl Host {
         if self.failures.get() != 0 {
             self.failures.set(0);
         }
+    }
+
+    /// A connection to it was lost with requests in flight: a failure for outlier detection,
+    /// and no new connection for `connect_failure_backoff` (unless every endpoint is down). A
+    /// process that is going down still completes connects from its listen backlog for a
+    /// moment; reconnecting at once sent a second batch of requests to a dying backend.
+    pub fn lost_with_requests(&self) {
+        self.down_until.set(Some(Instant::now() + self.shared.backoff));
+        self.failure("connection lost with requests in flight");
     }
 
     /// A failure outlier detection counts; ejects the endpoint at the threshold when the

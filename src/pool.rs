@@ -82,17 +82,18 @@ pub trait PoolOps: 'static {
     fn rebase(&self, set: &Rc<HostSet>) -> Rc<dyn PoolOps>;
 }
 
-/// One request counted in a cluster's pending requests while it waits in `acquire`.
-struct Waiting<'a>(&'a Cell<usize>);
+/// One request counted in one of the cluster's gauges (pending requests, retries under way)
+/// while it is in `acquire`.
+struct Counted<'a>(&'a Cell<usize>);
 
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a Cell<usize>) -> Waiting<'a> {
+impl<'a> Counted<'a> {
+    fn enter(count: &'a Cell<usize>) -> Counted<'a> {
         count.set(count.get() + 1);
-        Waiting(count)
+        Counted(count)
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }
@@ -245,13 +246,15 @@ impl<C: Member> Pool<C> {
         if self.over_max_requests() || shared.pending.get() >= self.cluster.max_pending_requests {
             return Err(ErrorKind::Overloaded.into());
         }
-        let _waiting = Waiting::enter(&shared.pending);
+        let _waiting = Counted::enter(&shared.pending);
         bump(&shared.metrics.pool_waits);
         // Endpoints whose connect failed for this request (allocated on the first failure).
         let mut failed: Vec<bool> = Vec::new();
         let tried = |failed: &[bool], i: usize| failed.get(i).copied().unwrap_or(false);
         let mut last_error = None;
         let mut retries = 0u32;
+        // Counted among the cluster's retries under way from the first retry on.
+        let mut retrying: Option<Counted> = None;
         'scan: loop {
             let start = self.set.pick(hash);
             let now = Instant::now();
@@ -298,26 +301,9 @@ impl<C: Member> Pool<C> {
                     None if may_connect => None,
                     None => continue,
                 };
-                // A connect after a failed one is a retry: within `retries` and the budget.
-                let retry = !failed.is_empty();
-                if retry {
-                    if retries >= self.cluster.retries {
-                        break 'scan;
-                    }
-                    if !shared.retry_allowed(self.cluster.retry_budget_percent) {
-                        bump(&shared.metrics.retries_over_budget);
-                        break 'scan;
-                    }
-                    retries += 1;
-                    bump(&shared.metrics.retries);
-                    shared.retries.set(shared.retries.get() + 1);
-                }
                 // Boxed: the connect future is large and rare; keeping it out of line keeps
                 // every connection task small.
                 let res = Box::pin(self.connect(ep, deadline)).await;
-                if retry {
-                    shared.retries.set(shared.retries.get() - 1);
-                }
                 match res {
                     Ok(c) => return Ok(c),
                     // The connection that was busy may have filled or died meanwhile.
@@ -333,6 +319,20 @@ impl<C: Member> Pool<C> {
                         if gave_up || Instant::now() >= deadline {
                             break 'scan;
                         }
+                        // Nothing was sent: the request may go to another endpoint, as a
+                        // retry within `retries` and the cluster's retry budget.
+                        if retries >= self.cluster.retries {
+                            break 'scan;
+                        }
+                        if !shared.retry_allowed(self.cluster.retry_budget_percent) {
+                            bump(&shared.metrics.retries_over_budget);
+                            break 'scan;
+                        }
+                        if retries == 0 {
+                            retrying = Some(Counted::enter(&shared.retries));
+                        }
+                        retries += 1;
+                        bump(&shared.metrics.retries);
                         continue 'scan;
                     }
                 }
@@ -342,6 +342,7 @@ impl<C: Member> Pool<C> {
                 break 'scan;
             }
         }
+        drop(retrying);
         Err(last_error.unwrap_or_else(|| ErrorKind::Saturated.into()))
     }
 

@@ -60,6 +60,8 @@ struct Named {
     refresh: Duration,
     current: Vec<Address>,
     due: Instant,
+    /// The last lookup failed (logged once, until one succeeds again).
+    failing: bool,
 }
 
 fn run(
@@ -79,7 +81,11 @@ fn run(
                 continue;
             }
             n.due = now + n.refresh;
-            match resolve_all(&n.names) {
+            let answer = resolve_all(&n.names);
+            if answer.is_ok() && std::mem::take(&mut n.failing) {
+                log::info!("cluster {cluster}: {} resolve again", n.names.join(", "));
+            }
+            match answer {
                 Ok(list) if list != n.current => {
                     log::info!(
                         "cluster {cluster}: {} now resolve to {} (were {}); updating every worker",
@@ -95,7 +101,15 @@ fn run(
                     }
                 }
                 Ok(_) => {}
-                Err(e) => log::warn!("cluster {cluster}: {e}; keeping the last good answer ({})", show(&n.current)),
+                Err(e) => {
+                    if !std::mem::replace(&mut n.failing, true) {
+                        log::warn!(
+                            "cluster {cluster}: {e}; keeping the last good answer ({}) and trying again every {:?}",
+                            show(&n.current),
+                            n.refresh
+                        );
+                    }
+                }
             }
         }
         if changed {
@@ -128,6 +142,7 @@ fn clusters(config: &Config) -> HashMap<String, Named> {
                 refresh: c.dns_refresh,
                 current: c.endpoints.clone(),
                 due: now + c.dns_refresh,
+                failing: false,
             };
             (c.name.clone(), n)
         })

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use monoio::io::{Canceller, Splitable};
 use monoio::net::TcpStream;
 
-use super::wire::{check_reply, encode_request};
+use super::wire::{check_reply, encode_request, reply_seq, ReplyError};
 use ringway::io::{read_more, ReadHint};
 use ringway::local::SeqMap;
 use ringway::thrift::codec::frame_len;
@@ -19,8 +19,9 @@ use crate::load::{write_batch, Acc, LoadSpec, Window};
 /// Open-loop requests allowed to be outstanding on one connection before sends are skipped.
 const OPEN_LOOP_BACKLOG: usize = 100_000;
 
-/// Cuts complete reply frames from `buf`, checks each and returns their seqIDs.
-fn take_replies(buf: &mut BytesMut, conn: u32, acc: &RefCell<Acc>, out: &mut Vec<i32>) -> bool {
+/// Cuts complete reply frames from `buf`, checks each and returns their seqIDs: good replies
+/// in `out`, requests answered with an EXCEPTION (counted as errors) in `failed`.
+fn take_replies(buf: &mut BytesMut, conn: u32, acc: &RefCell<Acc>, out: &mut Vec<i32>, failed: &mut Vec<i32>) -> bool {
     while let Some(len) = frame_len(buf) {
         if len > 64 << 20 {
             acc.borrow_mut().error("oversized_reply");
@@ -33,7 +34,13 @@ fn take_replies(buf: &mut BytesMut, conn: u32, acc: &RefCell<Acc>, out: &mut Vec
         let frame = buf.split_to(len);
         match check_reply(&frame, conn) {
             Ok(seq) => out.push(seq),
-            Err(e) => acc.borrow_mut().error(e.label()),
+            Err(e) => {
+                acc.borrow_mut().error(e.label());
+                // The request is answered (the proxy's error): not owed any more.
+                if let Some(seq) = reply_seq(&frame).filter(|_| e == ReplyError::Exception) {
+                    failed.push(seq);
+                }
+            }
         }
     }
     true
@@ -52,7 +59,7 @@ pub(crate) async fn closed_loop(
     let mut next_seq = 1i32;
     let mut wbuf = BytesMut::with_capacity(spec.inflight * (spec.payload + 64));
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let mut seqs = Vec::new();
+    let (mut seqs, mut failed) = (Vec::new(), Vec::new());
     let cancel = Canceller::new();
     let mut hint = ReadHint::new(16 * 1024);
     let t0 = Instant::now();
@@ -76,15 +83,18 @@ pub(crate) async fn closed_loop(
             }
         }
         seqs.clear();
-        if !take_replies(&mut rbuf, id, acc, &mut seqs) {
+        failed.clear();
+        if !take_replies(&mut rbuf, id, acc, &mut seqs, &mut failed) {
             return;
         }
         let now = Instant::now();
         let mut a = acc.borrow_mut();
-        for &seq in &seqs {
+        for (&seq, ok) in seqs.iter().map(|s| (s, true)).chain(failed.iter().map(|s| (s, false))) {
             let sent_at = sent.remove(&seq);
             let known = sent_at.is_some();
-            a.reply(sent_at, now, |t| t >= w.measure_from && now <= w.end);
+            if ok {
+                a.reply(sent_at, now, |t| t >= w.measure_from && now <= w.end);
+            }
             if !known {
                 continue;
             }
@@ -145,7 +155,7 @@ pub(crate) async fn open_loop(
     };
     let reader = async {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
-        let mut seqs = Vec::new();
+        let (mut seqs, mut failed) = (Vec::new(), Vec::new());
         let cancel = Canceller::new();
         let mut hint = ReadHint::new(16 * 1024);
         // Replies still owed when sending stops get a grace period, then count as timeouts.
@@ -168,7 +178,8 @@ pub(crate) async fn open_loop(
                 }
             }
             seqs.clear();
-            if !take_replies(&mut rbuf, id, acc, &mut seqs) {
+            failed.clear();
+            if !take_replies(&mut rbuf, id, acc, &mut seqs, &mut failed) {
                 return;
             }
             let now = Instant::now();
@@ -176,6 +187,9 @@ pub(crate) async fn open_loop(
             for &seq in &seqs {
                 let sent_at = sent.borrow_mut().remove(&seq);
                 a.reply(sent_at, now, |t| t >= w.measure_from);
+            }
+            for seq in &failed {
+                sent.borrow_mut().remove(seq);
             }
             progress.fetch_add(seqs.len() as u64, Ordering::Relaxed);
         }

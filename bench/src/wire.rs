@@ -129,6 +129,11 @@ impl ReplyError {
     }
 }
 
+/// The seqID of a reply frame that parses (an EXCEPTION too).
+pub fn reply_seq(frame: &[u8]) -> Option<i32> {
+    parse_frame(frame, 256).ok().map(|info| info.msg.seq.get())
+}
+
 /// Checks a reply frame and returns its seqID.
 pub fn check_reply(frame: &[u8], conn: u32) -> Result<i32, ReplyError> {
     let info = parse_frame(frame, 256).map_err(|_| ReplyError::Malformed)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{ClusterConfig, Config, ListenerConfig};
+use crate::config::{CheckKind, ClusterConfig, Config, HashKey, LbPolicy, ListenerConfig};
 use crate::protocol::ListenerProtocol;
 
 /// `250ms`, `1s`, `30s`, `1.5s`: the way the config file writes durations.
@@ -91,6 +91,32 @@ fn cluster(c: &ClusterConfig) -> Value {
         "max_pending_requests": c.max_pending_requests,
         "max_frame_size": c.max_frame_size.get(),
         "max_write_buffer": c.max_write_buffer.get(),
+        "endpoint_names": c.endpoint_names,
+        "dns_refresh": duration(c.dns_refresh),
+        "lb": c.lb.name(),
+        "hash_key": match &c.lb {
+            LbPolicy::Hash(HashKey::Header(h)) => format!("header:{h}"),
+            LbPolicy::Hash(HashKey::Method) => "method".into(),
+            _ => String::new(),
+        },
+        "max_requests": c.max_requests,
+        "retries": c.retries,
+        "retry_budget_percent": c.retry_budget_percent,
+        "health_check": c.health_check.as_ref().map(|h| json!({
+            "kind": match h.kind { CheckKind::Tcp => "tcp", CheckKind::Thrift => "thrift", CheckKind::Grpc => "grpc" },
+            "interval": duration(h.interval),
+            "timeout": duration(h.timeout),
+            "unhealthy_threshold": h.unhealthy_threshold,
+            "healthy_threshold": h.healthy_threshold,
+            "thrift_method": h.thrift_method,
+            "grpc_service": h.grpc_service,
+        })),
+        "outlier_detection": {
+            "consecutive_failures": c.outlier.consecutive_failures,
+            "base_ejection_time": duration(c.outlier.base_ejection_time),
+            "max_ejection_time": duration(c.outlier.max_ejection_time),
+            "max_ejection_percent": c.outlier.max_ejection_percent,
+        },
     })
 }
 

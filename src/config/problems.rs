@@ -70,6 +70,18 @@ impl Problems {
         }
     }
 
+    /// A count in 0..=max (`what_zero_means` is said in the error, e.g. "0: off").
+    pub fn count(&mut self, path: String, v: Option<i64>, default: u32, max: u32, what_zero_means: &str) -> u32 {
+        match v {
+            None => default,
+            Some(n) if (0..=i64::from(max)).contains(&n) => n as u32,
+            Some(n) => {
+                self.add(path, format!("{n} is out of range 0..={max}{what_zero_means}"));
+                default
+            }
+        }
+    }
+
     /// A count in 1..=max.
     pub fn positive(&mut self, path: String, v: Option<i64>, default: usize, max: usize) -> usize {
         match v {

@@ -157,22 +157,14 @@ impl RawConfig {
             if dns_refresh < Duration::from_millis(100) {
                 p.add(format!("{path}.dns_refresh"), "at least 100ms");
             }
-            let retries = match c.retries {
-                None => DEFAULT_RETRIES,
-                Some(n @ 0..=5) => n as u32,
-                Some(n) => {
-                    p.add(format!("{path}.retries"), format!("{n} is out of range 0..=5"));
-                    DEFAULT_RETRIES
-                }
-            };
-            let retry_budget_percent = match c.retry_budget_percent {
-                None => DEFAULT_RETRY_BUDGET_PERCENT,
-                Some(n @ 0..=100) => n as u32,
-                Some(n) => {
-                    p.add(format!("{path}.retry_budget_percent"), format!("{n} is out of range 0..=100"));
-                    DEFAULT_RETRY_BUDGET_PERCENT
-                }
-            };
+            let retries = p.count(format!("{path}.retries"), c.retries, DEFAULT_RETRIES, 5, " (0: no retries)");
+            let retry_budget_percent = p.count(
+                format!("{path}.retry_budget_percent"),
+                c.retry_budget_percent,
+                DEFAULT_RETRY_BUDGET_PERCENT,
+                100,
+                "",
+            );
             clusters.push(ClusterConfig {
                 name,
                 endpoints,

@@ -243,3 +243,62 @@ fn max_pending_requests_defaults_and_is_range_checked() {
     let err = Config::parse(&with("0")).unwrap_err();
     assert!(err.0.iter().any(|p| p.starts_with("cluster[0].max_pending_requests: 0 is out of range")), "{err}");
 }
+
+#[test]
+fn upstream_behaviour_keys_have_defaults_and_their_problems_key_paths() {
+    let c = &Config::parse(EXAMPLE).unwrap().clusters[0];
+    assert_eq!(c.lb, LbPolicy::LeastRequest);
+    assert_eq!((c.max_requests, c.retries, c.retry_budget_percent), (4096, 1, 20));
+    assert_eq!(c.health_check, None, "no active checks unless configured");
+    assert_eq!(c.outlier, OutlierDetection::default());
+    assert_eq!((c.outlier.consecutive_failures, c.outlier.max_ejection_percent), (5, 50));
+    assert_eq!(c.outlier.max_ejected(2), 1, "one endpoint of two can be ejected");
+    assert_eq!(c.dns_refresh, Duration::from_secs(5));
+    assert!(c.endpoint_names.is_empty(), "literal addresses need no refresh");
+
+    let with = |lines: &str| EXAMPLE.replace("max_requests_per_connection = 256", lines);
+    let c = Config::parse(&with(
+        "lb = \"hash\"\nhash_key = \"header:x-user\"\nhealth_check = { kind = \"grpc\", grpc_service = \"echo\" }\n\
+         outlier_detection = { consecutive_failures = 0 }\nretries = 0",
+    ))
+    .unwrap()
+    .clusters
+    .remove(0);
+    assert_eq!(c.lb, LbPolicy::Hash(HashKey::Header("x-user".into())));
+    let hc = c.health_check.unwrap();
+    assert_eq!(
+        (hc.kind, hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold),
+        (CheckKind::Grpc, Duration::from_secs(1), Duration::from_millis(250), 3, 2)
+    );
+    assert_eq!((c.outlier.consecutive_failures, c.retries), (0, 0));
+
+    let err = Config::parse(&with(
+        "lb = \"random\"\nhash_key = \"method\"\nretries = 9\nhealth_check = { kind = \"udp\", timeout = \"2s\" }\n\
+         outlier_detection = { max_ejection_percent = 101, base_ejection_time = \"1m\", max_ejection_time = \"1s\" }",
+    ))
+    .unwrap_err();
+    for want in [
+        "cluster[0].lb: unknown policy \"random\"",
+        "cluster[0].hash_key: only for lb = \"hash\"",
+        "cluster[0].retries: 9 is out of range 0..=5",
+        "cluster[0].health_check.kind: unknown kind \"udp\"",
+        "cluster[0].health_check.timeout: must be above zero and at most the interval",
+        "cluster[0].outlier_detection.max_ejection_percent: 101 is out of range 0..=100",
+        "cluster[0].outlier_detection.max_ejection_time: must be at least base_ejection_time",
+    ] {
+        assert!(err.0.iter().any(|p| p.starts_with(want)), "{want}\n{err}");
+    }
+}
+
+#[test]
+fn an_endpoint_written_as_a_name_resolves_to_every_address_and_is_refreshed() {
+    let c = Config::parse(&EXAMPLE.replace("\"127.0.0.1:9100\", \"unix:/run/echo.sock\"", "\"localhost:9100\""))
+        .unwrap()
+        .clusters
+        .remove(0);
+    assert!(!c.endpoints.is_empty());
+    assert!(c.endpoints.iter().all(|a| matches!(a, Address::Tcp(s) if s.ip().is_loopback() && s.port() == 9100)));
+    assert_eq!(c.endpoint_names, ["localhost:9100"]);
+    let err = Config::parse(&EXAMPLE.replace("\"unix:/run/echo.sock\"", "\"no-such-host.invalid:1\"")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("cluster[0].endpoints[1]: cannot resolve")), "{err}");
+}

@@ -183,14 +183,13 @@ impl RawHealthCheck {
 impl RawOutlier {
     pub(super) fn validate(&self, path: &str, p: &mut Problems) -> OutlierDetection {
         let d = OutlierDetection::default();
-        let consecutive_failures = match self.consecutive_failures {
-            None => d.consecutive_failures,
-            Some(n @ 0..=10_000) => n as u32,
-            Some(n) => {
-                p.add(format!("{path}.consecutive_failures"), format!("{n} is out of range 0..=10000 (0: off)"));
-                d.consecutive_failures
-            }
-        };
+        let consecutive_failures = p.count(
+            format!("{path}.consecutive_failures"),
+            self.consecutive_failures,
+            d.consecutive_failures,
+            10_000,
+            " (0: off)",
+        );
         let base = p.duration(format!("{path}.base_ejection_time"), &self.base_ejection_time, DEFAULT_OD_BASE_EJECTION);
         let max = p.duration(format!("{path}.max_ejection_time"), &self.max_ejection_time, DEFAULT_OD_MAX_EJECTION);
         if base.is_zero() {
@@ -199,14 +198,8 @@ impl RawOutlier {
         if max < base {
             p.add(format!("{path}.max_ejection_time"), "must be at least base_ejection_time");
         }
-        let max_ejection_percent = match self.max_ejection_percent {
-            None => d.max_ejection_percent,
-            Some(n @ 0..=100) => n as u32,
-            Some(n) => {
-                p.add(format!("{path}.max_ejection_percent"), format!("{n} is out of range 0..=100"));
-                d.max_ejection_percent
-            }
-        };
+        let max_ejection_percent =
+            p.count(format!("{path}.max_ejection_percent"), self.max_ejection_percent, d.max_ejection_percent, 100, "");
         OutlierDetection {
             consecutive_failures,
             base_ejection_time: base,

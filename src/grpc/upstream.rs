@@ -263,7 +263,7 @@ impl GrpcUpstream {
         }
         let inflight = streams.len();
         if inflight > 0 {
-            self.host.failure("connection lost with requests in flight");
+            self.host.lost_with_requests();
         }
         let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
         for s in streams {

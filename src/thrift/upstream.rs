@@ -185,7 +185,7 @@ impl ThriftUpstream {
             let inflight = pending.len();
             if inflight > 0 {
                 self.host.requests_ended(inflight);
-                self.host.failure("connection lost with requests in flight");
+                self.host.lost_with_requests();
             }
             let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
             for p in pending {

@@ -83,6 +83,11 @@ impl Backend {
         Backend::serve_on(TcpListener::bind("127.0.0.1:0").unwrap(), wire, slow)
     }
 
+    /// A backend on a given address (another loopback address, say).
+    pub fn start_at(addr: SocketAddr) -> std::io::Result<Backend> {
+        Ok(Backend::serve_on(TcpListener::bind(addr)?, Wire::Binary, Duration::ZERO))
+    }
+
     /// A backend on a given port (a "restarted" backend).
     pub fn start_on(wire: Wire, port: u16) -> Backend {
         Backend::serve_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), wire, Duration::ZERO)

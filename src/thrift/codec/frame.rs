@@ -128,6 +128,9 @@ pub fn parse_frame(buf: &[u8], max_name: usize) -> Result<FrameInfo, ParseError>
 
 /// The value of TTHeader string header `key` in the frame `buf` (None for other dialects, or
 /// when it is not there). Scans the info blocks again: only `lb = "hash"` on a header asks.
+/// (Its own walk on purpose: sharing one walker with `parse_ttheader_infos` through a
+/// closure, or teaching that function to keep one more key, cost every TTHeader request
+/// 6-8 % more instructions under callgrind: 2,350 -> 2,482 / 2,542 at 32x10.)
 pub fn string_header<'a>(buf: &'a [u8], info: &FrameInfo, key: &[u8]) -> Option<&'a [u8]> {
     if info.dialect.transport != Transport::TTHeader {
         return None;
