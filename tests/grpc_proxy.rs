@@ -184,7 +184,9 @@ both_drivers! {
     fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let echo = backend();
-        let clusters = common::cluster("half", &[dead.to_string(), echo.addr.to_string()], "connect_failure_backoff = \"30s\"");
+        // Round robin: the dead endpoint's turn comes on every worker.
+        let extra = "connect_failure_backoff = \"30s\"\nlb = \"round_robin\"";
+        let clusters = common::cluster("half", &[dead.to_string(), echo.addr.to_string()], extra);
         let proxy = GrpcProxy::start(driver, "", r#"{ cluster = "half" }"#, &clusters);
         let c = client(proxy.addr);
         for i in 0..10u8 {

@@ -197,7 +197,7 @@ both_drivers! {
     fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let live = Backend::start(Wire::Binary, Duration::ZERO);
-        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"30s\"";
+        let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"30s\"\nlb = \"round_robin\"";
         let clusters = cluster("half", &[closed.to_string(), live.endpoint()], extra);
         let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "half" }"#, &clusters);
         let mut c = Client::connect(proxy.addr, Wire::Binary);

@@ -326,6 +326,50 @@ both_drivers! {
         server.shutdown();
     }
 
+    fn requests_over_the_limits_are_refused_and_memory_stays_bounded(driver: &str) {
+        let (hole, _) = black_hole();
+        let extra = "max_pending_requests = 16\nmax_requests = 16\nrequest_timeout = \"30s\"";
+        let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[hole.to_string()], extra));
+        let rss = || -> usize {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+        };
+        let before = rss();
+        // 20,000 calls of 4 KiB each (80 MiB) at a backend that never answers: queued, they
+        // would hold all of it until their 30 s deadline (and this test would wait for
+        // replies that do not come: with the limits raised to a million it fails).
+        const CALLS: i32 = 20_000;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = s.try_clone().unwrap();
+        let replies = std::thread::spawn(move || {
+            let mut n = 0;
+            let mut len = [0u8; 4];
+            while n < CALLS - 32 && reader.read_exact(&mut len).is_ok() {
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                reader.read_exact(&mut body).unwrap();
+                assert_eq!(body[3], EXCEPTION);
+                n += 1;
+            }
+            n
+        });
+        let text = "x".repeat(4096);
+        for seq in 1..=CALLS {
+            let m = binary_message(1, "echo", seq, 1, &text);
+            s.write_all(&(m.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&m).unwrap();
+        }
+        let refused = replies.join().unwrap();
+        assert!(refused >= CALLS - 32, "all but the few admitted were refused at once: {refused}");
+        let grew = rss().saturating_sub(before);
+        assert!(grew < 40 << 20, "80 MiB of requests left RSS {} MiB higher", grew >> 20);
+        let overloaded = metric(admin, "ringway_proxy_errors_total", &[("kind", "overloaded")]);
+        assert!(overloaded >= f64::from(CALLS - 32), "{overloaded}");
+        drop(s);
+        server.shutdown();
+    }
+
     fn grpc_health_checks_follow_the_servicer(driver: &str) {
         let mut peer = Command::new("python3")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc_health_peer.py"))
