@@ -126,6 +126,11 @@ async fn run(rx: Receiver<Vec<Target>>, stop: Arc<AtomicBool>, mailboxes: Rc<Vec
                     r.stop.set(true);
                     let key = (r.target.cluster.to_string(), r.target.endpoint.to_string());
                     verdicts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    // No check, no verdict: an endpoint left unhealthy would stay so for good.
+                    let (cluster, endpoint) = (r.target.cluster.clone(), r.target.endpoint.clone());
+                    for m in mailboxes.iter() {
+                        m.send(Command::Health { cluster: cluster.clone(), endpoint: endpoint.clone(), healthy: true });
+                    }
                 }
                 keep
             });
@@ -265,11 +270,15 @@ fn thrift_ping(method: &str) -> Vec<u8> {
 
 /// A whole reply frame that parses as a Thrift message (REPLY or EXCEPTION): healthy.
 fn thrift_verdict(got: &[u8]) -> Option<bool> {
-    let len = crate::thrift::codec::frame_len(got)?;
-    if got.len() < len.min(4 + 64) && got.len() < len {
-        return None;
+    use crate::thrift::codec::{frame_len, parse_frame, ParseError};
+    let len = frame_len(got)?;
+    let have = got.len().min(len);
+    match parse_frame(&got[..have], 1024) {
+        Ok(_) => Some(true),
+        // More of a long method name (or header) is still to come.
+        Err(ParseError::Incomplete) if have < len && got.len() < MAX_REPLY => None,
+        Err(_) => Some(false),
     }
-    Some(crate::thrift::codec::parse_frame(&got[..got.len().min(len)], 1024).is_ok())
 }
 
 /// Preface, SETTINGS, then a HEADERS and DATA of `Health/Check` on stream 1.
@@ -371,6 +380,15 @@ mod tests {
         assert!(serving(&[0, 0, 0, 0, 2, 0x08, 1]));
         assert!(!serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
         assert!(!serving(&[0, 0, 0, 0, 0]), "UNKNOWN (the default, left out)");
+    }
+
+    #[test]
+    fn a_thrift_reply_split_inside_a_long_method_name_waits_for_the_rest() {
+        let reply = thrift_ping(&"m".repeat(200));
+        assert_eq!(thrift_verdict(&reply[..3]), None, "no length yet");
+        assert_eq!(thrift_verdict(&reply[..70]), None, "the name is not whole");
+        assert_eq!(thrift_verdict(&reply), Some(true));
+        assert_eq!(thrift_verdict(b"\x00\x00\x00\x05HTTP/"), Some(false), "not Thrift");
     }
 
     #[test]

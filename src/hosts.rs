@@ -107,6 +107,22 @@ impl Shared {
         self.fail_open.get()
     }
 
+    /// Fail open while every endpoint is unhealthy or ejected; logged when it starts and ends.
+    fn update_fail_open(&self) {
+        let all = self.size.get() > 0 && self.unavailable.get() >= self.size.get();
+        if self.fail_open.replace(all) == all {
+            return;
+        }
+        if all {
+            log::warn!(
+                "cluster {}: every endpoint is unhealthy or ejected; sending to all of them (fail open)",
+                self.cluster
+            );
+        } else {
+            log::info!("cluster {}: an endpoint is available again; fail-open mode over", self.cluster);
+        }
+    }
+
     pub fn ejected(&self) -> usize {
         self.ejected.get()
     }
@@ -137,13 +153,14 @@ pub struct Host {
     /// Failures in a row (connect failures, connections lost with requests, timeouts,
     /// gRPC UNAVAILABLE) since the last success.
     failures: Cell<u32>,
+    /// A DNS answer took it out of the cluster: its last connections finish, and what they
+    /// see no longer counts (the cluster's counters are about its current endpoints).
+    removed: Cell<bool>,
 }
 
 impl Host {
+    /// A host of `shared`'s cluster; its set (`HostSet::new`) counts it.
     pub fn new(addr: Address, metrics: Rc<EndpointMetrics>, shared: Rc<Shared>, healthy: bool) -> Host {
-        if !healthy {
-            shared.unavailable.set(shared.unavailable.get() + 1);
-        }
         Host {
             label: addr.to_string().into(),
             addr,
@@ -158,6 +175,7 @@ impl Host {
             returned_at: Cell::new(0),
             times_ejected: Cell::new(0),
             failures: Cell::new(0),
+            removed: Cell::new(false),
         }
     }
 
@@ -196,6 +214,9 @@ impl Host {
     /// cluster may lose one more.
     pub fn failure(&self, what: &str) {
         let od = &self.shared.outlier;
+        if self.removed.get() {
+            return;
+        }
         let n = self.failures.get() + 1;
         self.failures.set(n);
         if od.consecutive_failures == 0 || n < od.consecutive_failures {
@@ -223,9 +244,8 @@ impl Host {
         let times = self.times_ejected.get() + 1;
         self.times_ejected.set(times);
         let ms = (od.base_ejection_time * times).min(od.max_ejection_time);
-        self.ejected_until.set(now + ms.as_micros() as u64);
+        self.change(|| self.ejected_until.set(now + ms.as_micros() as u64));
         self.shared.ejected.set(ejected + 1);
-        self.shared.unavailable.set(self.shared.unavailable.get() + 1);
         bump(&self.metrics.ejections);
         log::warn!(
             "cluster {} endpoint {}: ejected for {ms:?} after {n} failures in a row (last: {what}); new requests go to the other endpoints",
@@ -243,10 +263,12 @@ impl Host {
         if now < until {
             return true;
         }
-        self.ejected_until.set(0);
         self.returned_at.set(now);
+        self.change(|| self.ejected_until.set(0));
+        if self.removed.get() {
+            return false;
+        }
         self.shared.ejected.set(self.shared.ejected.get().saturating_sub(1));
-        self.shared.unavailable.set(self.shared.unavailable.get().saturating_sub(1));
         log::info!("cluster {} endpoint {}: ejection over; taking requests again", self.shared.cluster, self.label);
         false
     }
@@ -261,15 +283,37 @@ impl Host {
 
     /// The health owner's verdict.
     pub fn set_healthy(&self, healthy: bool) {
-        if self.healthy.replace(healthy) != healthy {
-            let u = &self.shared.unavailable;
-            u.set(if healthy { u.get().saturating_sub(1) } else { u.get() + 1 });
-        }
+        self.change(|| self.healthy.set(healthy));
     }
 
     /// Takes new requests: healthy and not ejected.
     fn available(&self, now: u64) -> bool {
         self.healthy.get() && !self.is_ejected(now)
+    }
+
+    /// Healthy and not marked ejected (an ejection that ran out still counts until a look
+    /// ends it).
+    fn marked_available(&self) -> bool {
+        self.healthy.get() && self.ejected_until.get() == 0
+    }
+
+    /// Applies a change of health or ejection, keeping the cluster's count of unavailable
+    /// endpoints (one per endpoint, whatever the reasons) and its fail-open state.
+    fn change(&self, f: impl FnOnce()) {
+        let before = self.marked_available();
+        f();
+        let after = self.marked_available();
+        if before == after || self.removed.get() {
+            return;
+        }
+        let u = &self.shared.unavailable;
+        u.set(if after { u.get().saturating_sub(1) } else { u.get() + 1 });
+        self.shared.update_fail_open();
+    }
+
+    /// A DNS answer took it out of the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.removed.get()
     }
 
     pub fn is_down(&self, now: Instant) -> bool {
@@ -292,12 +336,26 @@ pub struct HostSet {
 
 impl HostSet {
     pub fn new(policy: LbPolicy, hosts: Vec<Rc<Host>>, shared: Rc<Shared>, seed: u64) -> HostSet {
+        for h in &hosts {
+            h.removed.set(false);
+        }
         shared.size.set(hosts.len());
         let now = now_us();
+        // Ends ejections that ran out, then counts each endpoint once.
         shared.ejected.set(hosts.iter().filter(|h| h.is_ejected(now)).count());
-        shared.unavailable.set(hosts.iter().filter(|h| !h.available(now)).count());
+        shared.unavailable.set(hosts.iter().filter(|h| !h.marked_available()).count());
+        shared.update_fail_open();
         let ring = if matches!(policy, LbPolicy::Hash(_)) { ring(&hosts) } else { Vec::new() };
         HostSet { hosts, shared, policy, next: Cell::new(0), rng: Cell::new(seed | 1), ring }
+    }
+
+    /// The endpoints of `self` that `next` does not keep are out of the cluster.
+    pub fn mark_removed(&self, next: &HostSet) {
+        for h in &self.hosts {
+            if !next.hosts.iter().any(|n| Rc::ptr_eq(n, h)) {
+                h.removed.set(true);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -329,19 +387,11 @@ impl HostSet {
             return self.pick_among(hash, |_| true);
         }
         let now = now_us();
-        let any = self.hosts.iter().any(|h| h.available(now));
-        if any == self.shared.fail_open.get() {
-            self.shared.fail_open.set(!any);
-            if any {
-                log::info!("cluster {}: an endpoint is available again; fail-open mode over", self.shared.cluster);
-            } else {
-                log::warn!(
-                    "cluster {}: every endpoint is unhealthy or ejected; sending to all of them (fail open)",
-                    self.shared.cluster
-                );
-            }
+        // Ends ejections that ran out (which may end fail-open mode).
+        for h in &self.hosts {
+            h.is_ejected(now);
         }
-        if !any {
+        if self.shared.fail_open.get() {
             return self.pick_among(hash, |_| true);
         }
         self.pick_among(hash, |h| h.available(now))
@@ -515,6 +565,57 @@ mod tests {
         s.hosts[0].failure("timeout");
         let until = s.hosts[0].ejected_until.get() - now_us();
         assert!(until > 40_000 && until <= 50_000, "second ejection: min(2 x 30ms, 50ms), left {until}us");
+    }
+
+    #[test]
+    fn an_endpoint_a_dns_answer_removed_no_longer_counts_for_the_cluster() {
+        let od = OutlierDetection { consecutive_failures: 1, ..OutlierDetection::default() };
+        let s = set(LbPolicy::RoundRobin, 3, od);
+        s.hosts[2].failure("timeout");
+        assert_eq!((s.shared.ejected(), s.shared.unavailable.get()), (1, 1));
+        let next = HostSet::new(LbPolicy::RoundRobin, s.hosts[..2].to_vec(), s.shared.clone(), 1);
+        s.mark_removed(&next);
+        assert_eq!((next.shared.ejected(), next.shared.unavailable.get()), (0, 0), "counted over the new set");
+        s.hosts[2].failure("connection lost with requests in flight");
+        s.hosts[2].failure("timeout");
+        assert_eq!(next.shared.unavailable.get(), 0, "a removed endpoint's failures do not count");
+        next.hosts[0].failure("timeout");
+        assert_eq!(next.shared.ejected(), 1, "50 % of the two left: one may go");
+        assert!(next.hosts[0].ejected_now());
+    }
+
+    #[test]
+    fn an_endpoint_unhealthy_and_ejected_counts_once_and_fail_open_ends_with_a_recovery() {
+        let od = OutlierDetection {
+            consecutive_failures: 1,
+            base_ejection_time: std::time::Duration::from_millis(30),
+            max_ejection_time: std::time::Duration::from_millis(30),
+            max_ejection_percent: 100,
+        };
+        let s = set(LbPolicy::RoundRobin, 2, od);
+        s.hosts[0].set_healthy(false);
+        s.hosts[0].failure("timeout");
+        assert!(s.hosts[0].ejected_now());
+        assert_eq!(s.shared.unavailable.get(), 1, "one endpoint, two reasons");
+        s.hosts[1].set_healthy(false);
+        assert!(s.shared.fail_open());
+        s.hosts[1].set_healthy(true);
+        assert!(!s.shared.fail_open(), "over as soon as one is back, before any pick");
+        // A new set (a DNS answer) counts the same way.
+        let next = HostSet::new(LbPolicy::RoundRobin, s.hosts.clone(), s.shared.clone(), 1);
+        assert_eq!(next.shared.unavailable.get(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(!next.hosts[0].ejected_now(), "the ejection ran out");
+        assert_eq!(next.shared.unavailable.get(), 1, "still unhealthy");
+        assert!((0..4).all(|_| next.pick(0) == 1));
+    }
+
+    #[test]
+    fn a_single_unhealthy_endpoint_is_reported_as_failing_open() {
+        let s = set(LbPolicy::LeastRequest, 1, OutlierDetection::default());
+        s.hosts[0].set_healthy(false);
+        assert_eq!(s.pick(0), 0);
+        assert!(s.shared.fail_open());
     }
 
     #[test]

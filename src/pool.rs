@@ -370,7 +370,9 @@ impl<C: Member> Pool<C> {
         match res {
             Ok(Ok(conn)) => {
                 host.down_until.set(None);
-                if self.retired.get() {
+                // A pool replaced by a reload, or an endpoint a DNS answer removed (this pool
+                // outlived its rebase for a waiter): the connection serves this request only.
+                if self.retired.get() || host.is_removed() {
                     conn.mark_retired();
                 }
                 self.stats.upstream_connections.set(self.stats.upstream_connections.get() + 1);

@@ -96,8 +96,10 @@ fn run(
                     n.current = list.clone();
                     changed = true;
                     let (cluster, endpoints): (Arc<str>, _) = (cluster.as_str().into(), Arc::new(list));
+                    let names = Arc::new(n.names.clone());
                     for m in &mailboxes {
-                        m.send(Command::Endpoints { cluster: cluster.clone(), endpoints: endpoints.clone() });
+                        let (cluster, names, endpoints) = (cluster.clone(), names.clone(), endpoints.clone());
+                        m.send(Command::Endpoints { cluster, names, endpoints });
                     }
                 }
                 Ok(_) => {}

@@ -41,8 +41,8 @@ pub enum Command {
     Report(Sender<WorkerReport>),
     /// The health owner's new verdict on an endpoint of a cluster.
     Health { cluster: Arc<str>, endpoint: crate::config::Address, healthy: bool },
-    /// A cluster's endpoints as its names resolve now.
-    Endpoints { cluster: Arc<str>, endpoints: Arc<Vec<crate::config::Address>> },
+    /// A cluster's endpoints as its names (`names`, as written) resolve now.
+    Endpoints { cluster: Arc<str>, names: Arc<Vec<String>>, endpoints: Arc<Vec<crate::config::Address>> },
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
@@ -219,7 +219,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
             }
             Command::Drain => break,
             Command::Health { cluster, endpoint, healthy } => state.set_health(&cluster, &endpoint, healthy),
-            Command::Endpoints { cluster, endpoints } => state.set_endpoints(&cluster, &endpoints),
+            Command::Endpoints { cluster, names, endpoints } => state.set_endpoints(&cluster, &names, &endpoints),
             Command::Report(to) => {
                 let _ = to.send(WorkerReport {
                     worker: id,

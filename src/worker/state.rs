@@ -129,6 +129,7 @@ impl ClusterPools {
         for slot in self.pools.borrow_mut().iter_mut() {
             slot.pool = slot.pool.rebase(&set);
         }
+        old.mark_removed(&set);
         *self.set.borrow_mut() = set;
     }
 
@@ -319,7 +320,11 @@ impl WorkerState {
             .clusters
             .iter()
             .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
-                Some(o) => o.clone(),
+                Some(o) => {
+                    // The reload resolved its names afresh (the resolver starts over from that).
+                    o.set_endpoints(&c.endpoints, &self.metrics, &self.health);
+                    o.clone()
+                }
                 None => Rc::new(ClusterPools::new(
                     c.clone(),
                     self.stats.clone(),
@@ -345,9 +350,12 @@ impl WorkerState {
         }
     }
 
-    /// A cluster's endpoints as the resolver now answers.
-    pub fn set_endpoints(&self, cluster: &str, endpoints: &[Address]) {
-        if let Some(c) = self.view().clusters.iter().find(|c| c.config.name == cluster) {
+    /// A cluster's endpoints as the resolver now answers for `names`. An answer for names
+    /// the running config no longer has (it crossed a reload) is ignored.
+    pub fn set_endpoints(&self, cluster: &str, names: &[String], endpoints: &[Address]) {
+        let view = self.view();
+        let c = view.clusters.iter().find(|c| c.config.name == cluster && c.config.endpoint_names == names);
+        if let Some(c) = c {
             c.set_endpoints(endpoints, &self.metrics, &self.health);
         }
     }
