@@ -128,6 +128,22 @@ impl Shared {
     }
 }
 
+/// A retry under way, counted against the cluster's retry budget until dropped.
+pub struct RetryGuard(Rc<Shared>);
+
+impl RetryGuard {
+    pub fn new(shared: Rc<Shared>) -> RetryGuard {
+        shared.retries.set(shared.retries.get() + 1);
+        RetryGuard(shared)
+    }
+}
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.retries.set(self.0.retries.get().saturating_sub(1));
+    }
+}
+
 /// One endpoint of the cluster in this worker.
 pub struct Host {
     pub addr: Address,

@@ -25,7 +25,7 @@ use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use crate::config::{Address, ClusterConfig};
 use crate::error::{ConnectCause, ErrorKind, RequestError};
-use crate::hosts::{Evict, Host, HostSet};
+use crate::hosts::{Evict, Host, HostSet, RetryGuard};
 use crate::local::Notify;
 use crate::metrics::{bump, EndpointState};
 use crate::stats::Stats;
@@ -239,7 +239,14 @@ impl<C: Member> Pool<C> {
     /// once no retry is left, or every endpoint has failed this request and none has a
     /// connection left to wait for, or at the deadline. Over `max_requests` in flight or
     /// `max_pending_requests` waiting, it fails at once (overloaded).
-    pub async fn acquire(&self, deadline: Instant, key: usize, hash: u64) -> Result<Rc<C>, RequestError> {
+    /// `avoid`: an endpoint that just refused this request; another is tried first.
+    pub async fn acquire(
+        &self,
+        deadline: Instant,
+        key: usize,
+        hash: u64,
+        avoid: Option<&Host>,
+    ) -> Result<Rc<C>, RequestError> {
         let n = self.endpoints.len();
         let shared = self.set.shared.clone();
         // Circuit breakers: fail now instead of queueing.
@@ -256,7 +263,10 @@ impl<C: Member> Pool<C> {
         // Counted among the cluster's retries under way from the first retry on.
         let mut retrying: Option<Counted> = None;
         'scan: loop {
-            let start = self.set.pick(hash);
+            let mut start = self.set.pick(hash);
+            if n > 1 && avoid.is_some_and(|a| std::ptr::eq(&*self.endpoints[start].host, a)) {
+                start = (start + 1) % n;
+            }
             let now = Instant::now();
             // Down endpoints get no new connection while another one may still get one.
             let all_down = (0..n).all(|i| tried(&failed, i) || self.endpoints[i].host.is_down(now));
@@ -344,6 +354,24 @@ impl<C: Member> Pool<C> {
         }
         drop(retrying);
         Err(last_error.unwrap_or_else(|| ErrorKind::Saturated.into()))
+    }
+
+    /// A retry of a request that reached no upstream (the caller's own, such as a refused
+    /// gRPC stream) may start now: within the cluster's retry budget (counted either way).
+    /// The guard counts it as under way until dropped.
+    pub fn begin_retry(&self) -> Option<RetryGuard> {
+        let shared = &self.set.shared;
+        if !shared.retry_allowed(self.cluster.retry_budget_percent) {
+            bump(&shared.metrics.retries_over_budget);
+            return None;
+        }
+        bump(&shared.metrics.retries);
+        Some(RetryGuard::new(shared.clone()))
+    }
+
+    /// Times a request may be retried (`retries`).
+    pub fn retries(&self) -> u32 {
+        self.cluster.retries
     }
 
     /// Opens a connection to `ep`, giving up at `connect_timeout` or the request's deadline,

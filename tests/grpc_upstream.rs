@@ -178,7 +178,103 @@ routes = [ {{ cluster = "up" }} ]
     Server::start(Config::parse(&toml).unwrap()).unwrap()
 }
 
+/// An upstream that refuses every stream before processing it: RST_STREAM(REFUSED_STREAM)
+/// for each, or (`goaway`) GOAWAY with last stream 0. Returns its address and the streams it
+/// refused.
+fn refusing_upstream(goaway: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (addr, refused) = (l.local_addr().unwrap(), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let r = refused.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(64) {
+            let Ok(mut c) = c else { continue };
+            let r = r.clone();
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut out = BytesMut::new();
+                frame::settings::encode(&Settings::default(), &mut out);
+                if c.write_all(&out).is_err() {
+                    return;
+                }
+                let mut buf = BytesMut::new();
+                let mut chunk = [0u8; 16 << 10];
+                let mut preface = false;
+                loop {
+                    let n = match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    if !preface {
+                        if buf.len() < frame::PREFACE.len() {
+                            continue;
+                        }
+                        let _ = buf.split_to(frame::PREFACE.len());
+                        preface = true;
+                    }
+                    while let Ok(Some((h, _))) = frame::cut(&mut buf, frame::MAX_MAX_FRAME_SIZE) {
+                        let mut out = BytesMut::new();
+                        match h.kind {
+                            kind::SETTINGS if h.flags.bits() & 0x1 == 0 => frame::settings::encode_ack(&mut out),
+                            kind::HEADERS if goaway => {
+                                frame::goaway::encode(StreamId::ZERO, frame::Reason::NO_ERROR, b"", &mut out)
+                            }
+                            kind::HEADERS => {
+                                frame::rst_stream::encode(h.stream, frame::Reason::REFUSED_STREAM, &mut out)
+                            }
+                            _ => {}
+                        }
+                        if h.kind == kind::HEADERS {
+                            r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        if !out.is_empty() && c.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+fn two_endpoint_proxy(driver: &str, endpoints: [SocketAddr; 2], extra: &str) -> Server {
+    let toml = format!(
+        "[runtime]\nworkers = 1\ndriver = {driver:?}\n[[listener]]\nname = \"grpc\"\nprotocol = \"grpc\"\n\
+         address = \"127.0.0.1:0\"\nroutes = [ {{ cluster = \"up\" }} ]\n{}",
+        common::cluster("up", &[endpoints[0].to_string(), endpoints[1].to_string()], extra)
+    );
+    Server::start(Config::parse(&toml).unwrap()).unwrap()
+}
+
 both_drivers! {
+    fn a_stream_the_upstream_refuses_is_retried_on_the_other_endpoint(driver: &str) {
+        let echo = ringway_bench::grpc_echo::EchoServer::start("127.0.0.1:0", 1).unwrap();
+        for goaway in [false, true] {
+            let (refuser, refused) = refusing_upstream(goaway);
+            let server = two_endpoint_proxy(driver, [refuser, echo.addr], "lb = \"round_robin\"");
+            let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+            for i in 0..6u8 {
+                // Small requests, and 40 KB ones that cross several DATA frames.
+                let msg = Bytes::from(vec![i; if i % 2 == 0 { 100 } else { 40_000 }]);
+                let got = c.unary("Unary", msg.clone(), &[], Some(Duration::from_secs(10)));
+                let (_, reply, _) = got.unwrap_or_else(|e| panic!("goaway={goaway} call {i}: {e}"));
+                assert_eq!(reply, msg, "the replayed request arrives whole");
+            }
+            assert!(refused.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the refuser was tried");
+            server.shutdown();
+        }
+        // retries = 0: the refusal reaches the client.
+        let (refuser, refused) = refusing_upstream(false);
+        let server = two_endpoint_proxy(driver, [refuser, echo.addr], "lb = \"round_robin\"\nretries = 0");
+        let c = EchoClient::connect(server.local_addr("grpc").unwrap()).unwrap();
+        let failed = (0..4u8)
+            .filter(|i| c.unary("Unary", Bytes::from(vec![*i; 10]), &[], Some(Duration::from_secs(10))).is_err())
+            .count();
+        assert!(failed >= 1 && refused.load(std::sync::atomic::Ordering::SeqCst) >= 1, "failed {failed}");
+        server.shutdown();
+    }
+
     fn end_stream_moves_to_the_last_piece_of_a_split_data_frame(driver: &str) {
         // The upstream's window is 1000 bytes per stream: the proxy must cut the client's
         // 16 KiB DATA frames into pieces that fit, and END_STREAM must ride only the last.

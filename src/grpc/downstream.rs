@@ -19,7 +19,7 @@ use self::preface::refuse_non_h2;
 use super::config::GrpcListener;
 use super::conn::{Control, ControlLimits, Core, Side};
 use super::errors::{reply, reset_code, GrpcReply};
-use super::stream::{ClientEnd, Stream};
+use super::stream::{ClientEnd, Retry, Stream};
 use super::upstream::{GrpcPool, GrpcUpstream};
 use super::wire::{check_request, split_path, status_fields};
 use crate::config::{HashKey, LbPolicy};
@@ -27,7 +27,7 @@ use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::block::{Block, BlockLimits};
 use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, Reason, StreamId, HEAD_LEN};
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
-use crate::hosts::hash_bytes;
+use crate::hosts::{hash_bytes, Host, RetryGuard};
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify};
 use crate::metrics::{now_us, AccessEntry, CloseReason, ConnMeter};
@@ -511,20 +511,39 @@ impl GrpcSession {
         let stats = self.stats();
         stats.requests.set(stats.requests.get() + 1);
         let pool = cluster.pool::<GrpcUpstream>(0);
+        let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
+        if pool.retries() > 0 {
+            let until = now + wait;
+            let retry =
+                PoolRetry { conn: self.clone(), pool: pool.clone(), hash, until, left: Cell::new(pool.retries()) };
+            stream.set_retry(Rc::new(retry));
+        }
         match pool.try_acquire(self.affinity, hash) {
             Some(up) => stream.open_upstream(up),
-            None => {
-                let wait = cluster.config.connect_timeout.max(cluster.config.request_timeout);
-                let (conn, affinity) = (self.clone(), self.affinity);
-                monoio::spawn(async move {
-                    let waiting = open_when_ready(stream, pool, affinity, hash, Instant::now() + wait);
-                    if CatchUnwind::new(waiting).await.is_err() {
-                        conn.panicked("upstream wait");
-                    }
-                });
-            }
+            None => self.clone().open_later(stream, pool, hash, Instant::now() + wait, None, None),
         }
         Ok(())
+    }
+
+    /// Opens `stream` once the pool has a connection for it (the slow path, and retries),
+    /// in a task of its own.
+    fn open_later(
+        self: Rc<Self>,
+        stream: Rc<Stream>,
+        pool: Rc<GrpcPool>,
+        hash: u64,
+        until: Instant,
+        avoid: Option<Rc<Host>>,
+        retry: Option<RetryGuard>,
+    ) {
+        let affinity = self.affinity;
+        monoio::spawn(async move {
+            let waiting = open_when_ready(stream, pool, affinity, hash, until, avoid);
+            if CatchUnwind::new(waiting).await.is_err() {
+                self.panicked("upstream wait");
+            }
+            drop(retry);
+        });
     }
 
     /// Answers a stream that never reached an upstream: a Trailers-Only status (then
@@ -569,13 +588,44 @@ impl ClientEnd for GrpcSession {
 
 /// Waits for an upstream connection with a free stream slot (connecting if the pool may),
 /// then opens the stream there; a failure ends the call with UNAVAILABLE.
-async fn open_when_ready(stream: Rc<Stream>, pool: Rc<GrpcPool>, affinity: usize, hash: u64, until: Instant) {
-    let got = pool.acquire(until, affinity, hash).await;
+async fn open_when_ready(
+    stream: Rc<Stream>,
+    pool: Rc<GrpcPool>,
+    affinity: usize,
+    hash: u64,
+    until: Instant,
+    avoid: Option<Rc<Host>>,
+) {
+    let got = pool.acquire(until, affinity, hash, avoid.as_deref()).await;
     if stream.is_closed() {
         return;
     }
     match got {
         Ok(up) => stream.open_upstream(up),
         Err(e) => stream.fail(&e),
+    }
+}
+
+/// Retries of one stream the upstream refused before processing it: through the same pool,
+/// away from the endpoint that refused, at most `retries` times and within the cluster's
+/// retry budget, until the stream's wait for a connection runs out.
+struct PoolRetry {
+    conn: Rc<GrpcSession>,
+    pool: Rc<GrpcPool>,
+    hash: u64,
+    until: Instant,
+    left: Cell<u32>,
+}
+
+impl Retry for PoolRetry {
+    fn retry(&self, stream: Rc<Stream>, refused_by: Option<Rc<Host>>) -> bool {
+        if self.left.get() == 0 || Instant::now() >= self.until {
+            return false;
+        }
+        let Some(guard) = self.pool.begin_retry() else { return false };
+        self.left.set(self.left.get() - 1);
+        let pool = self.pool.clone();
+        self.conn.clone().open_later(stream, pool, self.hash, self.until, refused_by, Some(guard));
+        true
     }
 }

@@ -21,7 +21,7 @@ use super::conn::{Core, Parked, Side};
 use super::errors::{reply, GrpcReply};
 use super::wire::{check_response, encode_timeout, status_fields};
 use crate::error::{ErrorKind, RequestError};
-use crate::grpc::h2::frame::{FrameError, Reason, StreamId, MAX_WINDOW};
+use crate::grpc::h2::frame::{FrameError, Reason, StreamId, HEAD_LEN, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
 use crate::metrics::{bump, now_us, AccessEntry, RouteMetrics};
 use crate::stats::Stats;
@@ -51,7 +51,23 @@ pub trait UpstreamEnd {
     /// The stream ended with the upstream's `status` (or the proxy's `failed` kind): counts
     /// for the endpoint's outlier detection.
     fn finished(&self, _status: Option<u32>, _failed: Option<&'static str>) {}
+    /// The endpoint it is connected to (a retry goes elsewhere).
+    fn host(&self) -> Option<Rc<crate::hosts::Host>> {
+        None
+    }
 }
+
+/// How a stream the upstream refused before answering (REFUSED_STREAM, or a GOAWAY above
+/// its id: nothing of it was processed) is opened again elsewhere. The client side sets it;
+/// it knows the pool.
+pub trait Retry {
+    /// Whether a retry may start now (retries left, the cluster's budget); if so, opens
+    /// `stream` again through the pool, away from `refused_by` when there is another endpoint.
+    fn retry(&self, stream: Rc<Stream>, refused_by: Option<Rc<crate::hosts::Host>>) -> bool;
+}
+
+/// Request DATA kept for a replay at most (a larger request is not retried).
+const REPLAY_MAX: usize = 64 << 10;
 
 /// A frame a stream refused: the side resets the stream with `reason` (RFC 9113 §5.4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +130,12 @@ struct StreamState {
     status: Option<u32>,
     /// The stream's outcome was counted as an error (else it ends as forwarded): its label.
     failed: Option<&'static str>,
+    /// How to retry it if the upstream refuses it; dropped once a response arrives.
+    retry: Option<Rc<dyn Retry>>,
+    /// The request headers as sent upstream, and the request DATA so far (up to
+    /// `REPLAY_MAX`), while a retry is possible.
+    replay: Option<(HeaderList, bool)>,
+    replay_data: Option<BytesMut>,
 }
 
 pub struct Stream {
@@ -169,6 +191,9 @@ impl Stream {
                 rst_client_after_trailers: false,
                 status: None,
                 failed: None,
+                retry: None,
+                replay: None,
+                replay_data: None,
             }),
         }
     }
@@ -193,9 +218,72 @@ impl Stream {
         if end {
             st.req.end_sent = true;
         }
+        if st.retry.is_some() {
+            st.replay = Some((request, end));
+        }
         st.up = Some(up);
         drop(st);
         self.flush_req();
+    }
+
+    /// Lets the stream be retried through `retry` while nothing came back from the upstream.
+    pub fn set_retry(&self, retry: Rc<dyn Retry>) {
+        let mut st = self.st.borrow_mut();
+        st.retry = Some(retry);
+        st.replay_data = Some(BytesMut::new());
+    }
+
+    /// The upstream refused the stream before processing it (REFUSED_STREAM, or a GOAWAY
+    /// above its id). A request whose bytes so far were kept (at most `REPLAY_MAX`, no
+    /// trailers) and that got no response yet goes to another upstream connection (`Retry`),
+    /// what the client sends later following it; true if it did. The
+    /// refused upstream stream is dropped without a reset (it is closed already).
+    pub fn refused(self: &Rc<Self>) -> bool {
+        let st = self.st.borrow();
+        let replayable = !st.closed
+            && !st.resp_headers_seen
+            && st.failed.is_none()
+            && st.replay.is_some()
+            && st.replay_data.is_some();
+        let Some(retry) = st.retry.clone().filter(|_| replayable) else { return false };
+        let up = st.up.clone();
+        drop(st);
+        if !retry.retry(self.clone(), up.as_deref().and_then(|u| u.host())) {
+            return false;
+        }
+        let mut st = self.st.borrow_mut();
+        let up = st.up.take();
+        let up_id = std::mem::replace(&mut st.up_id, StreamId::ZERO);
+        // What was still queued for the refused upstream was never given back to the client:
+        // give it back now, as the replay below is marked given back.
+        let queued = st.req.queued_bytes();
+        st.req.queue.clear();
+        st.req.end_sent = false;
+        st.req.send_window = 0;
+        st.req.blocked_since = None;
+        let data = st.replay_data.clone().unwrap_or_default();
+        let (request, headers_end) = st.replay.take().expect("checked above");
+        // What the client sent so far; the rest follows as it arrives (and is kept too).
+        let end = st.req.end_received;
+        if !headers_end && (end || !data.is_empty()) {
+            st.req.queue.push_back(Item::Data { buf: data, head_room: false, end, credited: true });
+        }
+        st.request = Some((request, headers_end));
+        // ... and, while the client still sends, its stream window for them too.
+        let stream_credit = (!end && queued > 0).then_some(queued);
+        if let Some(n) = stream_credit {
+            st.req.recv_window += n as i64;
+        }
+        drop(st);
+        let down = self.down.core();
+        down.credit(queued);
+        if let Some(n) = stream_credit {
+            down.write_window_update(self.down_id, n as u32);
+        }
+        if let Some(up) = up {
+            up.forget(up_id);
+        }
+        true
     }
 
     // --- What the client sends ---
@@ -219,6 +307,8 @@ impl Stream {
             return Err(refused(Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
         }
         st.req.end_received = true;
+        // Trailers are not kept for a replay.
+        st.replay_data = None;
         st.req.queue.push_back(Item::Headers(list, true));
         drop(st);
         self.flush_req();
@@ -246,6 +336,10 @@ impl Stream {
             return Err(refused(Reason::PROTOCOL_ERROR, "trailers without END_STREAM"));
         }
         st.resp_headers_seen = true;
+        // Answered: no retry from here on.
+        st.retry = None;
+        st.replay = None;
+        st.replay_data = None;
         if end_stream {
             st.resp.end_received = true;
             st.status = grpc_status(&list);
@@ -287,6 +381,15 @@ impl Stream {
                 (up.core(), (st.resp.end_received || !st.resp_headers_seen).then_some(DATA_OUT_OF_ORDER))
             }
         };
+        if from == Side::Client && refusal.is_none() {
+            if let Some(kept) = st.replay_data.as_mut() {
+                if kept.len() + data.len() <= REPLAY_MAX {
+                    kept.extend_from_slice(&frame[HEAD_LEN + data.start..HEAD_LEN + data.end]);
+                } else {
+                    st.replay_data = None;
+                }
+            }
+        }
         let dir = match from {
             Side::Client => &mut st.req,
             Side::Upstream => &mut st.resp,

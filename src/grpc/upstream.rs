@@ -177,6 +177,10 @@ impl UpstreamEnd for GrpcUpstream {
         GrpcUpstream::forget(self, id)
     }
 
+    fn host(&self) -> Option<Rc<Host>> {
+        Some(self.host.clone())
+    }
+
     fn finished(&self, status: Option<u32>, failed: Option<&'static str>) {
         match (failed, status) {
             (None, Some(UNAVAILABLE)) => self.host.failure("grpc-status UNAVAILABLE"),
@@ -351,7 +355,10 @@ impl GrpcUpstream {
             Control::Done | Control::PingAck(_) => Ok(()),
             Control::Reset { stream, reason } => {
                 if let Some(s) = self.stream(stream) {
-                    s.on_upstream_reset(reason);
+                    // Refused before it was processed: another connection may take it.
+                    if reason != Reason::REFUSED_STREAM || !s.refused() {
+                        s.on_upstream_reset(reason);
+                    }
                 }
                 Ok(())
             }
@@ -390,6 +397,9 @@ impl GrpcUpstream {
         let refused: Vec<_> =
             self.streams.borrow().iter().filter(|(id, _)| **id > last).map(|(_, s)| s.clone()).collect();
         for s in refused {
+            if s.refused() {
+                continue;
+            }
             s.count_error(&ErrorKind::UpstreamRefused);
             s.reset(Some(reset_code(&ErrorKind::UpstreamRefused.into())), None);
         }

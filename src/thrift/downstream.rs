@@ -354,7 +354,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
 
     /// The slow path: connect or wait for a slot until the request's deadline.
     async fn acquire_and_send(&mut self, w: Waiting) {
-        match w.pool.acquire(w.deadline, 0, w.hash).await {
+        match w.pool.acquire(w.deadline, 0, w.hash, None).await {
             Ok(conn) => self.send(&conn, w.frame, &w.info, w.orig, w.metered),
             Err(e) => {
                 let stats = &self.state.stats;

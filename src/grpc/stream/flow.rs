@@ -19,8 +19,9 @@ pub(super) enum Item {
     /// A header block (response headers, or trailers) and its END_STREAM flag.
     Headers(HeaderList, bool),
     /// DATA content. With `head_room`, `buf` still starts with the frame's own 9-byte header,
-    /// which is rewritten in place when the whole rest goes out in one frame.
-    Data { buf: BytesMut, head_room: bool, end: bool },
+    /// which is rewritten in place when the whole rest goes out in one frame. `credited`:
+    /// given back to the sender already (a request replayed to another upstream).
+    Data { buf: BytesMut, head_room: bool, end: bool, credited: bool },
 }
 
 /// One direction of a stream.
@@ -108,7 +109,7 @@ pub(super) fn flush(dir: &mut Dir, to: Hop<'_>, from: Hop<'_>) -> Flushed {
                     dir.end_sent = true;
                 }
             }
-            Item::Data { buf, head_room, end } => {
+            Item::Data { buf, head_room, end, credited } => {
                 let start = if *head_room { HEAD_LEN } else { 0 };
                 let len = buf.len() - start;
                 let room = dir.send_window.min(to.send_window.get()).max(0) as usize;
@@ -141,7 +142,9 @@ pub(super) fn flush(dir: &mut Dir, to: Hop<'_>, from: Hop<'_>) -> Flushed {
                 }
                 dir.send_window -= n as i64;
                 to.send_window.set(to.send_window.get() - n as i64);
-                forwarded += n;
+                if !*credited {
+                    forwarded += n;
+                }
                 if last {
                     dir.queue.pop_front();
                     if end_now {
@@ -190,11 +193,11 @@ pub(super) fn queue_data(
         dir.recv_credit += padding as u32;
     }
     let item = if data.start == 0 && padding == 0 {
-        Item::Data { buf: frame, head_room: true, end }
+        Item::Data { buf: frame, head_room: true, end, credited: false }
     } else {
         let _ = frame.split_to(HEAD_LEN + data.start);
         frame.truncate(data.len());
-        Item::Data { buf: frame, head_room: false, end }
+        Item::Data { buf: frame, head_room: false, end, credited: false }
     };
     if end {
         dir.end_received = true;
