@@ -183,6 +183,15 @@ impl Outbox {
     }
 
     /// Closes and drops everything not yet taken by the writer.
+    /// Takes what is still queued (never handed to the writer), and closes.
+    pub fn take_unsent(&self) -> Vec<BytesMut> {
+        let items: Vec<BytesMut> = self.items.borrow_mut().drain(..).collect();
+        self.open.set(false);
+        self.bytes.set(0);
+        self.close();
+        items
+    }
+
     pub fn close_and_clear(&self) {
         self.items.borrow_mut().clear();
         self.open.set(false);

@@ -16,7 +16,7 @@
 //! outlier ejection.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use monoio::net::{TcpStream, UnixStream};
@@ -70,6 +70,9 @@ pub trait Member: Sized + 'static {
     fn warming(&self) -> bool {
         false
     }
+    /// The pool it belongs to (a connection that dies may hand requests it never wrote back
+    /// to it).
+    fn joined(&self, _pool: Weak<Pool<Self>>) {}
 }
 
 /// What a pool of any protocol answers to the worker.
@@ -142,17 +145,28 @@ pub struct Pool<C: Member> {
     /// No new requests after a reload replaced this pool; a connection still opened for a
     /// waiter is born retired.
     retired: Cell<bool>,
+    /// Itself, for the connections it opens (`Member::joined`).
+    me: Weak<Pool<C>>,
 }
 
 impl<C: Member> Pool<C> {
     /// A pool for `cluster` over the endpoints of `set`.
-    pub fn new(cluster: Rc<ClusterConfig>, set: Rc<HostSet>, stats: Rc<Stats>) -> Pool<C> {
+    pub fn new(cluster: Rc<ClusterConfig>, set: Rc<HostSet>, stats: Rc<Stats>) -> Rc<Pool<C>> {
         let endpoints = set
             .hosts
             .iter()
             .map(|h| Rc::new(Endpoint { host: h.clone(), conns: RefCell::new(Vec::new()), connecting: Cell::new(0) }))
             .collect();
-        Pool { cluster, set, endpoints, capacity: Rc::new(Notify::default()), stats, retired: Cell::new(false) }
+        let capacity = Rc::new(Notify::default());
+        Rc::new_cyclic(|me| Pool {
+            cluster,
+            set,
+            endpoints,
+            capacity,
+            stats,
+            retired: Cell::new(false),
+            me: me.clone(),
+        })
     }
 
     /// Each endpoint's connections open now, requests on them, and whether a failed connect
@@ -405,6 +419,7 @@ impl<C: Member> Pool<C> {
                 }
                 self.stats.upstream_connections.set(self.stats.upstream_connections.get() + 1);
                 bump(&host.metrics.opened);
+                conn.joined(self.me.clone());
                 ep.conns.borrow_mut().push(conn.clone());
                 // Callers that queued while this connect was in flight may use it too.
                 self.capacity.notify_all();
@@ -500,13 +515,14 @@ impl<C: Member> PoolOps for Pool<C> {
                 }
             }
         }
-        let pool = Rc::new(Pool {
+        let pool = Rc::new_cyclic(|me| Pool {
             cluster: self.cluster.clone(),
             set: set.clone(),
             endpoints,
             capacity: self.capacity.clone(),
             stats: self.stats.clone(),
             retired: Cell::new(false),
+            me: me.clone(),
         });
         let weak: std::rc::Weak<dyn Evict> = Rc::downgrade(&(pool.clone() as Rc<dyn Evict>));
         set.shared.add_pool(weak);

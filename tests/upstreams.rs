@@ -103,7 +103,84 @@ fn hang_up() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, requests)
 }
 
+/// A backend that accepts with a tiny receive buffer and reads nothing, so the proxy's writes
+/// to it back up; when `reset` is set it resets every connection (RST, as a crashing host).
+fn stalling_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    sock.listen(16).unwrap();
+    let l: TcpListener = sock.into();
+    let (addr, reset) = (l.local_addr().unwrap(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let r = reset.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        l.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if let Ok((c, _)) = l.accept() {
+                held.push(c);
+            }
+            if r.load(Ordering::SeqCst) {
+                for c in held.drain(..) {
+                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (addr, reset)
+}
+
 both_drivers! {
+    fn requests_a_dead_connection_never_wrote_go_to_the_other_endpoint(driver: &str) {
+        let b = Backend::start(Wire::Binary, Duration::ZERO);
+        let (a, reset) = stalling_backend();
+        let extra = "lb = \"round_robin\"\nmax_connections_per_endpoint = 1\nmax_write_buffer = \"64MiB\"\n\
+                     request_timeout = \"20s\"\noutlier_detection = { consecutive_failures = 0 }";
+        let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[a.to_string(), b.endpoint()], extra));
+        const CALLS: i32 = 600;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut reader = s.try_clone().unwrap();
+        let replies = std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            let mut len = [0u8; 4];
+            while ok + failed < CALLS && reader.read_exact(&mut len).is_ok() {
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                reader.read_exact(&mut body).unwrap();
+                if body[3] == REPLY { ok += 1 } else { failed += 1 }
+            }
+            (ok, failed)
+        });
+        // 600 calls of 32 KiB in two waves: the first fills the kernel's buffers towards the
+        // backend that reads nothing (its writer then waits), the second waits in the proxy's
+        // queue for that connection: never written when the backend resets it.
+        let text = "x".repeat(32 << 10);
+        for seq in 1..=CALLS {
+            let m = binary_message(1, "echo", seq, 1, &text);
+            s.write_all(&(m.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&m).unwrap();
+            if seq == CALLS / 2 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        reset.store(true, Ordering::SeqCst);
+        let (ok, failed) = replies.join().unwrap();
+        assert_eq!(ok + failed, CALLS, "every call answered");
+        let retried = metric(admin, "ringway_upstream_retries_total", &[("cluster", "c")]);
+        assert!(retried > 0.0, "queued requests were sent again");
+        assert_eq!(b.calls.load(Ordering::SeqCst) as i32, ok, "the retried ones succeeded on the other backend");
+        let lost = metric(admin, "ringway_proxy_errors_total", &[("kind", "upstream_lost")]);
+        assert_eq!(lost, f64::from(failed), "only requests the lost connection had written failed");
+        assert!(f64::from(failed) + retried <= f64::from(CALLS / 2 + 1), "failed {failed}, retried {retried}");
+        drop(s);
+        server.shutdown();
+    }
+
     fn health_checks_take_a_killed_backend_out_and_bring_it_back(driver: &str) {
         let a = Backend::start(Wire::Binary, Duration::ZERO);
         let b = Backend::start(Wire::Binary, Duration::ZERO);

@@ -401,8 +401,17 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
         let name = ds.method_name(&frame[info.msg.name.clone()]);
         let req_len = frame.len() as u32;
-        let pending =
-            Pending { downstream: ds.clone(), orig, name, dialect: info.dialect, deadline, route, start, req_len };
+        let pending = Pending {
+            downstream: ds.clone(),
+            orig,
+            name,
+            dialect: info.dialect,
+            deadline,
+            route,
+            start,
+            req_len,
+            retries: 0,
+        };
         ds.inflight.set(ds.inflight.get() + 1);
         conn.send(frame, info, Some(pending));
     }

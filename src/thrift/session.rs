@@ -184,6 +184,8 @@ pub struct Pending {
     pub start: u64,
     /// The request frame's length (access log).
     pub req_len: u32,
+    /// Times it was sent again after its connection died before writing it.
+    pub retries: u8,
 }
 
 impl Pending {
@@ -289,6 +291,7 @@ mod tests {
             route: Rc::default(),
             start: 0,
             req_len: req.len() as u32,
+            retries: 0,
         };
         (s, p)
     }

@@ -4,14 +4,14 @@
 //! request; every request still pending on it gets an INTERNAL_ERROR.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 
 use crate::config::ClusterConfig;
-use crate::error::{ErrorKind, LostCause};
+use crate::error::{ErrorKind, LostCause, RequestError};
 use crate::hosts::Host;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, FrameBytes, Notify, Outbox, COPY_MAX};
@@ -67,6 +67,8 @@ pub struct ThriftUpstream {
     /// When the last read completed (`metrics::now_us`): the end of the latency of the
     /// requests whose replies it carried.
     read_at: Cell<u64>,
+    /// Its pool: requests it never wrote go back there when it dies.
+    pool: RefCell<Weak<ThriftPool>>,
 }
 
 impl ThriftUpstream {
@@ -98,6 +100,7 @@ impl ThriftUpstream {
             capacity,
             stats,
             read_at: Cell::new(0),
+            pool: RefCell::new(Weak::new()),
         });
         let (rd, mut wr) = stream.into_split();
         let c = conn.clone();
@@ -175,6 +178,8 @@ impl ThriftUpstream {
     /// fails everything pending: the upstream was lost (`cause`).
     pub fn die(&self, cause: LostCause) {
         if !self.dead.replace(true) {
+            // Requests still in the outbox never reached the upstream: they may go elsewhere.
+            let resend = self.take_unsent();
             self.out.close_and_clear();
             self.cancel_reader();
             let pending: Vec<Pending> = self.pending.borrow_mut().drain().map(|(_, p)| p).collect();
@@ -191,8 +196,63 @@ impl ThriftUpstream {
             for p in pending {
                 p.fail(&err);
             }
+            if !resend.is_empty() {
+                self.host.requests_ended(resend.len());
+                self.resend(resend, &err);
+            }
             self.deadline_added.notify_all();
             self.capacity.notify_all();
+        }
+    }
+
+    /// The requests whose frames are still queued here (never handed to the kernel): taken
+    /// out of the pending table with their frames.
+    fn take_unsent(&self) -> Vec<(BytesMut, Pending)> {
+        if self.pool.borrow().strong_count() == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut pending = self.pending.borrow_mut();
+        for mut buf in self.out.take_unsent() {
+            // Whole frames back to back (batches of small ones, or one large one).
+            while let Some(len) = frame_len(&buf).filter(|&l| l <= buf.len()) {
+                let frame = buf.split_to(len);
+                let Ok(info) = parse_frame(&frame, 64 * 1024) else { break };
+                if let Some(p) = pending.remove(info.msg.seq) {
+                    out.push((frame, p));
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends each of `requests` again through the pool, away from this endpoint, at most
+    /// `retries` times each and within the cluster's retry budget; one that cannot go fails
+    /// with `err`.
+    fn resend(&self, requests: Vec<(BytesMut, Pending)>, err: &RequestError) {
+        let Some(pool) = self.pool.borrow().upgrade() else {
+            return requests.into_iter().for_each(|(_, p)| p.fail(err));
+        };
+        for (frame, mut p) in requests {
+            if u32::from(p.retries) >= pool.retries() {
+                p.fail(err);
+                continue;
+            }
+            let Some(guard) = pool.begin_retry() else {
+                p.fail(err);
+                continue;
+            };
+            p.retries += 1;
+            let (pool, host, err) = (pool.clone(), self.host.clone(), err.clone());
+            monoio::spawn(async move {
+                let _guard = guard;
+                let Ok(info) = parse_frame(&frame, 64 * 1024) else { return p.fail(&err) };
+                let left = Duration::from_micros(p.deadline.saturating_sub(now_us()));
+                match pool.acquire(std::time::Instant::now() + left, 0, 0, Some(&host)).await {
+                    Ok(conn) => conn.send(frame, &info, Some(p)),
+                    Err(e) => p.fail(&e),
+                }
+            });
         }
     }
 
@@ -396,5 +456,8 @@ impl Member for ThriftUpstream {
     }
     fn queued_bytes(&self) -> usize {
         ThriftUpstream::queued_bytes(self)
+    }
+    fn joined(&self, pool: Weak<ThriftPool>) {
+        *self.pool.borrow_mut() = pool;
     }
 }

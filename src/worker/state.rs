@@ -83,7 +83,7 @@ impl ClusterPools {
             return unsafe { Rc::from_raw(Rc::into_raw(slot.pool.clone()) as *const Pool<C>) };
         }
         let set = self.set.borrow().clone();
-        let p = Rc::new(Pool::<C>::new(self.resolved.borrow().clone(), set.clone(), self.stats.clone()));
+        let p = Pool::<C>::new(self.resolved.borrow().clone(), set.clone(), self.stats.clone());
         let weak: Weak<dyn Evict> = Rc::downgrade(&(p.clone() as Rc<dyn Evict>));
         set.shared.add_pool(weak);
         pools.push(PoolSlot { type_id, flavour, pool: p.clone() });
