@@ -182,16 +182,25 @@ impl Outbox {
         self.wake_writer();
     }
 
-    /// Closes and drops everything not yet taken by the writer.
     /// Takes what is still queued (never handed to the writer), and closes.
     pub fn take_unsent(&self) -> Vec<BytesMut> {
+        self.take_unsent_then(None)
+    }
+
+    /// Takes what is still queued, queues `last` (the only item the writer still sends),
+    /// and closes.
+    pub fn take_unsent_then(&self, last: Option<BytesMut>) -> Vec<BytesMut> {
         let items: Vec<BytesMut> = self.items.borrow_mut().drain(..).collect();
         self.open.set(false);
         self.bytes.set(0);
+        if let Some(b) = last {
+            self.push(b);
+        }
         self.close();
         items
     }
 
+    /// Closes and drops everything not yet taken by the writer.
     pub fn close_and_clear(&self) {
         self.items.borrow_mut().clear();
         self.open.set(false);

@@ -395,3 +395,102 @@ both_drivers! {
         server.shutdown();
     }
 }
+
+/// An HTTP/2 upstream with a tiny receive buffer that opens every window wide and then reads
+/// nothing, so the proxy's writes to it back up in its queue; once `reset` is set it resets
+/// every connection (RST, as a crashing host).
+fn stalling_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    sock.listen(16).unwrap();
+    let l: TcpListener = sock.into();
+    let (addr, reset) = (l.local_addr().unwrap(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let r = reset.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        l.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if let Ok((mut c, _)) = l.accept() {
+                let wide = Settings {
+                    initial_window_size: Some(frame::MAX_WINDOW),
+                    max_concurrent_streams: Some(1000),
+                    ..Default::default()
+                };
+                let mut out = BytesMut::new();
+                frame::settings::encode(&wide, &mut out);
+                frame::settings::encode_ack(&mut out);
+                frame::window_update::encode(StreamId::ZERO, frame::MAX_WINDOW - frame::DEFAULT_WINDOW, &mut out);
+                c.set_nonblocking(false).unwrap();
+                if c.write_all(&out).is_ok() {
+                    held.push(c);
+                }
+            }
+            if r.load(std::sync::atomic::Ordering::SeqCst) {
+                for c in held.drain(..) {
+                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (addr, reset)
+}
+
+both_drivers! {
+    fn streams_a_dead_connection_never_sent_go_to_the_other_endpoint(driver: &str) {
+        let echo = ringway_bench::grpc_echo::EchoServer::start("127.0.0.1:0", 1).unwrap();
+        let (stall, reset) = stalling_upstream();
+        let toml = format!(
+            "[runtime]\nworkers = 1\ndriver = {driver:?}\n[admin]\naddress = \"127.0.0.1:0\"\n\
+             [[listener]]\nname = \"grpc\"\nprotocol = \"grpc\"\naddress = \"127.0.0.1:0\"\n\
+             routes = [ {{ cluster = \"up\" }} ]\n{}",
+            common::cluster(
+                "up",
+                &[stall.to_string(), echo.addr.to_string()],
+                "lb = \"round_robin\"\nmax_connections_per_endpoint = 1\nmax_write_buffer = \"64MiB\"\n\
+                 request_timeout = \"20s\"\nretry_budget_percent = 100\n\
+                 outlier_detection = { consecutive_failures = 0 }"
+            )
+        );
+        let server = Server::start(Config::parse(&toml).unwrap()).unwrap();
+        let (addr, admin) = (server.local_addr("grpc").unwrap(), server.admin_addr().unwrap());
+        let call = |size: usize, i: usize| {
+            std::thread::spawn(move || {
+                let c = EchoClient::connect(addr).unwrap();
+                let msg = Bytes::from(vec![i as u8; size]);
+                c.unary("Unary", msg.clone(), &[], Some(Duration::from_secs(30))).map(|(_, reply, _)| reply == msg)
+            })
+        };
+        // Two waves: 1 MiB calls fill the kernel's buffers towards the upstream that reads
+        // nothing (half go there), then small calls whose HEADERS wait in the proxy's queue
+        // for that connection: never sent when the upstream resets it.
+        let big: Vec<_> = (0..16).map(|i| call(1 << 20, i)).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let small: Vec<_> = (0..16).map(|i| call(100, i)).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        reset.store(true, std::sync::atomic::Ordering::SeqCst);
+        let big: Vec<_> = big.into_iter().map(|t| t.join().unwrap()).collect();
+        let small: Vec<_> = small.into_iter().map(|t| t.join().unwrap()).collect();
+        for (i, r) in small.iter().enumerate() {
+            assert!(matches!(r, Ok(true)), "small call {i} (queued, never sent) failed: {r:?}");
+        }
+        // A big call fails only if the lost connection had sent its HEADERS (or it was too
+        // big to keep for a replay), and only with UNAVAILABLE naming that upstream.
+        let failed = big.iter().filter(|r| r.is_err()).count();
+        assert!(big.iter().all(|r| !matches!(r, Ok(false))), "a reply differs from its request");
+        let stall_name = stall.to_string();
+        for s in big.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(s.code() == tonic::Code::Unavailable && s.message().contains(&stall_name), "{s:?}");
+        }
+        assert!(failed < big.len(), "the big calls to the echo upstream succeed: {big:?}");
+        let samples = common::prom::parse(&common::prom::get(admin, "/metrics").2);
+        let retried = common::prom::value(&samples, "ringway_upstream_retries_total", &[("cluster", "up")]);
+        assert!(retried >= 1.0, "the queued streams were opened again: {retried}");
+        let lost = common::prom::value(&samples, "ringway_proxy_errors_total", &[("kind", "upstream_lost")]);
+        assert_eq!(lost, failed as f64, "only the streams the lost connection had sent fail");
+        server.shutdown();
+    }
+}

@@ -634,7 +634,7 @@ fn upstream_section(e: &mut Exposition, c: &Collected) {
         ),
         (
             "ringway_upstream_retries_total",
-            "Requests tried again on another endpoint after a failure that sent nothing (a failed connect, a Thrift request its dying connection never wrote, a gRPC stream the upstream refused), per cluster.",
+            "Requests tried again on another endpoint after a failure that sent nothing (a failed connect, a request or gRPC stream its dying connection never wrote, a gRPC stream the upstream refused), per cluster.",
             |s| s.retries,
         ),
         (

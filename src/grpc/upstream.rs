@@ -1,8 +1,8 @@
 //! The upstream side of the gRPC proxy: one multiplexed HTTP/2 client connection per pool
 //! slot. Stream ids are allocated when a request's HEADERS are written; the upstream's own
 //! SETTINGS_MAX_CONCURRENT_STREAMS and the cluster's `max_requests_per_connection` both cap
-//! the streams open on it. A GOAWAY stops new streams at once; a lost connection ends every
-//! stream on it with UNAVAILABLE.
+//! the streams open on it. A GOAWAY stops new streams at once; a lost connection sends the
+//! streams it never wrote elsewhere and ends every other stream on it with UNAVAILABLE.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -107,7 +107,7 @@ impl Member for GrpcUpstream {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let cause = LostCause::WriteFailed(Rc::new(e));
-                    let _ = CatchUnwind::new(async { c.die(cause) }).await;
+                    let _ = CatchUnwind::new(async { c.die(cause, None) }).await;
                 }
                 Err(_) => c.stats.panics.set(c.stats.panics.get() + 1),
             }
@@ -116,14 +116,14 @@ impl Member for GrpcUpstream {
         monoio::spawn(async move {
             if CatchUnwind::new(c.clone().unpark_on_drain()).await.is_err() {
                 c.stats.panics.set(c.stats.panics.get() + 1);
-                c.die(LostCause::Panicked("writer wake-up"));
+                c.die(LostCause::Panicked("writer wake-up"), None);
             }
         });
         let c = conn.clone();
         monoio::spawn(async move {
             if CatchUnwind::new(c.clone().read_loop(rd)).await.is_err() {
                 c.stats.panics.set(c.stats.panics.get() + 1);
-                c.die(LostCause::Panicked("reader"));
+                c.die(LostCause::Panicked("reader"), None);
             }
         });
         conn
@@ -250,25 +250,44 @@ impl GrpcUpstream {
         self.streams.borrow().get(&id).cloned()
     }
 
-    /// The connection is gone (`cause`): no new streams; every stream on it ends with the
-    /// status the error table gives a lost upstream (UNAVAILABLE).
-    fn die(&self, cause: LostCause) {
+    /// The connection is gone (`cause`): no new streams. A stream whose HEADERS were still
+    /// queued here never reached the upstream: it is opened again elsewhere if it may be
+    /// (`Stream::refused`). Every other stream ends with the status the error table gives a
+    /// lost upstream (UNAVAILABLE). `last_words` (our GOAWAY) is the only frame still sent.
+    fn die(&self, cause: LostCause, last_words: Option<BytesMut>) {
         if self.dead.replace(true) && self.streams.borrow().is_empty() {
             return;
         }
-        self.core.out.close();
+        // The writer takes the whole queue at once and a frame is queued in one step, so
+        // what is left is whole frames that never reached the kernel.
+        let unsent = self.core.out.take_unsent_then(last_words);
         self.core.cancel_reader();
         self.core.clear_parked();
         self.core.drained.notify_all();
-        let streams = self.all_streams();
-        if !streams.is_empty() {
-            self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
-            log::warn!("upstream {}: {cause}; failing {} streams", self.peer, streams.len());
+        let inflight = self.streams.borrow().len();
+        let mut retried = 0;
+        if inflight > 0 && !unsent.is_empty() {
+            let unsent: Vec<u8> = unsent.concat();
+            for id in frame::headers_in(&unsent) {
+                if let Some(s) = self.stream(id) {
+                    retried += usize::from(s.refused());
+                }
+            }
         }
-        let inflight = streams.len();
+        let streams = self.all_streams();
         if inflight > 0 {
             self.host.lost_with_requests();
+            self.stats.upstream_lost.set(self.stats.upstream_lost.get() + 1);
         }
+        match (streams.len(), retried) {
+            (0, 0) => {}
+            (n, 0) => log::warn!("upstream {}: {cause}; failing {n} streams", self.peer),
+            (n, r) => log::warn!(
+                "upstream {}: {cause}; {r} streams it never sent go to another connection, failing {n}",
+                self.peer
+            ),
+        }
+        let inflight = streams.len();
         let err = ErrorKind::UpstreamLost { endpoint: self.peer.clone(), cause, inflight }.into();
         for s in streams {
             s.fail(&err);
@@ -301,9 +320,9 @@ impl GrpcUpstream {
             }
             let handle = self.core.read_handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
-                Ok(0) => return self.die(LostCause::Closed),
+                Ok(0) => return self.die(LostCause::Closed, None),
                 Ok(_) => {}
-                Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
+                Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e)), None),
             }
         }
     }
@@ -318,8 +337,7 @@ impl GrpcUpstream {
                 if r == Reason::ENHANCE_YOUR_CALM {
                     self.stats.protocols.h2.limit(why);
                 }
-                self.core.push(b);
-                self.die(LostCause::ProtocolError(why));
+                self.die(LostCause::ProtocolError(why), Some(b));
             }
             FrameError::Stream(id, r, why) => {
                 log::debug!("upstream {}: stream {id}: {r}: {why}", self.peer);

@@ -270,6 +270,22 @@ pub(crate) fn u31(b: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests;
 
+/// The streams whose HEADERS are among `frames`: frames we wrote ourselves, whole and back
+/// to back, maybe after the connection preface (a frame head cannot start with "PRI": its
+/// length would be over any frame size). Stops at a frame cut short.
+pub fn headers_in(frames: &[u8]) -> Vec<StreamId> {
+    let mut rest = frames.strip_prefix(PREFACE.as_slice()).unwrap_or(frames);
+    let mut ids = Vec::new();
+    while let Some(head) = Head::parse(rest) {
+        let Some(next) = rest.get(HEAD_LEN + head.len as usize..) else { break };
+        if head.kind == kind::HEADERS {
+            ids.push(head.stream);
+        }
+        rest = next;
+    }
+    ids
+}
+
 /// Cuts the next whole frame off the front of `buf`: `Ok(None)` until all of it is there.
 /// The size is checked against `max_frame_size` as soon as the header is in, before the
 /// payload is buffered.

@@ -266,3 +266,21 @@ fn a_head_reads_like_a_trace() {
     assert_eq!(format!("{:?}", head(kind::RST_STREAM, 0, 7, 4)), "RST_STREAM stream=7 len=4");
     assert_eq!(format!("{:?}", head(0x42, 0x3, 0, 0)), "UNKNOWN stream=0 len=0 flags=0x3");
 }
+
+#[test]
+fn headers_in_finds_each_opened_stream_after_the_preface_and_stops_at_a_cut_frame() {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(PREFACE);
+    settings::encode(&settings::Settings::default(), &mut b);
+    headers::encode(StreamId(1), &[0x82; 40], false, 16, &mut b); // split by CONTINUATION
+    data::encode(StreamId(1), &[7; 100], true, &mut b);
+    window_update::encode(StreamId(3), 5, &mut b);
+    headers::encode(StreamId(5), &[0x82; 3], true, 16_384, &mut b);
+    assert_eq!(headers_in(&b), vec![StreamId(1), StreamId(5)]);
+    assert_eq!(headers_in(&b[PREFACE.len()..]), vec![StreamId(1), StreamId(5)]);
+    // A frame cut short ends the walk; nothing after it is guessed at.
+    let mut cut = b[..b.len() - 1].to_vec();
+    assert_eq!(headers_in(&cut), vec![StreamId(1)]);
+    cut.clear();
+    assert!(headers_in(&cut).is_empty());
+}
