@@ -170,6 +170,9 @@ pub struct Core {
     budget: RefCell<Bucket>,
     /// Empty DATA frames without END_STREAM in a row.
     empty_data: Cell<u32>,
+    /// The stream whose HEADERS said it depends on itself: a stream error once its block
+    /// is decoded (RFC 9113 §5.3.1).
+    self_dependent: Cell<Option<StreamId>>,
 }
 
 impl Core {
@@ -209,7 +212,14 @@ impl Core {
             limits,
             budget: RefCell::new(Bucket::new(limits.reset_burst, limits.resets_per_second)),
             empty_data: Cell::new(0),
+            self_dependent: Cell::new(None),
         }
+    }
+
+    /// Whether the HEADERS of the block just assembled for `stream` made it depend on
+    /// itself (a stream PROTOCOL_ERROR, raised after decoding).
+    pub fn took_self_dependency(&self, stream: StreamId) -> bool {
+        self.self_dependent.take() == Some(stream)
     }
 
     /// A client connection's core: bytes written and request latencies are counted on
@@ -266,6 +276,9 @@ impl Core {
             return asm.continuation(head.stream, c.end_headers, &payload[c.fragment], limits);
         }
         let h = frame::headers::parse(head, payload)?;
+        if h.depends_on == Some(head.stream) {
+            self.self_dependent.set(Some(head.stream));
+        }
         let mut frag = frame.split_off(HEAD_LEN + h.fragment.start);
         frag.truncate(h.fragment.len());
         asm.start(head.stream, h.end_stream, h.end_headers, frag, limits)

@@ -42,6 +42,8 @@ pub struct GrpcSession {
     streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
     /// Highest stream id the client opened.
     max_seen: Cell<StreamId>,
+    /// Stream ids below `max_seen` the state machine still tells apart (RFC 9113 §5.1).
+    past: ClosedStreams,
     /// The last stream id named by our final GOAWAY (later GOAWAYs must not name more).
     goaway_last: Cell<Option<StreamId>>,
     state: Rc<WorkerState>,
@@ -128,6 +130,7 @@ where
         .metered(meter.listener.clone()),
         streams: RefCell::new(IdMap::default()),
         max_seen: Cell::new(StreamId::ZERO),
+        past: ClosedStreams::default(),
         goaway_last: Cell::new(None),
         state: state.clone(),
         listener,
@@ -271,9 +274,9 @@ impl GrpcSession {
                         s.count_error(&ErrorKind::Malformed(why));
                         s.reset(Some(r), Some(Reason::CANCEL));
                     }
-                    // Never RST_STREAM an idle stream (RFC 9113 §5.1).
-                    None if id <= self.max_seen.get() => self.core.write_rst(id, r),
-                    None => {}
+                    // A stream error on an idle id can only be a bad PRIORITY frame (every
+                    // other frame there is a connection error): the RST_STREAM closes it.
+                    None => self.core.write_rst(id, r),
                 }
                 if !self.core.take_budget() {
                     self.conn_error(Reason::ENHANCE_YOUR_CALM, "too many stream errors");
@@ -305,9 +308,20 @@ impl GrpcSession {
     }
 
     /// A stream ended: forget it (and close if a drain is waiting for that).
-    pub fn forget(&self, id: StreamId) {
+    pub fn forget(&self, id: StreamId, client_done: bool) {
         self.streams.borrow_mut().remove(&id);
+        if client_done {
+            self.past.client_ended(id);
+        }
         self.close_if_drained();
+    }
+
+    /// A new stream id: every idle id below it that the client skipped is closed now.
+    fn open_id(&self, id: StreamId) {
+        let last = self.max_seen.replace(id);
+        if id.get() > last.get() + 2 {
+            self.past.skipped(StreamId::new(last.get() + 1), id);
+        }
     }
 
     /// The connection is over: every open stream is cancelled upstream.
@@ -386,7 +400,10 @@ impl GrpcSession {
             if head.stream > self.max_seen.get() {
                 return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
-            return Ok(()); // a stream we already closed or reset: ignored
+            if self.past.by_client(head.stream) {
+                return Err(FrameError::Stream(head.stream, Reason::STREAM_CLOSED, "DATA on a closed stream"));
+            }
+            return Ok(()); // a stream we reset (its late frames are ignored) or long closed
         };
         s.on_request_data(frame, d.data, d.flow_len, d.end_stream)
             .map_err(|r| FrameError::Stream(head.stream, r.reason, r.why))
@@ -400,6 +417,8 @@ impl GrpcSession {
             return Err(FrameError::Connection(Reason::ENHANCE_YOUR_CALM, "too many stream resets"));
         }
         if let Some(s) = self.stream(id) {
+            // Closed by the client: what it sends on this id from now on is an error.
+            self.past.client_ended(id);
             self.stats().protocols.grpc.cancelled.set(self.stats().protocols.grpc.cancelled.get() + 1);
             let cancelled = reset_code(&ErrorKind::Cancelled.into());
             s.count_error(&ErrorKind::Cancelled);
@@ -419,8 +438,12 @@ impl GrpcSession {
             }
         };
         let id = b.stream;
+        let self_dependent = self.core.took_self_dependency(id);
         if let Some(s) = self.stream(id) {
             // Trailers from the client.
+            if self_dependent {
+                return Err(FrameError::Stream(id, Reason::PROTOCOL_ERROR, "stream depends on itself"));
+            }
             if too_large || !b.end_stream {
                 return Err(FrameError::Stream(id, Reason::PROTOCOL_ERROR, "bad request trailers"));
             }
@@ -430,11 +453,21 @@ impl GrpcSession {
             return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "even stream id from a client"));
         }
         if id <= self.max_seen.get() {
-            // A stream we already closed or reset: its block was decoded (HPACK stays in
-            // sync) and is ignored (RFC 9113 §5.1).
+            // The block was decoded (HPACK stays in sync). On a stream the client had ended,
+            // or an id it skipped, it is an error (RFC 9113 §5.1, §5.1.1); on a stream we
+            // reset, a late frame, ignored.
+            if self.past.by_client(id) {
+                return Err(FrameError::Connection(Reason::STREAM_CLOSED, "HEADERS on a closed stream"));
+            }
+            if self.past.was_skipped(id) {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "stream id lower than one already opened"));
+            }
             return Ok(());
         }
-        self.max_seen.set(id);
+        self.open_id(id);
+        if self_dependent {
+            return Err(FrameError::Stream(id, Reason::PROTOCOL_ERROR, "stream depends on itself"));
+        }
         // Streams refused before routing count as errors of the listener's unrouted requests.
         let unrouted = &self.meter.listener.unrouted;
         if self.drain.get() == Drain::Final || self.closed.get() {
@@ -452,10 +485,15 @@ impl GrpcSession {
             self.reply_error(id, b.end_stream, &err);
             return Ok(());
         }
-        let info = check_request(&list).map_err(|why| {
-            unrouted.error(&ErrorKind::Malformed(why));
-            FrameError::Stream(id, Reason::PROTOCOL_ERROR, why)
-        })?;
+        let info = check_request(&list)
+            .and_then(|info| match info.content_length {
+                Some(n) if n > 0 && b.end_stream => Err("content-length without DATA"),
+                _ => Ok(info),
+            })
+            .map_err(|why| {
+                unrouted.error(&ErrorKind::Malformed(why));
+                FrameError::Stream(id, Reason::PROTOCOL_ERROR, why)
+            })?;
         let path = list.iter().nth(info.path).map(|f| f.value).unwrap_or_default();
         let now = Instant::now();
         let start = now_us();
@@ -504,6 +542,9 @@ impl GrpcSession {
             _ => 0,
         };
         let stream = Rc::new(Stream::new(self.clone(), id, list, b.end_stream, deadline, rm, start));
+        if let Some(n) = info.content_length {
+            stream.expect_request_length(n);
+        }
         self.streams.borrow_mut().insert(id, stream.clone());
         if deadline.is_some() {
             self.sweeper.notify_all();
@@ -573,8 +614,8 @@ impl ClientEnd for GrpcSession {
         &self.core
     }
 
-    fn forget(&self, id: StreamId) {
-        GrpcSession::forget(self, id)
+    fn forget(&self, id: StreamId, client_done: bool) {
+        GrpcSession::forget(self, id, client_done)
     }
 
     fn wake_sweeper(&self) {
@@ -627,5 +668,72 @@ impl Retry for PoolRetry {
         let pool = self.pool.clone();
         self.conn.clone().open_later(stream, pool, self.hash, self.until, refused_by, Some(guard));
         true
+    }
+}
+
+/// How many ids the client ended are remembered (their late DATA or HEADERS are errors).
+const CLOSED_REMEMBERED: usize = 16;
+
+/// What a session remembers of stream ids below the highest one opened, to answer frames
+/// on them as RFC 9113 §5.1 says: the last few streams the client ended (END_STREAM or
+/// RST_STREAM: a later DATA is a stream error STREAM_CLOSED, HEADERS a connection error),
+/// and the last run of ids it skipped (closed without being opened: HEADERS there is a
+/// PROTOCOL_ERROR). Any other closed id is one we reset or one long gone: its late frames are
+/// ignored, as the RFC asks after a RST_STREAM of ours. Fixed size: no allocation per stream.
+#[derive(Default)]
+struct ClosedStreams {
+    ended: Cell<[u32; CLOSED_REMEMBERED]>,
+    next: Cell<usize>,
+    /// Ids in `skipped.0 .. skipped.1` (odd ones) were never opened.
+    skipped: Cell<(u32, u32)>,
+}
+
+impl ClosedStreams {
+    fn client_ended(&self, id: StreamId) {
+        let mut ended = self.ended.get();
+        if ended.contains(&id.get()) {
+            return;
+        }
+        let i = self.next.get();
+        ended[i] = id.get();
+        self.ended.set(ended);
+        self.next.set((i + 1) % CLOSED_REMEMBERED);
+    }
+
+    fn by_client(&self, id: StreamId) -> bool {
+        !id.is_zero() && self.ended.get().contains(&id.get())
+    }
+
+    fn skipped(&self, from: StreamId, to: StreamId) {
+        self.skipped.set((from.get(), to.get()));
+    }
+
+    fn was_skipped(&self, id: StreamId) -> bool {
+        let (from, to) = self.skipped.get();
+        (from..to).contains(&id.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClosedStreams, CLOSED_REMEMBERED};
+    use crate::grpc::h2::frame::StreamId;
+
+    #[test]
+    fn closed_streams_remember_what_the_client_ended_and_skipped() {
+        let c = ClosedStreams::default();
+        assert!(!c.by_client(StreamId::new(1)) && !c.by_client(StreamId::ZERO));
+        c.client_ended(StreamId::new(1));
+        c.client_ended(StreamId::new(1)); // once
+        assert!(c.by_client(StreamId::new(1)));
+        // The oldest is forgotten once more streams ended than are remembered.
+        for i in 0..CLOSED_REMEMBERED as u32 {
+            c.client_ended(StreamId::new(3 + 2 * i));
+        }
+        assert!(!c.by_client(StreamId::new(1)));
+        assert!(c.by_client(StreamId::new(3 + 2 * (CLOSED_REMEMBERED as u32 - 1))));
+        c.skipped(StreamId::new(1), StreamId::new(7));
+        assert!(c.was_skipped(StreamId::new(3)) && c.was_skipped(StreamId::new(5)));
+        assert!(!c.was_skipped(StreamId::new(7)) && !c.was_skipped(StreamId::new(9)));
     }
 }

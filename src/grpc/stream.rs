@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use self::flow::{flush, queue_data, Dir, Hop, Item};
 use super::conn::{Core, Parked, Side};
 use super::errors::{reply, GrpcReply};
-use super::wire::{check_response, encode_timeout, status_fields};
+use super::wire::{check_response, check_trailers, encode_timeout, status_fields};
 use crate::error::{ErrorKind, RequestError};
 use crate::grpc::h2::frame::{FrameError, Reason, StreamId, HEAD_LEN, MAX_WINDOW};
 use crate::grpc::h2::hpack::{Field, HeaderList};
@@ -31,7 +31,9 @@ use crate::worker::hold::InFlight;
 pub trait ClientEnd {
     fn core(&self) -> &Core;
     /// The stream ended: forget it (the connection may close if a drain waits for that).
-    fn forget(&self, id: StreamId);
+    /// The stream ended; `client_done`: the client had ended its side (END_STREAM), so any
+    /// later DATA or HEADERS from it on this id is an error (RFC 9113 §5.1).
+    fn forget(&self, id: StreamId, client_done: bool);
     /// A stream started waiting on a window: the sweeper should look (stall limit).
     fn wake_sweeper(&self);
     fn stats(&self) -> &Stats;
@@ -226,6 +228,11 @@ impl Stream {
         self.flush_req();
     }
 
+    /// The request announced `content-length: n`: its DATA must add up to it.
+    pub fn expect_request_length(&self, n: u64) {
+        self.st.borrow_mut().req.content_left = Some(n);
+    }
+
     /// Lets the stream be retried through `retry` while nothing came back from the upstream.
     pub fn set_retry(&self, retry: Rc<dyn Retry>) {
         let mut st = self.st.borrow_mut();
@@ -306,6 +313,8 @@ impl Stream {
         if st.req.end_received {
             return Err(refused(Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
         }
+        check_trailers(&list).map_err(|why| refused(Reason::PROTOCOL_ERROR, why))?;
+        st.req.count_content(0, true).map_err(|why| refused(Reason::PROTOCOL_ERROR, why))?;
         st.req.end_received = true;
         // Trailers are not kept for a replay.
         st.replay_data = None;
@@ -329,11 +338,15 @@ impl Stream {
         if st.resp.end_received {
             return Err(refused(Reason::STREAM_CLOSED, "HEADERS after END_STREAM"));
         }
-        if let Err(why) = check_response(&list, trailers) {
-            return Err(refused(Reason::PROTOCOL_ERROR, why));
-        }
+        let length = check_response(&list, trailers).map_err(|why| refused(Reason::PROTOCOL_ERROR, why))?;
         if trailers && !end_stream {
             return Err(refused(Reason::PROTOCOL_ERROR, "trailers without END_STREAM"));
+        }
+        if !trailers {
+            st.resp.content_left = length;
+        }
+        if end_stream {
+            st.resp.count_content(0, true).map_err(|why| refused(Reason::PROTOCOL_ERROR, why))?;
         }
         st.resp_headers_seen = true;
         // Answered: no retry from here on.
@@ -394,8 +407,12 @@ impl Stream {
             Side::Client => &mut st.req,
             Side::Upstream => &mut st.resp,
         };
+        let malformed = match refusal {
+            None => dir.count_content(data.len(), end).err().map(|why| refused(Reason::PROTOCOL_ERROR, why)),
+            some => some,
+        };
         let refusal =
-            refusal.or_else(|| queue_data(dir, sender, frame, data, flow_len, end).err().map(|()| DATA_OVER_WINDOW));
+            malformed.or_else(|| queue_data(dir, sender, frame, data, flow_len, end).err().map(|()| DATA_OVER_WINDOW));
         drop(st);
         if let Some(r) = refusal {
             sender.credit(flow_len);
@@ -555,7 +572,7 @@ impl Stream {
         let (req_bytes, resp_bytes) = (st.req.queued_bytes(), st.resp.queued_bytes());
         st.req.queue.clear();
         st.resp.queue.clear();
-        let (failed, status) = (st.failed, st.status);
+        let (failed, status, client_done) = (st.failed, st.status, st.req.end_received);
         drop(st);
         if failed.is_none() {
             bump(&self.route.forwarded);
@@ -577,7 +594,7 @@ impl Stream {
             });
         }
         self.down.core().credit(req_bytes);
-        self.down.forget(self.down_id);
+        self.down.forget(self.down_id, client_done);
         if let Some(up) = up {
             up.finished(status, failed);
             up.core().credit(resp_bytes);

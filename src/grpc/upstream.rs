@@ -371,6 +371,12 @@ impl GrpcUpstream {
         let had_capacity = head.kind == kind::SETTINGS && self.has_capacity();
         match self.core.control_frame(&head, &frame[HEAD_LEN..])? {
             Control::Done | Control::PingAck(_) => Ok(()),
+            Control::Reset { stream, .. } if self.idle(stream) => {
+                Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"))
+            }
+            Control::StreamWindow { stream, .. } if self.idle(stream) => {
+                Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
+            }
             Control::Reset { stream, reason } => {
                 if let Some(s) = self.stream(stream) {
                     // Refused before it was processed: another connection may take it.
@@ -424,12 +430,21 @@ impl GrpcUpstream {
         self.close_if_idle();
     }
 
+    /// Whether `id` was never opened here (RFC 9113 §5.1 idle: only HEADERS and PRIORITY
+    /// may name it; a server cannot open streams, push being off).
+    fn idle(&self, id: StreamId) -> bool {
+        !id.is_client_initiated() || id >= self.next_id.get()
+    }
+
     fn on_data(self: &Rc<Self>, head: Head, frame: BytesMut) -> Result<(), FrameError> {
         let d = frame::data::parse(&head, &frame[HEAD_LEN..])?;
         self.core.on_data_received(d.flow_len, d.end_stream)?;
         let Some(s) = self.stream(head.stream) else {
             self.core.credit(d.flow_len);
-            return Ok(());
+            if self.idle(head.stream) {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+            }
+            return Ok(()); // a stream that ended or that we reset: late frames are ignored
         };
         s.on_response_data(frame, d.data, d.flow_len, d.end_stream)
             .map_err(|r| FrameError::Stream(head.stream, r.reason, r.why))
@@ -446,7 +461,16 @@ impl GrpcUpstream {
                 return Err(FrameError::Connection(Reason::COMPRESSION_ERROR, why));
             }
         }
-        let Some(s) = self.stream(b.stream) else { return Ok(()) };
+        let self_dependent = self.core.took_self_dependency(b.stream);
+        let Some(s) = self.stream(b.stream) else {
+            if self.idle(b.stream) {
+                return Err(FrameError::Connection(Reason::PROTOCOL_ERROR, "HEADERS on a stream we did not open"));
+            }
+            return Ok(());
+        };
+        if self_dependent {
+            return Err(FrameError::Stream(b.stream, Reason::PROTOCOL_ERROR, "stream depends on itself"));
+        }
         s.on_response_headers(list, b.end_stream).map_err(|r| FrameError::Stream(b.stream, r.reason, r.why))
     }
 }

@@ -117,17 +117,68 @@ fn connection_specific(name: &[u8]) -> bool {
     matches!(name, b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade")
 }
 
+/// A field name is valid (RFC 9113 §8.2.1): not empty, no control characters, space,
+/// uppercase letters or bytes above 0x7e, and no colon (pseudo-headers are checked apart).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&b| b > 0x20 && b < 0x7f && b != b':' && !b.is_ascii_uppercase())
+}
+
+/// A field value is valid (RFC 9113 §8.2.1): no NUL, CR or LF, and no leading or trailing
+/// space or tab. A proxy that forwarded such a value would hand HTTP/1 hops a way to smuggle.
+fn valid_value(value: &[u8]) -> bool {
+    let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    !edge(value.first()) && !edge(value.last()) && !value.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'))
+}
+
+/// Checks a regular field: its name and value (§8.2.1), no connection-specific fields
+/// (§8.2.2), `te` only `trailers`.
+fn check_field(name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    if !valid_name(name) {
+        return Err(if name.iter().any(u8::is_ascii_uppercase) {
+            "uppercase field name"
+        } else {
+            "invalid character in a field name"
+        });
+    }
+    if !valid_value(value) {
+        return Err("invalid character or whitespace in a field value");
+    }
+    if connection_specific(name) {
+        return Err("connection-specific header field");
+    }
+    if name == b"te" && value != b"trailers" {
+        return Err("te other than trailers");
+    }
+    Ok(())
+}
+
+/// A `content-length` value (§8.1.1): digits only; a repeated field must repeat the value.
+fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, &'static str> {
+    let n = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or("content-length is not a number")?;
+    match seen {
+        Some(m) if m != n => Err("content-length repeated with another value"),
+        _ => Ok(n),
+    }
+}
+
 /// What the proxy needs from a request header list once it is known to be well formed.
 #[derive(Debug, Default)]
 pub struct RequestInfo {
     /// Index of `:path` in the list.
     pub path: usize,
     pub timeout: Option<Duration>,
+    /// The request's `content-length`: its DATA must add up to it (§8.1.1).
+    pub content_length: Option<u64>,
 }
 
 /// Checks a request header list (RFC 9113 §8.3.1): pseudo-headers first, known, not
-/// repeated; `:method`, `:scheme`, `:path` present; lowercase names; no connection-specific
-/// fields; `te` only `trailers`. The error is the reason for a stream PROTOCOL_ERROR.
+/// repeated; `:method`, `:scheme`, `:path` present; every field valid (§8.2.1: names,
+/// values); no connection-specific fields; `te` only `trailers`; `content-length` a number.
+/// The error is the reason for a stream PROTOCOL_ERROR.
 pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
     let mut info = RequestInfo::default();
     let (mut method, mut scheme, mut path, mut authority) = (false, false, None, false);
@@ -145,8 +196,8 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
                     if path.is_some() {
                         return Err("repeated :path");
                     }
-                    if f.value.is_empty() {
-                        return Err("empty :path");
+                    if f.value.is_empty() || !valid_value(f.value) || f.value.contains(&b' ') {
+                        return Err("empty or invalid :path");
                     }
                     path = Some(i);
                     continue;
@@ -156,20 +207,17 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
             if std::mem::replace(seen, true) {
                 return Err("repeated pseudo-header");
             }
+            if !valid_value(f.value) || f.value.is_empty() {
+                return Err("invalid pseudo-header value");
+            }
             continue;
         }
         regular = true;
-        if f.name.iter().any(u8::is_ascii_uppercase) {
-            return Err("uppercase field name");
-        }
-        if connection_specific(f.name) {
-            return Err("connection-specific header field");
-        }
-        if f.name == b"te" && f.value != b"trailers" {
-            return Err("te other than trailers");
-        }
-        if f.name == b"grpc-timeout" {
-            info.timeout = parse_timeout(f.value);
+        check_field(f.name, f.value)?;
+        match f.name {
+            b"grpc-timeout" => info.timeout = parse_timeout(f.value),
+            b"content-length" => info.content_length = Some(content_length(f.value, info.content_length)?),
+            _ => {}
         }
     }
     if !method || !scheme {
@@ -180,10 +228,12 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
 }
 
 /// Checks a response header list or trailers from an upstream: no request pseudo-headers,
-/// `:status` only in the first block, no connection-specific fields.
-pub fn check_response(h: &HeaderList, trailers: bool) -> Result<(), &'static str> {
+/// `:status` (three digits) only in the first block, every field valid as in a request
+/// (§8.2.1, §8.2.2). Returns the `content-length`, if any.
+pub fn check_response(h: &HeaderList, trailers: bool) -> Result<Option<u64>, &'static str> {
     let mut regular = false;
     let mut status = false;
+    let mut length = None;
     for f in h.iter() {
         if f.name.starts_with(b":") {
             if trailers {
@@ -192,15 +242,30 @@ pub fn check_response(h: &HeaderList, trailers: bool) -> Result<(), &'static str
             if f.name != b":status" || regular || std::mem::replace(&mut status, true) {
                 return Err("bad response pseudo-header");
             }
+            if f.value.len() != 3 || !f.value.iter().all(u8::is_ascii_digit) {
+                return Err("bad :status");
+            }
             continue;
         }
         regular = true;
-        if connection_specific(f.name) {
-            return Err("connection-specific header field");
+        check_field(f.name, f.value)?;
+        if f.name == b"content-length" {
+            length = Some(content_length(f.value, length)?);
         }
     }
     if !trailers && !status {
         return Err("response without :status");
+    }
+    Ok(length)
+}
+
+/// Checks request trailers from a client: no pseudo-headers (§8.1), every field valid.
+pub fn check_trailers(h: &HeaderList) -> Result<(), &'static str> {
+    for f in h.iter() {
+        if f.name.starts_with(b":") {
+            return Err("pseudo-header in trailers");
+        }
+        check_field(f.name, f.value)?;
     }
     Ok(())
 }
@@ -276,6 +341,72 @@ mod tests {
             let err = check_request(&bad).unwrap_err();
             assert!(err.contains(why), "{err} should mention {why}");
         }
+    }
+
+    fn request_with(name: &str, value: &str) -> HeaderList {
+        let mut h = list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a.B/C")]);
+        h.push(name.as_bytes(), value.as_bytes(), false);
+        h
+    }
+
+    /// RFC 9113 §8.2.1: each rule of field names and values makes a request malformed.
+    #[test]
+    fn field_names_and_values_are_validated() {
+        for (name, value, why) in [
+            ("X-Up", "1", "uppercase"),
+            ("x y", "1", "invalid character in a field name"),
+            ("x:y", "1", "invalid character in a field name"),
+            ("x\x7f", "1", "invalid character in a field name"),
+            ("x\u{e9}", "1", "invalid character in a field name"),
+            ("x\ty", "1", "invalid character in a field name"),
+            ("", "1", "invalid character in a field name"),
+            ("x", "a\0b", "field value"),
+            ("x", "a\rb", "field value"),
+            ("x", "a\nb", "field value"),
+            ("x", " a", "field value"),
+            ("x", "a ", "field value"),
+            ("x", "\ta", "field value"),
+            ("x", "a\t", "field value"),
+        ] {
+            let err = check_request(&request_with(name, value)).unwrap_err();
+            assert!(err.contains(why), "{name:?}: {value:?}: {err} should mention {why}");
+        }
+        // Inside a value, spaces and tabs are fine; so are visible non-ASCII bytes.
+        assert!(check_request(&request_with("x", "a b\tc \u{e9}")).is_ok());
+        assert!(check_request(&request_with("x-ok_1.~!#$%&'*+^`|", "")).is_ok());
+        // Pseudo-header values follow the value rules; :path has no space.
+        let bad_path = list(&[(":method", "POST"), (":scheme", "http"), (":path", "/a b")]);
+        assert!(check_request(&bad_path).unwrap_err().contains(":path"));
+        let bad_method = list(&[(":method", "PO\nST"), (":scheme", "http"), (":path", "/a/b")]);
+        assert!(check_request(&bad_method).unwrap_err().contains("pseudo-header value"));
+    }
+
+    /// RFC 9113 §8.1.1: content-length is a number, and a repeated one agrees.
+    #[test]
+    fn content_length_is_read_and_checked() {
+        assert_eq!(check_request(&request_with("content-length", "42")).unwrap().content_length, Some(42));
+        for bad in ["", "-1", "4 2", "0x10", "99999999999999999999999"] {
+            assert!(check_request(&request_with("content-length", bad)).is_err(), "{bad:?}");
+        }
+        let mut twice = request_with("content-length", "5");
+        twice.push(b"content-length", b"5", false);
+        assert_eq!(check_request(&twice).unwrap().content_length, Some(5));
+        twice.push(b"content-length", b"6", false);
+        assert!(check_request(&twice).unwrap_err().contains("repeated"));
+        let resp = list(&[(":status", "200"), ("content-length", "7")]);
+        assert_eq!(check_response(&resp, false), Ok(Some(7)));
+    }
+
+    #[test]
+    fn response_fields_and_request_trailers_are_validated_too() {
+        assert!(check_response(&list(&[(":status", "200"), ("X-Bad", "1")]), false).is_err());
+        assert!(check_response(&list(&[(":status", "200"), ("x", "a\r\nb: c")]), false).is_err());
+        assert!(check_response(&list(&[(":status", "20")]), false).unwrap_err().contains(":status"));
+        assert!(check_response(&list(&[("grpc-message", " padded ")]), true).is_err());
+        assert!(check_trailers(&list(&[("x-checksum", "abc")])).is_ok());
+        assert!(check_trailers(&list(&[(":path", "/")])).unwrap_err().contains("pseudo-header"));
+        assert!(check_trailers(&list(&[("x", "a\0")])).is_err());
+        assert!(check_trailers(&list(&[("connection", "close")])).is_err());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub(super) struct Dir {
     pub(super) blocked_since: Option<Instant>,
     /// On the receiving connection's list of streams to flush when it has room again.
     pub(super) parked: bool,
+    /// What the sender's `content-length` still announces (RFC 9113 §8.1.1), if it sent one.
+    pub(super) content_left: Option<u64>,
 }
 
 impl Dir {
@@ -55,7 +57,20 @@ impl Dir {
             end_sent: false,
             blocked_since: None,
             parked: false,
+            content_left: None,
         }
+    }
+
+    /// Counts `len` bytes of DATA (`end`: with END_STREAM) against the announced
+    /// `content-length`: more than it, or less by the end, makes the message malformed.
+    pub(super) fn count_content(&mut self, len: usize, end: bool) -> Result<(), &'static str> {
+        let Some(left) = self.content_left else { return Ok(()) };
+        let left = left.checked_sub(len as u64).ok_or("DATA beyond content-length")?;
+        self.content_left = Some(left);
+        if end && left > 0 {
+            return Err("DATA short of content-length");
+        }
+        Ok(())
     }
 
     /// Bytes of DATA queued.
@@ -204,4 +219,26 @@ pub(super) fn queue_data(
     }
     dir.queue.push_back(item);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dir;
+
+    /// RFC 9113 §8.1.1: DATA must add up to the content-length, no more and no less.
+    #[test]
+    fn data_is_counted_against_content_length() {
+        let mut d = Dir::new(0);
+        assert!(d.count_content(1 << 20, true).is_ok(), "no content-length: anything goes");
+        d.content_left = Some(10);
+        assert!(d.count_content(4, false).is_ok());
+        assert!(d.count_content(6, false).is_ok());
+        assert!(d.count_content(0, true).is_ok(), "exactly 10");
+        d.content_left = Some(10);
+        assert_eq!(d.count_content(11, false), Err("DATA beyond content-length"));
+        d.content_left = Some(10);
+        assert_eq!(d.count_content(9, true), Err("DATA short of content-length"));
+        d.content_left = Some(0);
+        assert_eq!(d.count_content(1, true), Err("DATA beyond content-length"));
+    }
 }

@@ -22,7 +22,7 @@ impl ClientEnd for Client {
     fn core(&self) -> &Core {
         &self.core
     }
-    fn forget(&self, id: StreamId) {
+    fn forget(&self, id: StreamId, _client_done: bool) {
         self.forgotten.borrow_mut().push(id);
     }
     fn wake_sweeper(&self) {

@@ -27,11 +27,9 @@ pub fn parse(head: &Head, payload: &[u8]) -> Result<Headers, FrameError> {
         if r.len() < 5 {
             return Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, "HEADERS too short for its priority"));
         }
-        let dep = StreamId::new(u31(&payload[r.start..]));
-        if dep == head.stream {
-            return Err(FrameError::Stream(head.stream, Reason::PROTOCOL_ERROR, "stream depends on itself"));
-        }
-        depends_on = Some(dep);
+        // A stream that depends on itself is a stream error, which the side raises once the
+        // block is decoded (HPACK state must follow every block).
+        depends_on = Some(StreamId::new(u31(&payload[r.start..])));
         r.start += 5;
     }
     Ok(Headers { fragment: r, end_stream: flags.is_end_stream(), end_headers: flags.is_end_headers(), depends_on })
