@@ -91,6 +91,9 @@ pub struct ListenerConfig {
     /// Downstream connections open at once on one worker; a connection over it is closed
     /// as soon as it is accepted (and counted), the open ones are untouched.
     pub max_connections: usize,
+    /// A client with replies waiting that has read none of them for this long is closed
+    /// (its requests cancelled, its buffers freed).
+    pub write_stall_timeout: Duration,
     /// The protocol, with the keys only it takes.
     pub protocol: ListenerProtocol,
     /// `access_log = { path, sample, max_queued_lines }`: off when absent.

@@ -5,8 +5,8 @@
 use std::io;
 
 use bytes::BytesMut;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent};
 
 use crate::local::{Outbox, COPY_MAX};
 
@@ -73,20 +73,23 @@ pub async fn read_more<R: CancelableAsyncReadRent>(
 }
 
 /// Writes everything queued in `outbox` until it is closed and empty, then shuts down the
-/// write side. Returns the first write error.
-pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
+/// write side. Returns the first write error (a write cancelled by `Outbox::abort` too).
+/// Every partial write is reported to the outbox (`handed`), so a reader that is slow but
+/// reads is not taken for one that stopped.
+pub async fn write_outbox<W: CancelableAsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
     let mut batch = Vec::new();
     // Grows with what is written; an idle connection keeps only what its last batch needed.
     let mut buf: Vec<u8> = Vec::new();
     while outbox.take_all(&mut batch).await {
+        outbox.set_writing(true);
         if batch.len() == 1 {
             // The usual turn: one batch of small frames (or one frame), written as it is.
             let item = batch.pop().expect("one item");
             let len = item.len();
-            let (res, item) = wr.write_all(item).await;
-            res?;
+            let item = write_counted(wr, item, outbox).await?;
             outbox.written(len);
             outbox.give_back(item);
+            outbox.set_writing(false);
             continue;
         }
         let mut len = 0;
@@ -97,23 +100,46 @@ pub async fn write_outbox<W: AsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io:
                 continue;
             }
             if !buf.is_empty() {
-                buf = flush(wr, buf).await?;
+                buf = flush(wr, buf, outbox).await?;
             }
-            let (res, _) = wr.write_all(frame).await;
-            res?;
+            write_counted(wr, frame, outbox).await?;
         }
         if !buf.is_empty() {
-            buf = flush(wr, buf).await?;
+            buf = flush(wr, buf, outbox).await?;
         }
         outbox.written(len);
+        outbox.set_writing(false);
     }
     let _ = wr.shutdown().await;
     Ok(())
 }
 
-async fn flush<W: AsyncWriteRent>(wr: &mut W, buf: Vec<u8>) -> io::Result<Vec<u8>> {
-    let (res, mut buf) = wr.write_all(buf).await;
-    res?;
+/// Writes all of `buf`, reporting each partial write to `outbox`; cancellable through it.
+async fn write_counted<W: CancelableAsyncWriteRent, T: IoBuf + 'static>(
+    wr: &mut W,
+    mut buf: T,
+    outbox: &Outbox,
+) -> io::Result<T> {
+    let len = buf.bytes_init();
+    let mut done = 0;
+    while done < len {
+        let (res, slice) = wr.cancelable_write(buf.slice(done..len), outbox.write_handle()).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+            Ok(n) => {
+                done += n;
+                outbox.handed(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
+}
+
+async fn flush<W: CancelableAsyncWriteRent>(wr: &mut W, buf: Vec<u8>, outbox: &Outbox) -> io::Result<Vec<u8>> {
+    let mut buf = write_counted(wr, buf, outbox).await?;
     buf.clear();
     Ok(buf)
 }

@@ -98,7 +98,19 @@ pub struct Outbox {
     drained: Option<Rc<Notify>>,
     /// A client connection's listener: bytes written are counted there.
     meter: Option<Rc<ListenerMetrics>>,
+    /// Bytes the writer has handed to the kernel so far, partial writes included (the
+    /// stall check compares it between ticks; no clock is read on the write path).
+    handed: Cell<u64>,
+    /// The writer holds bytes it has not finished writing.
+    writing: Cell<bool>,
+    /// Cancels the writer's write in flight (a peer that stopped reading is cut off).
+    write_cancel: RefCell<monoio::io::Canceller>,
 }
+
+/// What a stall check remembers between ticks: the writer's progress last seen, and since
+/// when it has not moved while bytes waited.
+#[derive(Default)]
+pub struct StallMark(Cell<Option<(u64, std::time::Instant)>>);
 
 impl Outbox {
     /// An outbox that wakes `drained` whenever its writer takes what is queued.
@@ -173,6 +185,51 @@ impl Outbox {
     /// Bytes queued and not yet taken by the writer.
     pub fn queued_bytes(&self) -> usize {
         self.bytes.get()
+    }
+
+    /// The writer handed `n` more bytes to the kernel.
+    #[inline]
+    pub fn handed(&self, n: usize) {
+        self.handed.set(self.handed.get() + n as u64);
+    }
+
+    /// The writer took a batch (`true`) or finished writing it (`false`).
+    #[inline]
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.set(writing);
+    }
+
+    /// A handle that cancels the writer's write in flight.
+    pub fn write_handle(&self) -> monoio::io::CancelHandle {
+        self.write_cancel.borrow().handle()
+    }
+
+    /// Whether bytes have waited to be written, with no write progress, for `timeout` by
+    /// `now`, as seen at each call (`mark` keeps what the last call saw). A zero timeout
+    /// never stalls.
+    pub fn stalled(&self, mark: &StallMark, now: std::time::Instant, timeout: std::time::Duration) -> bool {
+        if timeout.is_zero() || !(self.writing.get() || self.bytes.get() > 0) {
+            mark.0.set(None);
+            return false;
+        }
+        let handed = self.handed.get();
+        match mark.0.get() {
+            Some((seen, since)) if seen == handed => now.duration_since(since) >= timeout,
+            _ => {
+                mark.0.set(Some((handed, now)));
+                false
+            }
+        }
+    }
+
+    /// The peer stopped reading: cancels the write in flight, drops what is queued, and
+    /// closes. The writer returns an error.
+    pub fn abort(&self) {
+        let mut c = self.write_cancel.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+        drop(c);
+        self.close_and_clear();
     }
 
     /// No more items will be accepted; the writer drains what is queued, then stops.
@@ -334,6 +391,32 @@ pub type StreamMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasher
 
 #[cfg(test)]
 mod tests {
+
+    /// A stall is bytes waiting with no write progress for the whole timeout: progress (even
+    /// a partial write) starts the count again, and an empty, idle outbox never stalls.
+    #[test]
+    fn stalls_are_counted_from_the_last_progress() {
+        use std::time::{Duration, Instant};
+        let out = Outbox::default();
+        let mark = StallMark::default();
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        assert!(!out.stalled(&mark, t, s(1)), "nothing queued");
+        out.push(BytesMut::from(&b"reply"[..]));
+        assert!(!out.stalled(&mark, t, s(1)), "first sight");
+        assert!(!out.stalled(&mark, t + s(1) - Duration::from_millis(1), s(1)));
+        assert!(out.stalled(&mark, t + s(1), s(1)), "a second without progress");
+        out.handed(1);
+        assert!(!out.stalled(&mark, t + s(2), s(1)), "a partial write is progress");
+        assert!(out.stalled(&mark, t + s(3), s(1)));
+        assert!(!out.stalled(&mark, t + s(9), Duration::ZERO), "a zero timeout never stalls");
+        out.close_and_clear();
+        assert!(!out.stalled(&mark, t + s(10), s(1)), "nothing left to write");
+        out.set_writing(true);
+        assert!(!out.stalled(&mark, t + s(10), s(1)));
+        assert!(out.stalled(&mark, t + s(11), s(1)), "a write in flight counts as waiting");
+    }
+
     use super::*;
 
     #[test]

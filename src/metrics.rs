@@ -305,12 +305,14 @@ pub enum CloseReason {
     Drain,
     /// A bug in the proxy: the connection's task panicked.
     Panic,
+    /// The client read none of its replies for `write_stall_timeout`.
+    WriteStall,
 }
 
 impl CloseReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const LABELS: [&'static str; CloseReason::COUNT] =
-        ["client_closed", "protocol_error", "abuse_limit", "drain", "panic"];
+        ["client_closed", "protocol_error", "abuse_limit", "drain", "panic", "write_stall"];
 }
 
 /// One listener of one worker.

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use monoio::net::{TcpStream, UnixStream};
 
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
 
 use crate::config::{Address, ClusterConfig};
 use crate::error::{ConnectCause, ErrorKind, RequestError};
@@ -55,7 +55,7 @@ pub trait Member: Sized + 'static {
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: AsyncWriteRent + 'static;
+        S::OwnedWrite: CancelableAsyncWriteRent + 'static;
     fn is_dead(&self) -> bool;
     /// Live, not retired or going away, and room for one more request.
     fn has_capacity(&self) -> bool;
@@ -546,7 +546,7 @@ mod tests {
         where
             T: Splitable + 'static,
             T::OwnedRead: CancelableAsyncReadRent + 'static,
-            T::OwnedWrite: AsyncWriteRent + 'static,
+            T::OwnedWrite: CancelableAsyncWriteRent + 'static,
         {
             unreachable!("choose() never connects")
         }

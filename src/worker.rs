@@ -28,6 +28,8 @@ use crate::protocol::spawn_connection;
 use crate::stats::StatsSnapshot;
 
 /// How long a drain waits for an accept loop to notice its cancel.
+/// How often each worker looks for clients that stopped reading.
+const STALL_TICK: Duration = Duration::from_secs(1);
 const ACCEPT_STOP: Duration = Duration::from_secs(1);
 
 /// Control thread → worker.
@@ -208,6 +210,16 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
             },
         }
     }
+
+    // Clients that stopped reading their replies are cut off (each listener's
+    // `write_stall_timeout`, checked once a second: a close comes up to a second late).
+    let ticker = state.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(STALL_TICK).await;
+            ticker.close_stalled(Instant::now());
+        }
+    });
 
     while let Some(cmd) = next_command(&commands, &waker).await {
         match cmd {

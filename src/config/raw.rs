@@ -78,6 +78,7 @@ struct RawListener {
     routes: Vec<RawRoute>,
     max_write_buffer: Option<StrOrInt>,
     max_connections: Option<i64>,
+    write_stall_timeout: Option<String>,
     access_log: Option<RawAccessLog>,
     #[serde(flatten)]
     rest: toml::Table,
@@ -300,12 +301,15 @@ impl RawConfig {
                     DEFAULT_MAX_CONNECTIONS,
                     1_000_000,
                 );
+                let write_stall_timeout =
+                    p.duration(format!("{path}.write_stall_timeout"), &l.write_stall_timeout, "30s");
                 listeners.push(ListenerConfig {
                     name,
                     address,
                     routes,
                     max_write_buffer,
                     max_connections,
+                    write_stall_timeout,
                     protocol,
                     access_log,
                 });

@@ -220,6 +220,22 @@ fn access_logs_are_off_unless_configured_and_their_keys_are_checked() {
 }
 
 #[test]
+fn write_stall_timeout_defaults_and_is_checked() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().listeners[0].write_stall_timeout, Duration::from_secs(30));
+    let with = |v: &str| {
+        EXAMPLE.replace(
+            "address = \"127.0.0.1:7000\"",
+            &format!("address = \"127.0.0.1:7000\"\nwrite_stall_timeout = {v}"),
+        )
+    };
+    assert_eq!(Config::parse(&with("\"250ms\"")).unwrap().listeners[0].write_stall_timeout, Duration::from_millis(250));
+    let err = Config::parse(&with("\"0s\"")).unwrap_err();
+    assert!(err.0.iter().any(|e| e.starts_with("listener[0].write_stall_timeout: ")), "{err}");
+    let err = Config::parse(&with("\"soon\"")).unwrap_err();
+    assert!(err.0.iter().any(|e| e.starts_with("listener[0].write_stall_timeout: ")), "{err}");
+}
+
+#[test]
 fn max_connections_defaults_and_is_range_checked() {
     assert_eq!(Config::parse(EXAMPLE).unwrap().listeners[0].max_connections, 100_000);
     let with = |v: &str| {

@@ -9,10 +9,10 @@ mod sweep;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable};
 
 use self::drain::{Drain, DRAIN_PING};
 use self::preface::refuse_non_h2;
@@ -29,7 +29,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::hosts::{hash_bytes, Host, RetryGuard};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, IdMap, Notify};
+use crate::local::{CatchUnwind, IdMap, Notify, StallMark};
 use crate::metrics::{now_us, AccessEntry, CloseReason, ConnMeter};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
@@ -59,6 +59,9 @@ pub struct GrpcSession {
     pub affinity: usize,
     /// The listener's metrics for this connection (bytes, close reason, unrouted streams).
     pub meter: Rc<ConnMeter>,
+    /// The listener's `write_stall_timeout`, and what the stall check saw last.
+    write_stall_timeout: Duration,
+    stall: StallMark,
 }
 
 thread_local! {
@@ -77,7 +80,7 @@ pub fn serve<S>(
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: AsyncWriteRent + 'static,
+    S::OwnedWrite: CancelableAsyncWriteRent + 'static,
 {
     serve_grpc(stream, listener, state.clone(), meter)
 }
@@ -87,14 +90,14 @@ async fn serve_grpc<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>, met
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: AsyncWriteRent + 'static,
+    S::OwnedWrite: CancelableAsyncWriteRent + 'static,
 {
-    let (limits, max_write_buffer, listener_index) = {
+    let (limits, max_write_buffer, listener_index, write_stall_timeout) = {
         let view = state.view();
         let Some(index) = view.listener_index(&listener) else { return };
         let lc = &view.snapshot.config.listeners[index];
         let Some(g) = lc.protocol.grpc() else { return };
-        (*g, lc.max_write_buffer.get(), index)
+        (*g, lc.max_write_buffer.get(), index, lc.write_stall_timeout)
     };
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
@@ -141,6 +144,8 @@ where
         closed: Cell::new(false),
         affinity: NEXT_AFFINITY.with(|n| n.replace(n.get().wrapping_add(1))),
         meter,
+        write_stall_timeout,
+        stall: StallMark::default(),
     });
     let mut opening = BytesMut::with_capacity(64);
     let ours = Settings {
@@ -210,6 +215,10 @@ impl GrpcSession {
                 self.core.unpark_all();
             }
         }
+    }
+
+    pub(super) fn limits_write_stall(&self) -> Duration {
+        self.write_stall_timeout
     }
 
     fn block_limits(&self) -> BlockLimits {

@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
 
 use super::config::GrpcListener;
 use super::conn::{Control, ControlLimits, Core, Side};
@@ -65,7 +65,7 @@ impl Member for GrpcUpstream {
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: AsyncWriteRent + 'static,
+        S::OwnedWrite: CancelableAsyncWriteRent + 'static,
     {
         let d = GrpcListener::default();
         let conn = Rc::new(GrpcUpstream {

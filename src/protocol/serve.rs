@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
 
 use super::ProtocolKind;
 use crate::local::Guarded;
@@ -18,7 +18,7 @@ pub fn spawn_connection<S>(stream: S, listener: Rc<str>, state: Rc<WorkerState>)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: AsyncWriteRent + 'static,
+    S::OwnedWrite: CancelableAsyncWriteRent + 'static,
 {
     let (protocol, max) = match state.view().listener(&listener) {
         Some(l) => (l.protocol.kind(), l.max_connections),

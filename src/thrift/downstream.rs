@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
 
 use crate::config::{HashKey, LbPolicy};
 use crate::error::{ErrorKind, RequestError, Unsupported};
@@ -70,7 +70,7 @@ pub fn serve<S>(
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: AsyncWriteRent + 'static,
+    S::OwnedWrite: CancelableAsyncWriteRent + 'static,
 {
     serve_thrift(stream, listener, Registration::new(state, meter))
 }
@@ -80,9 +80,13 @@ async fn serve_thrift<S>(stream: S, listener: Rc<str>, reg: Registration)
 where
     S: Splitable + 'static,
     S::OwnedRead: CancelableAsyncReadRent + 'static,
-    S::OwnedWrite: AsyncWriteRent + 'static,
+    S::OwnedWrite: CancelableAsyncWriteRent + 'static,
 {
     let (ds, state) = (reg.ds.clone(), reg.state.clone());
+    if let Some(l) = state.view().listener(&listener) {
+        ds.write_stall_timeout.set(l.write_stall_timeout);
+    }
+    *ds.listener.borrow_mut() = listener.clone();
     let (rd, mut wr) = stream.into_split();
     let writer_ds = ds.clone();
     let wfut = async move {

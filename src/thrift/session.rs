@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use monoio::io::Canceller;
 
 use crate::error::RequestError;
-use crate::local::{FrameBytes, Notify, Outbox, COPY_MAX};
+use crate::local::{FrameBytes, Notify, Outbox, StallMark, COPY_MAX};
 use crate::metrics::{bump, now_us, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
 use crate::stats::Stats;
 use crate::thrift::codec::message::EXCEPTION;
@@ -42,6 +42,10 @@ pub struct ThriftSession {
     pub stats: Rc<Stats>,
     /// The listener's metrics for this connection (bytes, close reason, unrouted requests).
     pub meter: Rc<ConnMeter>,
+    /// The listener's name and `write_stall_timeout`, and what the stall check saw last.
+    pub listener: RefCell<Rc<str>>,
+    pub write_stall_timeout: Cell<Duration>,
+    stall: StallMark,
 }
 
 impl ThriftSession {
@@ -58,6 +62,9 @@ impl ThriftSession {
             last_name: RefCell::new(None),
             stats,
             meter,
+            listener: RefCell::new(Rc::from("")),
+            write_stall_timeout: Cell::new(Duration::from_secs(30)),
+            stall: StallMark::default(),
         }
     }
 
@@ -166,6 +173,27 @@ impl DownstreamConn for ThriftSession {
 
     fn requests_active(&self) -> usize {
         self.inflight.get()
+    }
+
+    /// Replies the client does not read: the writer's write is cancelled, queued replies
+    /// dropped, the reader stopped; replies still to come for its requests are dropped as
+    /// they arrive, and the upstream connections it shared are untouched.
+    fn close_if_stalled(&self, now: Instant) -> bool {
+        let timeout = self.write_stall_timeout.get();
+        if !self.out.stalled(&self.stall, now, timeout) {
+            return false;
+        }
+        log::warn!(
+            "listener {}: a client read none of its replies for {timeout:?} ({} bytes queued, {} requests in flight); connection closed",
+            self.listener.borrow(),
+            self.out.queued_bytes(),
+            self.inflight.get()
+        );
+        self.meter.closing(CloseReason::WriteStall);
+        self.cancel_read();
+        self.out.abort();
+        self.progress.notify_all();
+        true
     }
 }
 

@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable};
 
 use crate::config::ClusterConfig;
 use crate::error::{ErrorKind, LostCause, RequestError};
@@ -83,7 +83,7 @@ impl ThriftUpstream {
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: AsyncWriteRent + 'static,
+        S::OwnedWrite: CancelableAsyncWriteRent + 'static,
     {
         let conn = Rc::new(ThriftUpstream {
             peer: host.label.clone(),
@@ -433,7 +433,7 @@ impl Member for ThriftUpstream {
     where
         S: Splitable + 'static,
         S::OwnedRead: CancelableAsyncReadRent + 'static,
-        S::OwnedWrite: AsyncWriteRent + 'static,
+        S::OwnedWrite: CancelableAsyncWriteRent + 'static,
     {
         let limits = ConnLimits {
             max_inflight: cluster.max_requests_per_connection,

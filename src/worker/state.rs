@@ -37,6 +37,10 @@ pub trait DownstreamConn {
     fn close_now(self: Rc<Self>);
     /// Requests (streams) in flight on it now.
     fn requests_active(&self) -> usize;
+    /// Called on every stall tick: if the client has left replies unread, with no write
+    /// progress, for the listener's `write_stall_timeout`, close it (its requests cancelled,
+    /// its buffers freed). True if it did.
+    fn close_if_stalled(&self, now: Instant) -> bool;
 }
 
 /// One pool of a cluster: which pool type it is (`Pool<C>` for one connection type `C`) and
@@ -393,6 +397,13 @@ impl WorkerState {
     pub fn start_drain(&self) {
         for c in self.all_conns() {
             c.start_drain();
+        }
+    }
+
+    /// Closes the connections whose clients stopped reading their replies.
+    pub fn close_stalled(&self, now: Instant) {
+        for c in self.all_conns() {
+            c.close_if_stalled(now);
         }
     }
 

@@ -82,6 +82,26 @@ impl DownstreamConn for GrpcSession {
 
     fn close_if_idle(&self, _idle: Duration, _now: Instant) {}
 
+    /// A client that reads none of its responses: the write in flight is cancelled, queued
+    /// frames dropped, and the reader stopped, which cancels every stream upstream (RST_STREAM
+    /// CANCEL) and frees what they hold; the upstream connections stay for the others.
+    fn close_if_stalled(&self, now: Instant) -> bool {
+        let timeout = self.limits_write_stall();
+        if self.closed.get() || !self.core.out.stalled(&self.stall, now, timeout) {
+            return false;
+        }
+        log::warn!(
+            "listener {}: a client read none of its responses for {timeout:?} ({} bytes queued, {} streams open); connection closed",
+            self.listener,
+            self.core.out.queued_bytes(),
+            self.open_streams()
+        );
+        self.meter.closing(CloseReason::WriteStall);
+        self.core.out.abort();
+        self.core.cancel_reader();
+        true
+    }
+
     fn requests_active(&self) -> usize {
         self.open_streams()
     }
