@@ -46,12 +46,15 @@
 //! - [`local`]: single-thread building blocks: `Notify`, `Outbox`, panic guards, id maps.
 //! - [`logging`]: the log line format.
 //! - [`access_log`]: sampled per-request JSON lines, written by a thread per file.
+//! - `fuzzing`: the fuzz targets' entry points (`fuzz/`, `tests/fuzz_corpus.rs`).
 
 pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod health;
 pub mod hosts;

@@ -117,21 +117,58 @@ fn connection_specific(name: &[u8]) -> bool {
     matches!(name, b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade")
 }
 
-/// The bytes a field name may hold (RFC 9113 §8.2.1): visible ASCII but uppercase letters
-/// and the colon (pseudo-headers are checked apart). A table: names are checked on every
-/// request and response, and a lookup per byte is the cheapest test.
-static NAME_BYTE: [bool; 256] = {
+/// A table of the bytes `parts` list, for one lookup per byte: names and pseudo-header
+/// values are checked on every request and response.
+const fn byte_table(parts: &[&[u8]]) -> [bool; 256] {
     let mut t = [false; 256];
-    let mut b = 0x21;
-    while b < 0x7f {
-        t[b] = !(b >= b'A' as usize && b <= b'Z' as usize) && b != b':' as usize;
-        b += 1;
+    let mut p = 0;
+    while p < parts.len() {
+        let mut i = 0;
+        while i < parts[p].len() {
+            t[parts[p][i] as usize] = true;
+            i += 1;
+        }
+        p += 1;
     }
     t
-};
+}
+
+const DIGITS_LOWER: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const TCHAR_SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
+
+/// A field name (RFC 9113 §8.2.1, RFC 9110 §5.1): a token in lowercase. RFC 9113 itself only
+/// bans controls, space, uppercase, colon and bytes above 0x7e; a name outside the token
+/// set passes that rule but breaks upstreams that parse names as tokens (hyper: the
+/// connection), so the proxy refuses it.
+static NAME_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, TCHAR_SYMBOLS]);
+/// `:method`: a token (RFC 9110 §9.1).
+static METHOD_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, TCHAR_SYMBOLS]);
+/// `:scheme` (RFC 3986 §3.1).
+static SCHEME_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"+-."]);
+/// `:authority` (RFC 3986 §3.2, no userinfo as RFC 9113 §8.3.1 says): reg-name, IP
+/// literal and port characters, percent-encoding.
+static AUTHORITY_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"-._~!$&'()*+,;=:[]%"]);
+/// `:path` (RFC 3986 §3.3, §3.4): pchar, "/" and "?", percent-encoding.
+static PATH_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"-._~!$&'()*+,;=:@/?%"]);
+
+fn all_in(table: &[bool; 256], v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(|&b| table[b as usize])
+}
 
 fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| NAME_BYTE[b as usize])
+    all_in(&NAME_BYTE, name)
+}
+
+/// A pseudo-header's value, by its own grammar (an upstream parses them into a URI).
+fn valid_pseudo(pseudo: &[u8], value: &[u8]) -> bool {
+    match pseudo {
+        b"method" => all_in(&METHOD_BYTE, value),
+        b"scheme" => all_in(&SCHEME_BYTE, value) && value[0].is_ascii_alphabetic(),
+        b"authority" => all_in(&AUTHORITY_BYTE, value),
+        b"path" => all_in(&PATH_BYTE, value) && (value[0] == b'/' || value == b"*"),
+        _ => false,
+    }
 }
 
 const ONES: u64 = u64::from_le_bytes([1; 8]);
@@ -143,21 +180,27 @@ fn has_byte_below(w: u64, n: u8) -> bool {
     w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0
 }
 
-/// A field value is valid (RFC 9113 §8.2.1): no NUL, CR or LF, and no leading or trailing
-/// space or tab. A proxy that forwarded such a value would hand HTTP/1 hops a way to smuggle.
-/// Eight bytes at a time: values are checked on every request and response, and NUL, LF and
-/// CR are all below 0x0e, so one test per word clears almost every value (a tab, also below
-/// it, sends that word to the byte-wise check).
+/// Whether any byte of `w` is `b`.
+fn has_byte(w: u64, b: u8) -> bool {
+    let x = w ^ (ONES * u64::from(b));
+    x.wrapping_sub(ONES) & !x & HIGHS != 0
+}
+
+/// A field value (RFC 9113 §8.2.1, RFC 9110 §5.5): no NUL, CR or LF (9113) nor any other
+/// control but the tab or DEL (9110: what upstreams such as hyper refuse), no leading or
+/// trailing space or tab. A proxy that forwarded such a value would hand HTTP/1 hops a way
+/// to smuggle. Eight bytes at a time: one test per word clears almost every value (a tab,
+/// also below 0x20, sends its word to the byte-wise check).
 fn valid_value(value: &[u8]) -> bool {
     let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
     if edge(value.first()) || edge(value.last()) {
         return false;
     }
-    let forbidden = |b: &u8| matches!(b, 0 | b'\r' | b'\n');
+    let forbidden = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
     let mut words = value.chunks_exact(8);
     for c in &mut words {
         let w = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
-        if has_byte_below(w, 0x0e) && c.iter().any(forbidden) {
+        if (has_byte_below(w, 0x20) || has_byte(w, 0x7f)) && c.iter().any(forbidden) {
             return false;
         }
     }
@@ -230,7 +273,7 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
                     if path.is_some() {
                         return Err("repeated :path");
                     }
-                    if f.value.is_empty() || !valid_value(f.value) || f.value.contains(&b' ') {
+                    if !valid_pseudo(pseudo, f.value) {
                         return Err("empty or invalid :path");
                     }
                     path = Some(i);
@@ -241,7 +284,7 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
             if std::mem::replace(seen, true) {
                 return Err("repeated pseudo-header");
             }
-            if !valid_value(f.value) || f.value.is_empty() {
+            if !valid_pseudo(pseudo, f.value) {
                 return Err("invalid pseudo-header value");
             }
             continue;
@@ -405,6 +448,14 @@ mod tests {
             let err = check_request(&request_with(name, value)).unwrap_err();
             assert!(err.contains(why), "{name:?}: {value:?}: {err} should mention {why}");
         }
+        // Names are tokens: separators are refused too (an upstream parses names as tokens).
+        for name in ["x(y", "x\"y", "x/y", "x=y", "x{y", "x@y", "x,y", "x;y"] {
+            assert!(check_request(&request_with(name, "1")).is_err(), "{name:?}");
+        }
+        // Other controls than the tab, and DEL, are refused in values (RFC 9110 §5.5).
+        for value in ["a\x01b", "a\x1bb", "a\x7fb", "a\x0bb"] {
+            assert!(check_request(&request_with("x", value)).is_err(), "{value:?}");
+        }
         // Inside a value, spaces and tabs are fine; so are visible non-ASCII bytes.
         assert!(check_request(&request_with("x", "a b\tc \u{e9}")).is_ok());
         assert!(check_request(&request_with("x-ok_1.~!#$%&'*+^`|", "")).is_ok());
@@ -422,7 +473,7 @@ mod tests {
         let plain = |v: &[u8]| {
             !matches!(v.first(), Some(b' ' | b'\t'))
                 && !matches!(v.last(), Some(b' ' | b'\t'))
-                && !v.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'))
+                && !v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
         };
         for len in 1..=24usize {
             for at in 0..len {
@@ -434,6 +485,40 @@ mod tests {
             }
         }
         assert!(valid_value(b""));
+    }
+
+    /// Pseudo-header values follow their own grammar: an upstream builds a URI from them
+    /// (hyper ends the whole connection over a bad one).
+    #[test]
+    fn pseudo_header_values_follow_their_grammar() {
+        let req = |method: &str, scheme: &str, authority: &str, path: &str| {
+            check_request(&list(&[
+                (":method", method),
+                (":scheme", scheme),
+                (":authority", authority),
+                (":path", path),
+            ]))
+        };
+        assert!(req("POST", "http", "example.com:8080", "/a.B/C?x=1&y=%20").is_ok());
+        assert!(req("OPTIONS", "https", "[::1]:443", "*").is_ok());
+        for (m, sc, a, p) in [
+            ("PO ST", "http", "x", "/a/b"),
+            ("POST(", "http", "x", "/a/b"),
+            ("POST", "1http", "x", "/a/b"),
+            ("POST", "ht tp", "x", "/a/b"),
+            ("POST", "http", "x\u{b3}", "/a/b"),
+            ("POST", "http", "user@host", "/a/b"),
+            ("POST", "http", "a b", "/a/b"),
+            ("POST", "http", "x", "a/b"),
+            ("POST", "http", "x", "/a b"),
+            ("POST", "http", "x", "/a\"b"),
+            ("POST", "http", "x", "/a{b}"),
+            ("POST", "http", "x", "/\u{e9}"),
+            ("POST", "http", "", "/a/b"),
+            ("", "http", "x", "/a/b"),
+        ] {
+            assert!(req(m, sc, a, p).is_err(), "{m:?} {sc:?} {a:?} {p:?}");
+        }
     }
 
     /// RFC 9113 §8.1.1: content-length is a number, and a repeated one agrees.
