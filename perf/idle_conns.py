@@ -3,7 +3,9 @@
 one worker), sends one request on each (so every connection has been used), then leaves them
 idle and reports the growth of the proxy's RSS divided by N.
 
-    perf/idle_conns.py [--conns 10000] [--peer ringway|nginx|haproxy]
+    perf/idle_conns.py [--conns 10000] [--peer ringway|nginx|haproxy] [--then-close 10]
+With --then-close S it then closes them all and samples the RSS once a second for S
+seconds: does memory go back after a spike of connections?
 Builds nothing: run `cargo build --release` first (perf/compare.sh does).
 """
 import argparse
@@ -42,6 +44,8 @@ def main():
     ap.add_argument("--peer", default="ringway")
     ap.add_argument("--driver", default="auto", help="ringway runtime.driver")
     ap.add_argument("--unused", action="store_true", help="connect only, send nothing")
+    ap.add_argument("--then-close", type=int, default=0, metavar="S",
+                    help="close them all, then sample the RSS every second for S seconds")
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < args.conns + 500:
@@ -74,6 +78,17 @@ def main():
         used = "never used" if args.unused else "each used once"
         print(f"{args.peer}: {args.conns} idle connections ({used}): RSS {before / 1024:.1f} MiB -> "
               f"{after / 1024:.1f} MiB, {per:.2f} KiB per connection")
+        if args.then_close:
+            for s in socks:
+                s.close()
+            socks.clear()
+            samples = []
+            for _ in range(args.then_close):
+                time.sleep(1.0)
+                samples.append(compare.mem_kib(peer.proc, "VmRSS"))
+            series = " ".join(f"{k / 1024:.1f}" for k in samples)
+            print(f"closed; RSS each second (MiB): {series}; last is {samples[-1] / before:.2f}x the "
+                  f"{before / 1024:.1f} MiB before")
     finally:
         for s in socks:
             s.close()

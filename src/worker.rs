@@ -28,6 +28,14 @@ use crate::protocol::spawn_connection;
 use crate::stats::StatsSnapshot;
 
 /// How long a drain waits for an accept loop to notice its cancel.
+/// Hands the pages this thread's allocator heap holds free back to the system.
+fn return_freed_memory() {
+    // SAFETY: mi_collect takes no pointers and only walks the calling thread's own heap (and
+    // abandoned segments); it is safe to call at any time from any thread, with or without
+    // mimalloc as the global allocator.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// How often each worker looks for clients that stopped reading.
 const STALL_TICK: Duration = Duration::from_secs(1);
 const ACCEPT_STOP: Duration = Duration::from_secs(1);
@@ -213,11 +221,20 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
 
     // Clients that stopped reading their replies are cut off (each listener's
     // `write_stall_timeout`, checked once a second: a close comes up to a second late).
+    // The same tick gives memory back after connections went away: mimalloc purges freed
+    // pages only when the heap is used again, so a worker that went quiet after a spike of
+    // connections kept them (5,000 idle connections closed: RSS stayed at 2.7x).
     let ticker = state.clone();
     monoio::spawn(async move {
+        let mut conns = ticker.conn_count();
         loop {
             monoio::time::sleep(STALL_TICK).await;
             ticker.close_stalled(Instant::now());
+            let now = ticker.conn_count();
+            if now < conns {
+                return_freed_memory();
+            }
+            conns = now;
         }
     });
 

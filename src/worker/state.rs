@@ -377,7 +377,13 @@ impl WorkerState {
     }
 
     pub fn deregister(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
+        let mut conns = self.conns.borrow_mut();
+        conns.remove(&id);
+        // After a spike of connections, give the table's room back (a quarter full).
+        let (len, capacity) = (conns.len(), conns.capacity());
+        if capacity > 1024 && len * 4 < capacity {
+            conns.shrink_to(len * 2);
+        }
     }
 
     pub fn conn_count(&self) -> usize {
