@@ -63,6 +63,9 @@ pub struct RuntimeConfig {
     /// How long an idle worker's event loop polls without blocking before it sleeps, so the
     /// next event is taken without a wake-up (zero: never, the default). See `worker/hold.rs`.
     pub busy_poll: Duration,
+    /// Bytes a worker may hold in its read buffers (partial frames) and write queues; above
+    /// it, the clients holding the most are not read and new requests are refused.
+    pub max_buffer_memory: ByteSize,
 }
 
 /// Where a listener binds or an endpoint lives.

@@ -123,11 +123,13 @@ pub enum ErrorKind {
     /// Too many requests already wait for this cluster (not raised yet: the circuit breakers of
     /// the upstream-health issue will).
     Overloaded,
+    /// The worker holds more than `runtime.max_buffer_memory` in its buffers.
+    MemoryBudget,
 }
 
 impl ErrorKind {
     /// How many kinds there are (metrics count each apart).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Each kind's metric label, by `index`.
     pub const LABELS: [&'static str; ErrorKind::COUNT] = [
         "no_route",
@@ -147,6 +149,7 @@ impl ErrorKind {
         "upstream_refused",
         "draining",
         "overloaded",
+        "memory_budget",
     ];
 
     /// This kind's metric label.
@@ -183,6 +186,7 @@ impl ErrorKind {
             ErrorKind::UpstreamRefused => 14,
             ErrorKind::Draining => 15,
             ErrorKind::Overloaded => 16,
+            ErrorKind::MemoryBudget => 17,
         }
     }
 }
@@ -203,7 +207,8 @@ impl RequestError {
             | ErrorKind::Timeout { .. }
             | ErrorKind::Stalled
             | ErrorKind::Draining
-            | ErrorKind::Overloaded => Origin::Proxy,
+            | ErrorKind::Overloaded
+            | ErrorKind::MemoryBudget => Origin::Proxy,
             ErrorKind::ConnectFailed { .. }
             | ErrorKind::UpstreamLost { .. }
             | ErrorKind::ReplyTooLarge { .. }
@@ -264,6 +269,9 @@ impl fmt::Display for RequestError {
             ErrorKind::Draining => write!(f, "the proxy is draining"),
             ErrorKind::Overloaded => {
                 write!(f, "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)")
+            }
+            ErrorKind::MemoryBudget => {
+                write!(f, "the proxy is over its buffer memory (runtime.max_buffer_memory); try again shortly")
             }
         }
     }

@@ -70,6 +70,120 @@ impl FrameBytes for BytesMut {
     }
 }
 
+/// A worker's buffer memory against `runtime.max_buffer_memory`: the bytes queued in every
+/// write queue of the thread (client and upstream outboxes) and held in client read buffers
+/// for frames not yet whole. One per worker thread ([`BUDGET`]), so the write path adds and
+/// subtracts without a pointer of its own. Over the limit, readers of the clients holding
+/// more than their share wait ([`Budget::under`]) and new requests are refused; it is under
+/// again at nine tenths of the limit.
+pub struct Budget {
+    held: Cell<usize>,
+    max: Cell<usize>,
+    over: Cell<bool>,
+    /// Times it went over the limit.
+    pub went_over: Cell<u64>,
+    /// Readers waiting for it to be under again.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+thread_local! {
+    /// This worker's buffer budget (a thread that sets no limit never goes over).
+    pub static BUDGET: Budget = const {
+        Budget {
+            held: Cell::new(0),
+            max: Cell::new(usize::MAX),
+            over: Cell::new(false),
+            went_over: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+impl Budget {
+    /// Sets the limit (a worker, at start and on reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.set(max);
+        self.check();
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.over.get()
+    }
+
+    #[inline]
+    pub fn add(&self, n: usize) {
+        self.held.set(self.held.get() + n);
+        if self.held.get() > self.max.get() {
+            self.check();
+        }
+    }
+
+    #[inline]
+    pub fn sub(&self, n: usize) {
+        self.held.set(self.held.get().saturating_sub(n));
+        if self.over.get() {
+            self.check();
+        }
+    }
+
+    /// A holder's count changed from `old` to `new` (a read buffer's partial frame).
+    #[inline]
+    pub fn update(&self, old: &Cell<usize>, new: usize) {
+        let was = old.replace(new);
+        if new >= was {
+            self.add(new - was);
+        } else {
+            self.sub(was - new);
+        }
+    }
+
+    /// Whether a client holding `mine` bytes, one of `clients`, holds more than its share
+    /// while the worker is over the limit: its reader should wait for `below`.
+    pub fn should_pause(&self, mine: usize, clients: usize) -> bool {
+        self.over.get() && mine > 0 && mine.saturating_mul(clients.max(1)) >= self.held.get()
+    }
+
+    fn check(&self) {
+        let (held, max) = (self.held.get(), self.max.get());
+        if !self.over.get() && held > max {
+            self.over.set(true);
+            self.went_over.set(self.went_over.get() + 1);
+            log::warn!(
+                "worker buffers hold {held} bytes, over runtime.max_buffer_memory ({max}): the clients holding \
+                 the most are not read and new requests are refused until it is under {}",
+                max / 10 * 9
+            );
+        } else if self.over.get() && held <= max / 10 * 9 {
+            self.over.set(false);
+            log::warn!("worker buffers hold {held} bytes, under runtime.max_buffer_memory ({max}) again: reading and accepting requests");
+            for w in self.waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Waits until this thread's budget is under its limit again.
+    pub async fn under() {
+        std::future::poll_fn(|cx| {
+            BUDGET.with(|b| {
+                if !b.over.get() {
+                    return Poll::Ready(());
+                }
+                let mut waiters = b.waiters.borrow_mut();
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+        })
+        .await
+    }
+}
+
 /// Frames below this size are copied into a batch ([`Outbox::push_copy`]); larger ones are
 /// split off the read buffer and queued as they are.
 pub const COPY_MAX: usize = 64 * 1024;
@@ -103,8 +217,20 @@ pub struct Outbox {
     handed: Cell<u64>,
     /// The writer holds bytes it has not finished writing.
     writing: Cell<bool>,
+    /// Bytes the writer took and has not handed to the kernel yet: still in the worker's
+    /// buffer budget (a peer that stopped reading holds them).
+    taken: Cell<usize>,
     /// Cancels the writer's write in flight (a peer that stopped reading is cut off).
     write_cancel: RefCell<monoio::io::Canceller>,
+}
+
+impl Drop for Outbox {
+    /// Bytes still queued, or taken and never written, leave the worker's budget with it.
+    fn drop(&mut self) {
+        self.release_bytes();
+        let taken = self.taken.replace(0);
+        BUDGET.with(|b| b.sub(taken));
+    }
 }
 
 /// What a stall check remembers between ticks: the writer's progress last seen, and since
@@ -115,12 +241,17 @@ pub struct StallMark(Cell<Option<(u64, std::time::Instant)>>);
 impl Outbox {
     /// An outbox that wakes `drained` whenever its writer takes what is queued.
     pub fn with_drain_notify(drained: Rc<Notify>) -> Self {
-        Outbox { drained: Some(drained), ..Outbox::default() }
+        let mut out = Outbox::default();
+        out.drained = Some(drained);
+        out
     }
 
     /// A client connection's outbox: bytes written count on `listener`.
     pub fn for_client(drained: Option<Rc<Notify>>, listener: Rc<ListenerMetrics>) -> Self {
-        Outbox { drained, meter: Some(listener), ..Outbox::default() }
+        let mut out = Outbox::default();
+        out.drained = drained;
+        out.meter = Some(listener);
+        out
     }
 
     /// The writer wrote `bytes`: counted on the client's listener, if any.
@@ -137,6 +268,7 @@ impl Outbox {
             return false;
         }
         self.bytes.set(self.bytes.get() + item.len());
+        BUDGET.with(|b| b.add(item.len()));
         self.items.borrow_mut().push_back(item);
         self.open.set(false);
         self.wake_writer();
@@ -164,6 +296,7 @@ impl Outbox {
             patch(&mut batch[at..]);
         }
         self.bytes.set(self.bytes.get() + frame.len());
+        BUDGET.with(|b| b.add(frame.len()));
         self.wake_writer();
         true
     }
@@ -187,10 +320,13 @@ impl Outbox {
         self.bytes.get()
     }
 
-    /// The writer handed `n` more bytes to the kernel.
+    /// The writer handed `n` more bytes to the kernel: they leave the worker's budget.
     #[inline]
     pub fn handed(&self, n: usize) {
         self.handed.set(self.handed.get() + n as u64);
+        let n = n.min(self.taken.get());
+        self.taken.set(self.taken.get() - n);
+        BUDGET.with(|b| b.sub(n));
     }
 
     /// The writer took a batch (`true`) or finished writing it (`false`).
@@ -230,6 +366,8 @@ impl Outbox {
         *c = old.cancel();
         drop(c);
         self.close_and_clear();
+        let taken = self.taken.replace(0);
+        BUDGET.with(|b| b.sub(taken));
     }
 
     /// No more items will be accepted; the writer drains what is queued, then stops.
@@ -249,7 +387,7 @@ impl Outbox {
     pub fn take_unsent_then(&self, last: Option<BytesMut>) -> Vec<BytesMut> {
         let items: Vec<BytesMut> = self.items.borrow_mut().drain(..).collect();
         self.open.set(false);
-        self.bytes.set(0);
+        self.release_bytes();
         if let Some(b) = last {
             self.push(b);
         }
@@ -261,8 +399,16 @@ impl Outbox {
     pub fn close_and_clear(&self) {
         self.items.borrow_mut().clear();
         self.open.set(false);
-        self.bytes.set(0);
+        self.release_bytes();
         self.close();
+    }
+
+    /// The queue was dropped: its bytes leave the worker's budget.
+    fn release_bytes(&self) {
+        let n = self.bytes.replace(0);
+        if n > 0 {
+            BUDGET.with(|b| b.sub(n));
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -276,7 +422,8 @@ impl Outbox {
             if !items.is_empty() {
                 dst.extend(items.drain(..));
                 self.open.set(false);
-                self.bytes.set(0);
+                // Taken, not written yet: still counted until handed to the kernel.
+                self.taken.set(self.taken.get() + self.bytes.replace(0));
                 if let Some(n) = &self.drained {
                     n.notify_all();
                 }
@@ -391,6 +538,60 @@ pub type StreamMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasher
 
 #[cfg(test)]
 mod tests {
+
+    /// The budget goes over above its limit, is under again at nine tenths, and over it
+    /// only a holder of at least its share is told to pause.
+    #[test]
+    fn the_buffer_budget_has_hysteresis_and_pauses_the_largest() {
+        let b = Budget {
+            held: Cell::new(0),
+            max: Cell::new(usize::MAX),
+            over: Cell::new(false),
+            went_over: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        };
+        b.set_max(1000);
+        b.add(1000);
+        assert!(!b.is_over(), "at the limit is not over it");
+        b.add(1);
+        assert!(b.is_over() && b.went_over.get() == 1);
+        assert!(b.should_pause(600, 2), "600 of 1001 with two clients: more than its share");
+        assert!(!b.should_pause(400, 2), "less than its share");
+        assert!(!b.should_pause(0, 1));
+        b.sub(100);
+        assert!(b.is_over(), "901 is still above nine tenths");
+        b.sub(1);
+        assert!(!b.is_over(), "900: under again");
+        assert!(!b.should_pause(900, 1), "not over: nobody pauses");
+        let held = Cell::new(0);
+        b.update(&held, 300);
+        b.update(&held, 100);
+        assert_eq!((b.held(), held.get()), (1000, 100));
+        b.sub(5000);
+        assert_eq!(b.held(), 0, "never below zero");
+    }
+
+    /// Bytes count from the moment they are queued until the writer hands them to the
+    /// kernel (a peer that stopped reading holds them), and leave with a dropped queue.
+    #[test]
+    fn outbox_bytes_count_in_the_budget_until_written() {
+        let held = || BUDGET.with(Budget::held);
+        let start = held();
+        let out = Outbox::default();
+        out.push(BytesMut::from(&[0u8; 100][..]));
+        out.push_copy(&[0u8; 10], |_| {});
+        assert_eq!(held() - start, 110);
+        let mut taken = Vec::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let poll = std::pin::pin!(out.take_all(&mut taken)).as_mut().poll(&mut cx);
+        assert!(poll.is_ready());
+        assert_eq!(held() - start, 110, "taken, not written: still held");
+        out.handed(60);
+        assert_eq!(held() - start, 50);
+        out.push(BytesMut::from(&[0u8; 7][..]));
+        drop(out);
+        assert_eq!(held(), start, "a dropped queue releases what it held");
+    }
 
     /// A stall is bytes waiting with no write progress for the whole timeout: progress (even
     /// a partial write) starts the count again, and an empty, idle outbox never stalls.

@@ -31,6 +31,12 @@ counters! {
         panics,
         /// Connections closed because their bytes were not the listener's protocol.
         garbage_connections,
+        /// Client reads paused because the worker was over runtime.max_buffer_memory.
+        buffer_paused_reads,
+        /// Bytes held in the worker's buffers when the snapshot was taken (a gauge).
+        buffer_bytes,
+        /// Times the worker went over runtime.max_buffer_memory.
+        buffer_over_budget,
     }
 }
 

@@ -201,6 +201,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
         monoio::set_park_spin(s.config.runtime.busy_poll);
     };
     coalesce(&snapshot);
+    crate::local::BUDGET.with(|b| b.set_max(snapshot.config.runtime.max_buffer_memory.get()));
     let state = Rc::new(WorkerState::new(id, snapshot));
 
     let accept_cancel = Canceller::new();
@@ -243,6 +244,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
             Command::Apply(snap) => {
                 let generation = snap.generation;
                 coalesce(&snap);
+                crate::local::BUDGET.with(|b| b.set_max(snap.config.runtime.max_buffer_memory.get()));
                 state.apply(snap);
                 let _ = events.send(Event::Applied { worker: id, generation });
             }

@@ -15,7 +15,8 @@ fn every_committed_fuzz_input_passes_its_target() {
             let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
             files.sort();
             for file in files {
-                let data = std::fs::read(&file).unwrap();
+                // (A fuzzer running here meanwhile may have removed an input it reduced.)
+                let Ok(data) = std::fs::read(&file) else { continue };
                 if let Err(e) = std::panic::catch_unwind(|| run(&data)) {
                     panic!("{target}: {} fails: {e:?}", file.display());
                 }

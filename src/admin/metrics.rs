@@ -432,6 +432,24 @@ fn process_section(e: &mut Exposition, c: &Collected, status: &Status) {
         "Connection tasks that panicked (caught; only that connection closed).",
     );
     e.sample("ringway_task_panics_total", &[], t.panics);
+    e.family(
+        "ringway_buffer_memory_bytes",
+        "gauge",
+        "Bytes held in the workers' write queues and in partial frames of client read buffers (runtime.max_buffer_memory bounds each worker's).",
+    );
+    e.sample("ringway_buffer_memory_bytes", &[], t.buffer_bytes);
+    e.family(
+        "ringway_buffer_memory_over_total",
+        "counter",
+        "Times a worker went over runtime.max_buffer_memory (it then pauses the largest readers and refuses new requests).",
+    );
+    e.sample("ringway_buffer_memory_over_total", &[], t.buffer_over_budget);
+    e.family(
+        "ringway_buffer_memory_paused_reads_total",
+        "counter",
+        "Client reads paused because their worker was over runtime.max_buffer_memory.",
+    );
+    e.sample("ringway_buffer_memory_paused_reads_total", &[], t.buffer_paused_reads);
 }
 
 fn downstream_section(e: &mut Exposition, c: &Collected) {

@@ -20,6 +20,8 @@ const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
+/// Default `runtime.max_buffer_memory` (per worker).
+const DEFAULT_MAX_BUFFER_MEMORY: usize = 1 << 30;
 /// Default `cluster[].max_pending_requests` (per worker, as Envoy's circuit breaker).
 const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
 /// Default `cluster[].max_requests` in flight per worker (Envoy: 1024 for the whole process;
@@ -65,6 +67,7 @@ struct RawRuntime {
     coalesce_wait: Option<String>,
     coalesce_min_streams: Option<i64>,
     busy_poll: Option<String>,
+    max_buffer_memory: Option<StrOrInt>,
 }
 
 /// A listener: the keys every listener has, and the rest, which belong to its protocol
@@ -387,6 +390,12 @@ impl RawRuntime {
                 1_000_000,
             ) as u32,
             busy_poll: Self::off_or_short("runtime.busy_poll", self.busy_poll.as_deref(), DEFAULT_BUSY_POLL, p),
+            max_buffer_memory: p.byte_size(
+                "runtime.max_buffer_memory".into(),
+                &self.max_buffer_memory,
+                DEFAULT_MAX_BUFFER_MEMORY,
+                (1 << 20..=1 << 40, "1MiB..=1TiB"),
+            ),
         }
     }
 

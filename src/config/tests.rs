@@ -220,6 +220,15 @@ fn access_logs_are_off_unless_configured_and_their_keys_are_checked() {
 }
 
 #[test]
+fn max_buffer_memory_defaults_and_is_range_checked() {
+    assert_eq!(Config::parse(EXAMPLE).unwrap().runtime.max_buffer_memory.get(), 1 << 30);
+    let with = |v: &str| EXAMPLE.replacen("[runtime]", &format!("[runtime]\nmax_buffer_memory = {v}"), 1);
+    assert_eq!(Config::parse(&with("\"64MiB\"")).unwrap().runtime.max_buffer_memory.get(), 64 << 20);
+    let err = Config::parse(&with("\"1KiB\"")).unwrap_err();
+    assert!(err.0.iter().any(|e| e.starts_with("runtime.max_buffer_memory: ")), "{err}");
+}
+
+#[test]
 fn write_stall_timeout_defaults_and_is_checked() {
     assert_eq!(Config::parse(EXAMPLE).unwrap().listeners[0].write_stall_timeout, Duration::from_secs(30));
     let with = |v: &str| {

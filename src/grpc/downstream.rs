@@ -29,7 +29,7 @@ use crate::grpc::h2::frame::{self, kind, settings::Settings, FrameError, Head, R
 use crate::grpc::h2::hpack::{DecodeError, HeaderList};
 use crate::hosts::{hash_bytes, Host, RetryGuard};
 use crate::io::{read_more, write_outbox, ReadHint};
-use crate::local::{CatchUnwind, IdMap, Notify, StallMark};
+use crate::local::{Budget, CatchUnwind, IdMap, Notify, StallMark, BUDGET};
 use crate::metrics::{now_us, AccessEntry, CloseReason, ConnMeter};
 use crate::route::{route, RouteKey};
 use crate::stats::Stats;
@@ -37,6 +37,8 @@ use crate::worker::state::WorkerState;
 
 /// Header table size we let clients use.
 const HEADER_TABLE: usize = 4096;
+/// How often a reader paused by the buffer budget looks again (besides being woken).
+const BUDGET_RECHECK: Duration = Duration::from_millis(200);
 pub struct GrpcSession {
     pub core: Core,
     streams: RefCell<IdMap<StreamId, Rc<Stream>>>,
@@ -62,6 +64,8 @@ pub struct GrpcSession {
     /// The listener's `write_stall_timeout`, and what the stall check saw last.
     write_stall_timeout: Duration,
     stall: StallMark,
+    /// The read buffer's partial frame, as counted in the worker's buffer budget.
+    read_held: Cell<usize>,
 }
 
 thread_local! {
@@ -146,6 +150,7 @@ where
         meter,
         write_stall_timeout,
         stall: StallMark::default(),
+        read_held: Cell::new(0),
     });
     let mut opening = BytesMut::with_capacity(64);
     let ours = Settings {
@@ -183,6 +188,7 @@ where
     if CatchUnwind::new(conn.read_loop(&mut rd, buf, hint)).await.is_err() {
         conn.panicked("reader");
     }
+    BUDGET.with(|b| b.update(&conn.read_held, 0));
     if CatchUnwind::new(async { conn.shutdown() }).await.is_err() {
         conn.panicked("shutdown");
     }
@@ -261,12 +267,35 @@ impl GrpcSession {
                     return;
                 }
             }
+            BUDGET.with(|b| b.update(&self.read_held, buf.len()));
+            if !self.wait_for_budget(buf.len()).await {
+                return;
+            }
             let handle = self.core.read_handle();
             match read_more(rd, &mut buf, handle, &mut hint).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => self.meter.read(n),
             }
         }
+    }
+
+    /// Over the worker's buffer memory, a client holding more than its share (a partial
+    /// frame, responses it has not read) is not read until the worker is under again; false
+    /// if the connection closed meanwhile.
+    async fn wait_for_budget(&self, partial: usize) -> bool {
+        let mine = || partial + self.core.out.queued_bytes();
+        if !BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
+            return true;
+        }
+        let stats = self.stats();
+        stats.buffer_paused_reads.set(stats.buffer_paused_reads.get() + 1);
+        while BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
+            if self.closed.get() {
+                return false;
+            }
+            let _ = monoio::time::timeout(BUDGET_RECHECK, Budget::under()).await;
+        }
+        true
     }
 
     /// Handles a frame error; false when the connection is over.
@@ -482,6 +511,13 @@ impl GrpcSession {
         if self.drain.get() == Drain::Final || self.closed.get() {
             unrouted.error(&ErrorKind::Draining);
             self.core.write_rst(id, reset_code(&ErrorKind::Draining.into()));
+            return Ok(());
+        }
+        if BUDGET.with(Budget::is_over) {
+            // Over the worker's buffer memory: refused at once, before it takes any more.
+            let err = ErrorKind::MemoryBudget.into();
+            unrouted.error(&ErrorKind::MemoryBudget);
+            self.reply_error(id, b.end_stream, &err);
             return Ok(());
         }
         if self.streams.borrow().len() >= self.limits.max_concurrent_streams as usize {

@@ -26,7 +26,9 @@ pub fn reply(err: &RequestError) -> GrpcReply {
             GrpcReply::Status(Code::Unavailable, format!("{cause}: {endpoint}"))
         }
         ErrorKind::Timeout { .. } => GrpcReply::Status(Code::DeadlineExceeded, "deadline exceeded at the proxy".into()),
-        ErrorKind::HeadersTooLarge { .. } | ErrorKind::FrameTooLarge { .. } => status(Code::ResourceExhausted),
+        ErrorKind::HeadersTooLarge { .. } | ErrorKind::FrameTooLarge { .. } | ErrorKind::MemoryBudget => {
+            status(Code::ResourceExhausted)
+        }
         ErrorKind::UpstreamProtocol(_) | ErrorKind::ReplyTooLarge { .. } => status(Code::Internal),
         ErrorKind::Malformed(_) => GrpcReply::Reset(Reason::PROTOCOL_ERROR),
         ErrorKind::TooManyStreams | ErrorKind::Draining | ErrorKind::UpstreamRefused => {
@@ -79,6 +81,13 @@ mod tests {
                 st(
                     Code::Unavailable,
                     "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)",
+                ),
+            ),
+            (
+                ErrorKind::MemoryBudget,
+                st(
+                    Code::ResourceExhausted,
+                    "the proxy is over its buffer memory (runtime.max_buffer_memory); try again shortly",
                 ),
             ),
             (

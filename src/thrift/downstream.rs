@@ -12,7 +12,7 @@ use crate::config::{HashKey, LbPolicy};
 use crate::error::{ErrorKind, RequestError, Unsupported};
 use crate::hosts::hash_bytes;
 use crate::io::{read_more, write_outbox, ReadHint, MIN_READ};
-use crate::local::{FrameBytes, COPY_MAX};
+use crate::local::{Budget, FrameBytes, BUDGET, COPY_MAX};
 use crate::metrics::{bump, now_us, AccessEntry, CloseReason, ConnMeter, RouteMetrics};
 use crate::route::{route, RouteKey};
 use crate::thrift::codec::exception::ReplyFraming;
@@ -34,6 +34,8 @@ const PEEK_LIMIT: usize = 320 * 1024;
 /// Largest step by which the read buffer grows towards an announced frame length, so a bare
 /// length prefix never reserves megabytes by itself.
 const GROW_STEP: usize = 64 * 1024;
+/// How often a reader paused by the buffer budget looks again (besides being woken).
+const BUDGET_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Removes the connection from the worker registry and stops its writer, however the
 /// connection task ends (including by panic).
@@ -108,6 +110,7 @@ where
         listener_index: usize::MAX,
     };
     conn.run().await;
+    BUDGET.with(|b| b.update(&ds.read_held, 0));
     // Every request in flight has a deadline, so this wait is bounded.
     while ds.inflight.get() > 0 && !ds.out.is_closed() {
         ds.progress.notified().await;
@@ -172,6 +175,24 @@ fn request_hash(key: &HashKey, frame: &[u8], info: &FrameInfo, method: &[u8]) ->
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
+    /// Over the worker's buffer memory, a client holding more than its share (a partial
+    /// frame, replies it has not read) is not read until the worker is under again; false
+    /// if the connection closed meanwhile.
+    async fn wait_for_budget(&self) -> bool {
+        let mine = || self.buf.len() + self.ds.out.queued_bytes();
+        if !BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
+            return true;
+        }
+        self.ds.stats.buffer_paused_reads.set(self.ds.stats.buffer_paused_reads.get() + 1);
+        while BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
+            if self.ds.out.is_closed() {
+                return false;
+            }
+            let _ = monoio::time::timeout(BUDGET_RECHECK, Budget::under()).await;
+        }
+        true
+    }
+
     /// Reads more bytes; false on EOF, error or cancellation (drain).
     async fn fill(&mut self) -> bool {
         let handle = self.ds.read_canceller.borrow().handle();
@@ -267,7 +288,8 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 }
             }
             self.ds.partial.set(!self.buf.is_empty());
-            if !self.fill().await {
+            BUDGET.with(|b| b.update(&self.ds.read_held, self.buf.len()));
+            if !self.wait_for_budget().await || !self.fill().await {
                 return;
             }
         }
@@ -330,6 +352,16 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         };
         let rm = metrics[ri].clone();
         rm.request(variant);
+        if BUDGET.with(Budget::is_over) {
+            // Over the worker's buffer memory: refused at once, before it takes any more.
+            let err: RequestError = ErrorKind::MemoryBudget.into();
+            if info.msg.msg_type == CALL {
+                ds.refuse(&rm, self.now_us, info.dialect, name, &orig, &err);
+            } else {
+                rm.error(&err.kind);
+            }
+            return Next::Continue;
+        }
         let cluster = view.clusters[routes[ri].cluster].clone();
         drop(view);
         let mut timeout = cluster.config.request_timeout;

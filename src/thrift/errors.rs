@@ -29,7 +29,8 @@ pub fn exception(err: &RequestError) -> (ExceptionType, String) {
         | ErrorKind::Cancelled
         | ErrorKind::Stalled
         | ErrorKind::Draining
-        | ErrorKind::Overloaded => ExceptionType::InternalError,
+        | ErrorKind::Overloaded
+        | ErrorKind::MemoryBudget => ExceptionType::InternalError,
     };
     (kind, err.to_string())
 }
@@ -142,6 +143,12 @@ mod tests {
                 ErrorKind::Overloaded,
                 InternalError,
                 "the cluster is overloaded (max_requests in flight or max_pending_requests waiting)",
+                Origin::Proxy,
+            ),
+            (
+                ErrorKind::MemoryBudget,
+                InternalError,
+                "the proxy is over its buffer memory (runtime.max_buffer_memory); try again shortly",
                 Origin::Proxy,
             ),
             (ErrorKind::UpstreamRefused, InternalError, "the upstream refused the stream (GOAWAY)", Origin::Upstream),

@@ -34,6 +34,8 @@ pub struct ThriftSession {
     pub idle_mark: Cell<Option<(u64, Instant)>>,
     /// True while the read buffer holds part of a frame (not idle even if nothing is in flight).
     pub partial: Cell<bool>,
+    /// The bytes of that partial frame, as counted in the worker's buffer budget.
+    pub read_held: Cell<usize>,
     /// Cancels the reader's in-flight read (drain close, forced close).
     pub read_canceller: RefCell<Canceller>,
     /// The method name of the last request, shared by its pending entries: a client calls
@@ -58,6 +60,7 @@ impl ThriftSession {
             activity: Cell::new(0),
             idle_mark: Cell::new(None),
             partial: Cell::new(false),
+            read_held: Cell::new(0),
             read_canceller: RefCell::new(Canceller::new()),
             last_name: RefCell::new(None),
             stats,

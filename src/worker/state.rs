@@ -423,6 +423,10 @@ impl WorkerState {
 
     /// A copy of the worker's counters, with the Thrift replies summed from its routes.
     pub fn stats_snapshot(&self) -> crate::stats::StatsSnapshot {
+        crate::local::BUDGET.with(|b| {
+            self.stats.buffer_bytes.set(b.held() as u64);
+            self.stats.buffer_over_budget.set(b.went_over.get());
+        });
         let mut s = self.stats.snapshot();
         s.protocols.thrift.replies = self.metrics.forwarded("thrift");
         s
