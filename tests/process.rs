@@ -19,13 +19,7 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringway")
 }
 
-/// `ringway-bench` (package `bench/`), built into the same directory as `ringway` by
-/// `scripts/test.sh` (`cargo build --workspace --bins`) before any test runs.
-fn bench_bin() -> PathBuf {
-    let b = Path::new(bin()).with_file_name("ringway-bench");
-    assert!(b.exists(), "{} is not built: run scripts/test.sh, or cargo build --workspace --bins first", b.display());
-    b
-}
+use common::bench_bin;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringway-test-{name}-{}", std::process::id()));

@@ -15,6 +15,14 @@ use std::time::{Duration, Instant};
 use ringway::config::Config;
 use ringway::control::Server;
 
+/// `ringway-bench` (package `bench/`), built into the same directory as `ringway` by
+/// `scripts/test.sh` (`cargo build --workspace --bins`) before any test runs.
+pub fn bench_bin() -> std::path::PathBuf {
+    let b = std::path::Path::new(env!("CARGO_BIN_EXE_ringway")).with_file_name("ringway-bench");
+    assert!(b.exists(), "{} is not built: run scripts/test.sh, or cargo build --workspace --bins first", b.display());
+    b
+}
+
 /// Runs a test body once per driver: `epoll` always, `io_uring` where the kernel allows it.
 #[macro_export]
 macro_rules! both_drivers {

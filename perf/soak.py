@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Soak: mixed Thrift and gRPC load through ringway for MINUTES, with a reload every minute
+and a backend restart every two (Thrift and gRPC in turn), sampling the proxy every 10 s:
+RSS, open file descriptors, connections, requests and the proxy's errors by kind. Writes
+perf/out/soak.csv, a Markdown table (perf/out/soak.md) and a plot (perf/out/soak.png).
+
+    perf/soak.py [--minutes 30] [--rate 2000]     (scripts/soak.sh MINUTES runs it)
+
+Builds nothing: run `cargo build --release` first. Every process it starts is stopped by
+its handle. Errors are expected only around the injected faults: a backend restart fails
+the requests in flight on it (upstream_lost) and, while it is down, connects
+(connect_failed); the table shows which kinds occurred and when.
+"""
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (same directory: free ports, waiting for them, the binaries)
+
+OUT = os.path.join(compare.ROOT, "perf", "out")
+
+
+def metrics(admin):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    errors, requests, conns = {}, 0.0, 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        v = float(value)
+        if name == "ringway_proxy_errors_total":
+            kind = name_labels.split('kind="', 1)[1].split('"', 1)[0]
+            errors[kind] = errors.get(kind, 0.0) + v
+        elif name == "ringway_requests_total":
+            requests += v
+        elif name == "ringway_downstream_connections_active":
+            conns += v
+    return errors, requests, conns
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def start_echo(kind, port):
+    p = subprocess.Popen([os.path.join(compare.BIN, "ringway-bench"), "echo", kind, "--listen",
+                          f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+    compare.wait_port(port, p, f"{kind} echo")
+    return p
+
+
+def write_config(path, ports, timeout_s):
+    with open(path, "w") as f:
+        f.write(f"""[runtime]
+workers = 2
+drain_timeout = "2s"
+[admin]
+address = "127.0.0.1:{ports['admin']}"
+[[listener]]
+name = "thrift"
+protocol = "thrift"
+address = "127.0.0.1:{ports['thrift']}"
+routes = [ {{ cluster = "thrift" }} ]
+[[listener]]
+name = "grpc"
+protocol = "grpc"
+address = "127.0.0.1:{ports['grpc']}"
+routes = [ {{ cluster = "grpc" }} ]
+[[cluster]]
+name = "thrift"
+endpoints = ["127.0.0.1:{ports['thrift_echo']}"]
+request_timeout = "{timeout_s}s"
+connect_failure_backoff = "200ms"
+[[cluster]]
+name = "grpc"
+endpoints = ["127.0.0.1:{ports['grpc_echo']}"]
+request_timeout = "{timeout_s}s"
+connect_failure_backoff = "200ms"
+""")
+
+
+def load(target, protocol, rate, seconds):
+    return subprocess.Popen([os.path.join(compare.BIN, "ringway-bench"), "load", "--target", target,
+                             "--protocol", protocol, "-c", "8", "--rate", str(rate), "-d", f"{seconds}s",
+                             "--warmup", "0s", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = [r["t_s"] / 60 for r in rows]
+    fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    ax[0].plot(t, [r["rss_kib"] / 1024 for r in rows])
+    ax[0].set_ylabel("RSS MiB")
+    ax[1].plot(t, [r["fds"] for r in rows])
+    ax[1].set_ylabel("open fds")
+    ax[2].plot(t, [r["errors"] for r in rows], label="proxy errors (cumulative)")
+    ax[2].set_ylabel("errors")
+    ax[2].set_xlabel("minutes")
+    for a in ax:
+        for r in rows:
+            if r["event"]:
+                a.axvline(r["t_s"] / 60, color="0.85", linewidth=0.5)
+        a.set_ylim(bottom=0)
+    fig.suptitle("ringway soak: mixed Thrift + gRPC load, reload every 1 min, backend restart every 2 min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    # SIGTERM ends the run like Ctrl-C: the `finally` below stops every process it started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--rate", type=int, default=2000, help="requests per second per protocol")
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="ringway-soak-")
+    ports = {k: compare.free_port() for k in ["admin", "thrift", "grpc", "thrift_echo", "grpc_echo"]}
+    conf = os.path.join(tmp, "ringway.toml")
+    write_config(conf, ports, 5)
+    backends = {"thrift": start_echo("thrift", ports["thrift_echo"]), "grpc": start_echo("grpc", ports["grpc_echo"])}
+    log = open(os.path.join(tmp, "ringway.log"), "w")
+    proxy = subprocess.Popen([os.path.join(compare.BIN, "ringway"), "run", "--config", conf], stderr=log)
+    compare.wait_port(ports["admin"], proxy, "ringway admin")
+    thrift_protocols = ["framed-binary", "ttheader", "framed-compact", "theader"]
+    grpc_protocols = ["grpc-unary", "grpc-server-stream", "grpc-bidi"]
+    loads, rows, m = [None, None], [], 0
+    start = time.time()
+    end = start + args.minutes * 60
+    # Faults fall in the middle of load runs (which start on the minute): reloads at :30,
+    # restarts at 1:45, 3:45, ...
+    next_sample, next_reload, next_restart, n = start, start + 30, start + 105, 0
+    restart_turn = 0
+    try:
+        while time.time() < end:
+            now = time.time()
+            # One load process per protocol family, each started again (with the next
+            # protocol) when it ends.
+            secs = int(min(60, max(5, end - now)))
+            if loads[0] is None or loads[0].poll() is not None:
+                loads[0] = load(f"127.0.0.1:{ports['thrift']}", thrift_protocols[n % 4], args.rate, secs)
+                n += 1
+            if loads[1] is None or loads[1].poll() is not None:
+                loads[1] = load(f"127.0.0.1:{ports['grpc']}", grpc_protocols[m % 3], args.rate, secs)
+                m += 1
+            event = ""
+            if now >= next_reload:
+                write_config(conf, ports, 5 + (int((now - start) / 60) % 2))  # a changed cluster key
+                proxy.send_signal(signal.SIGHUP)
+                event = "reload"
+                next_reload += 60
+            if now >= next_restart:
+                kind = ["thrift", "grpc"][restart_turn % 2]
+                restart_turn += 1
+                backends[kind].kill()
+                backends[kind].wait()
+                time.sleep(0.5)
+                backends[kind] = start_echo(kind, ports[f"{kind}_echo"])
+                event = (event + " " if event else "") + f"restart {kind}"
+                next_restart += 120
+            if now >= next_sample or event:
+                errors, requests, conns = metrics(ports["admin"])
+                row = {"t_s": round(now - start), "rss_kib": compare.mem_kib(proxy, "VmRSS"), "fds": fds(proxy.pid),
+                       "connections": int(conns), "requests": int(requests), "errors": int(sum(errors.values())),
+                       "error_kinds": " ".join(f"{k}={int(v)}" for k, v in sorted(errors.items())), "event": event}
+                rows.append(row)
+                print(row, flush=True)
+                if now >= next_sample:
+                    next_sample += 10
+            time.sleep(0.5)
+    finally:
+        for p in loads:
+            if p is not None:
+                p.kill()
+                p.wait()
+        proxy.terminate()
+        proxy.wait()
+        for p in backends.values():
+            p.kill()
+            p.wait()
+    fields = ["t_s", "rss_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
+    with open(os.path.join(OUT, "soak.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    warm = [r for r in rows if r["t_s"] >= 120] or rows
+    rss = [r["rss_kib"] for r in warm]
+    fd = [r["fds"] for r in warm]
+    lines = [f"Soak: {args.minutes:g} min, {args.rate} req/s per protocol, {rows[-1]['requests']} requests",
+             f"after warm-up (2 min): RSS {min(rss) / 1024:.1f}-{max(rss) / 1024:.1f} MiB "
+             f"(spread {100 * (max(rss) - min(rss)) / min(rss):.1f} %), fds {min(fd)}-{max(fd)} "
+             f"(spread {100 * (max(fd) - min(fd)) / max(min(fd), 1):.1f} %)",
+             f"errors by kind at the end: {rows[-1]['error_kinds'] or 'none'}", "",
+             "| min | RSS MiB | fds | connections | requests | errors | event |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["t_s"] % 60 < 10 or r["event"]:
+            lines.append(f"| {r['t_s'] / 60:.1f} | {r['rss_kib'] / 1024:.1f} | {r['fds']} | {r['connections']} | "
+                         f"{r['requests']} | {r['errors']} | {r['event']} |")
+    with open(os.path.join(OUT, "soak.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines[:3]))
+    plot(rows, os.path.join(OUT, "soak.png"))
+
+
+if __name__ == "__main__":
+    main()
