@@ -396,47 +396,19 @@ both_drivers! {
     }
 }
 
-/// An HTTP/2 upstream with a tiny receive buffer that opens every window wide and then reads
-/// nothing, so the proxy's writes to it back up in its queue; once `reset` is set it resets
-/// every connection (RST, as a crashing host).
+/// An HTTP/2 upstream that opens every window wide and then reads nothing, so the proxy's
+/// writes to it back up in its queue; once `reset` is set it resets every connection.
 fn stalling_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    sock.listen(16).unwrap();
-    let l: TcpListener = sock.into();
-    let (addr, reset) = (l.local_addr().unwrap(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
-    let r = reset.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        l.set_nonblocking(true).unwrap();
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end {
-            if let Ok((mut c, _)) = l.accept() {
-                let wide = Settings {
-                    initial_window_size: Some(frame::MAX_WINDOW),
-                    max_concurrent_streams: Some(1000),
-                    ..Default::default()
-                };
-                let mut out = BytesMut::new();
-                frame::settings::encode(&wide, &mut out);
-                frame::settings::encode_ack(&mut out);
-                frame::window_update::encode(StreamId::ZERO, frame::MAX_WINDOW - frame::DEFAULT_WINDOW, &mut out);
-                c.set_nonblocking(false).unwrap();
-                if c.write_all(&out).is_ok() {
-                    held.push(c);
-                }
-            }
-            if r.load(std::sync::atomic::Ordering::SeqCst) {
-                for c in held.drain(..) {
-                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
-    (addr, reset)
+    let wide = Settings {
+        initial_window_size: Some(frame::MAX_WINDOW),
+        max_concurrent_streams: Some(1000),
+        ..Default::default()
+    };
+    let mut out = BytesMut::new();
+    frame::settings::encode(&wide, &mut out);
+    frame::settings::encode_ack(&mut out);
+    frame::window_update::encode(StreamId::ZERO, frame::MAX_WINDOW - frame::DEFAULT_WINDOW, &mut out);
+    common::stalling_server(out.to_vec())
 }
 
 both_drivers! {

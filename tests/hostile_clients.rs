@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::cluster;
+use common::grpc::raw_request;
 use common::prom::{get, parse, value};
 use common::ttheader::{binary_message, kitex_call};
 use ringway::config::Config;
 use ringway::control::Server;
-use ringway::grpc::h2::frame::{self, settings::Settings, StreamId};
-use ringway::grpc::h2::hpack::{Encoder, Field};
+use ringway::grpc::h2::frame::{self, settings::Settings};
 use ringway_bench::grpc_echo::EchoClient;
 
 /// A small deterministic generator (xorshift64*), one per thread.
@@ -80,18 +80,7 @@ fn h2_request(stream: u32) -> Vec<u8> {
     let mut out = BytesMut::new();
     out.extend_from_slice(frame::PREFACE);
     frame::settings::encode(&Settings::default(), &mut out);
-    let mut block = BytesMut::new();
-    let fields: [(&[u8], &[u8]); 6] = [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", b"/ringway.test.Echo/Unary"),
-        (b":authority", b"x"),
-        (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"),
-    ];
-    Encoder::new().encode(fields.iter().map(|(n, v)| Field { name: n, value: v, never_indexed: false }), &mut block);
-    frame::headers::encode(StreamId::new(stream), &block, false, 16_384, &mut out);
-    frame::data::encode(StreamId::new(stream), b"\x00\x00\x00\x00\x03abc", true, &mut out);
+    out.extend_from_slice(&raw_request(stream, "/ringway.test.Echo/Unary", &[], b"\x00\x00\x00\x00\x03abc"));
     out.to_vec()
 }
 

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::apache::{Backend, Wire};
+use common::grpc::raw_request;
 use common::prom::{get, parse, value};
 use common::ttheader::binary_message;
 use common::{cluster, eventually};
 use ringway::config::Config;
 use ringway::control::Server;
 use ringway::grpc::h2::frame::{self, settings::Settings, StreamId};
-use ringway::grpc::h2::hpack::{Encoder, Field};
 use ringway_bench::grpc_echo::EchoClient;
 
 fn proxy(driver: &str, protocol: &str, endpoint: String) -> (Server, SocketAddr, SocketAddr) {
@@ -137,20 +137,8 @@ both_drivers! {
         let wide = Settings { initial_window_size: Some(frame::MAX_WINDOW), ..Default::default() };
         frame::settings::encode(&wide, &mut out);
         frame::window_update::encode(StreamId::ZERO, frame::MAX_WINDOW - frame::DEFAULT_WINDOW, &mut out);
-        let mut block = BytesMut::new();
-        let fields: [(&[u8], &[u8]); 8] = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", b"/ringway.test.Echo/ServerStream"),
-            (b":authority", b"x"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"x-count", b"1024"),
-            (b"x-size", b"65536"),
-        ];
-        Encoder::new().encode(fields.iter().map(|(n, v)| Field { name: n, value: v, never_indexed: false }), &mut block);
-        frame::headers::encode(StreamId::new(1), &block, false, 16_384, &mut out);
-        frame::data::encode(StreamId::new(1), &[0, 0, 0, 0, 0], true, &mut out);
+        let ask = [("x-count", "1024"), ("x-size", "65536")];
+        out.extend_from_slice(&raw_request(1, "/ringway.test.Echo/ServerStream", &ask, &[0, 0, 0, 0, 0]));
         stalled.write_all(&out).unwrap();
 
         // A tonic client on its own connection, on the same upstream connection.

@@ -106,31 +106,7 @@ fn hang_up() -> (SocketAddr, Arc<AtomicUsize>) {
 /// A backend that accepts with a tiny receive buffer and reads nothing, so the proxy's writes
 /// to it back up; when `reset` is set it resets every connection (RST, as a crashing host).
 fn stalling_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    sock.listen(16).unwrap();
-    let l: TcpListener = sock.into();
-    let (addr, reset) = (l.local_addr().unwrap(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
-    let r = reset.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        l.set_nonblocking(true).unwrap();
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end {
-            if let Ok((c, _)) = l.accept() {
-                held.push(c);
-            }
-            if r.load(Ordering::SeqCst) {
-                for c in held.drain(..) {
-                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
-    (addr, reset)
+    common::stalling_server(Vec::new())
 }
 
 both_drivers! {

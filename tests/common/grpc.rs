@@ -114,3 +114,26 @@ pub fn h2_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)], msgs: &[&
     };
     rt.block_on(async { tokio::time::timeout(H2_CALL_LIMIT, call).await.map_err(|_| "h2 call timed out".to_string())? })
 }
+
+/// A gRPC call as a raw client writes it on `stream`: HEADERS for `path` (POST, http, `te:
+/// trailers`) with `metadata`, then `message` in one DATA frame with END_STREAM (`message`
+/// is sent as it is: frame it with [`grpc_frame`] first). No preface.
+pub fn raw_request(stream: u32, path: &str, metadata: &[(&str, &str)], message: &[u8]) -> BytesMut {
+    use ringway::grpc::h2::frame::{self, StreamId};
+    use ringway::grpc::h2::hpack::{Encoder, Field};
+    let mut fields: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path.as_bytes()),
+        (b":authority", b"x"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ];
+    fields.extend(metadata.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    let mut block = BytesMut::new();
+    Encoder::new().encode(fields.iter().map(|(n, v)| Field { name: n, value: v, never_indexed: false }), &mut block);
+    let mut out = BytesMut::new();
+    frame::headers::encode(StreamId::new(stream), &block, false, 16_384, &mut out);
+    frame::data::encode(StreamId::new(stream), message, true, &mut out);
+    out
+}

@@ -23,6 +23,42 @@ pub fn bench_bin() -> std::path::PathBuf {
     b
 }
 
+/// A server with a 4 KiB receive buffer that writes `greeting` to each connection it accepts
+/// and then reads nothing, so what a peer writes to it backs up; once the returned flag is
+/// set it resets every connection (RST, as a crashing host). Lives at most 60 s.
+pub fn stalling_server(greeting: Vec<u8>) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    sock.listen(16).unwrap();
+    let l: std::net::TcpListener = sock.into();
+    let (addr, reset) = (l.local_addr().unwrap(), std::sync::Arc::new(AtomicBool::new(false)));
+    let r = reset.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        l.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if let Ok((mut c, _)) = l.accept() {
+                c.set_nonblocking(false).unwrap();
+                if c.write_all(&greeting).is_ok() {
+                    held.push(c);
+                }
+            }
+            if r.load(Ordering::SeqCst) {
+                for c in held.drain(..) {
+                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (addr, reset)
+}
+
 /// Runs a test body once per driver: `epoll` always, `io_uring` where the kernel allows it.
 #[macro_export]
 macro_rules! both_drivers {
