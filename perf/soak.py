@@ -122,7 +122,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--rate", type=int, default=2000, help="requests per second per protocol")
+    ap.add_argument("--summarize", metavar="CSV", help="only write the table and plot of an earlier run's CSV")
     args = ap.parse_args()
+    if args.summarize:
+        rows = load_csv(args.summarize)
+        return summarize(rows, rows[-1]["t_s"] / 60, args.rate)
     os.makedirs(OUT, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="ringway-soak-")
     ports = {k: compare.free_port() for k in ["admin", "thrift", "grpc", "thrift_echo", "grpc_echo"]}
@@ -193,14 +197,37 @@ def main():
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+    summarize(rows, args.minutes, args.rate)
+
+
+def slope_per_10min(rows, key):
+    """Least-squares slope of `key` against time, per 10 minutes."""
+    n = len(rows)
+    mt = sum(r["t_s"] for r in rows) / n
+    mv = sum(r[key] for r in rows) / n
+    den = sum((r["t_s"] - mt) ** 2 for r in rows) or 1
+    return sum((r["t_s"] - mt) * (r[key] - mv) for r in rows) / den * 600
+
+
+def summarize(rows, minutes, rate):
+    """The Markdown table and the plot; errors are checked against the faults: every error
+    must appear within 20 s after a backend restart."""
     warm = [r for r in rows if r["t_s"] >= 120] or rows
     rss = [r["rss_kib"] for r in warm]
     fd = [r["fds"] for r in warm]
-    lines = [f"Soak: {args.minutes:g} min, {args.rate} req/s per protocol, {rows[-1]['requests']} requests",
-             f"after warm-up (2 min): RSS {min(rss) / 1024:.1f}-{max(rss) / 1024:.1f} MiB "
-             f"(spread {100 * (max(rss) - min(rss)) / min(rss):.1f} %), fds {min(fd)}-{max(fd)} "
-             f"(spread {100 * (max(fd) - min(fd)) / max(min(fd), 1):.1f} %)",
-             f"errors by kind at the end: {rows[-1]['error_kinds'] or 'none'}", "",
+    unexplained, last_restart = 0, None
+    for prev, r in zip(rows, rows[1:]):
+        if "restart" in r["event"]:
+            last_restart = r["t_s"]
+        if r["errors"] > prev["errors"] and (last_restart is None or r["t_s"] - last_restart > 20):
+            unexplained += r["errors"] - prev["errors"]
+    lines = [f"Soak: {minutes:g} min, {rate} req/s per protocol family, {rows[-1]['requests']} requests",
+             f"after warm-up (2 min): RSS {min(rss) / 1024:.1f}-{max(rss) / 1024:.1f} MiB (spread "
+             f"{100 * (max(rss) - min(rss)) / min(rss):.1f} %, trend {slope_per_10min(warm, 'rss_kib') / 1024:+.2f} "
+             f"MiB per 10 min), fds {min(fd)}-{max(fd)} (trend {slope_per_10min(warm, 'fds'):+.1f} per 10 min; "
+             f"they follow the connections, which load restarts, reloads and backend restarts change)",
+             f"errors by kind at the end: {rows[-1]['error_kinds'] or 'none'}; "
+             f"errors not within 20 s after a backend restart: {unexplained}", "",
              "| min | RSS MiB | fds | connections | requests | errors | event |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["t_s"] % 60 < 10 or r["event"]:
@@ -210,6 +237,15 @@ def main():
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines[:3]))
     plot(rows, os.path.join(OUT, "soak.png"))
+
+
+def load_csv(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ["t_s", "rss_kib", "fds", "connections", "requests", "errors"]:
+            r[k] = int(r[k])
+    return rows
 
 
 if __name__ == "__main__":
