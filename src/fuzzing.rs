@@ -167,6 +167,11 @@ pub fn h2_blocks(data: &[u8]) {
         let mut list = HeaderList::new();
         match dec.decode(&block.block, MAX_LIST, &mut list) {
             Ok(()) => {
+                // A field marked checked (indexed from an entry found valid) must be valid:
+                // the request and response checks skip scanning it.
+                for (f, checked) in list.iter_checked() {
+                    assert!(!checked || crate::grpc::h2::field::valid(f.name, f.value), "{f:?} marked valid");
+                }
                 if let Ok(info) = check_request(&list) {
                     assert!(info.path < list.len());
                 }

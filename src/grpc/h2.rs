@@ -3,5 +3,6 @@
 //! or the runtime (ref §4.2, §4.3).
 
 pub mod block;
+pub mod field;
 pub mod frame;
 pub mod hpack;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::grpc::h2::field::{valid_name, valid_pseudo, valid_value};
 use crate::grpc::h2::hpack::HeaderList;
 
 /// gRPC status codes the proxy generates.
@@ -117,107 +118,20 @@ fn connection_specific(name: &[u8]) -> bool {
     matches!(name, b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade")
 }
 
-/// A table of the bytes `parts` list, for one lookup per byte: names and pseudo-header
-/// values are checked on every request and response.
-const fn byte_table(parts: &[&[u8]]) -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut p = 0;
-    while p < parts.len() {
-        let mut i = 0;
-        while i < parts[p].len() {
-            t[parts[p][i] as usize] = true;
-            i += 1;
-        }
-        p += 1;
-    }
-    t
-}
-
-const DIGITS_LOWER: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-const TCHAR_SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
-
-/// A field name (RFC 9113 §8.2.1, RFC 9110 §5.1): a token in lowercase. RFC 9113 itself only
-/// bans controls, space, uppercase, colon and bytes above 0x7e; a name outside the token
-/// set passes that rule but breaks upstreams that parse names as tokens (hyper: the
-/// connection), so the proxy refuses it.
-static NAME_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, TCHAR_SYMBOLS]);
-/// `:method`: a token (RFC 9110 §9.1).
-static METHOD_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, TCHAR_SYMBOLS]);
-/// `:scheme` (RFC 3986 §3.1).
-static SCHEME_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"+-."]);
-/// `:authority` (RFC 3986 §3.2, no userinfo as RFC 9113 §8.3.1 says): reg-name, IP
-/// literal and port characters, percent-encoding.
-static AUTHORITY_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"-._~!$&'()*+,;=:[]%"]);
-/// `:path` (RFC 3986 §3.3, §3.4): pchar, "/" and "?", percent-encoding.
-static PATH_BYTE: [bool; 256] = byte_table(&[DIGITS_LOWER, UPPER, b"-._~!$&'()*+,;=:@/?%"]);
-
-fn all_in(table: &[bool; 256], v: &[u8]) -> bool {
-    !v.is_empty() && v.iter().all(|&b| table[b as usize])
-}
-
-fn valid_name(name: &[u8]) -> bool {
-    all_in(&NAME_BYTE, name)
-}
-
-/// A pseudo-header's value, by its own grammar (an upstream parses them into a URI).
-fn valid_pseudo(pseudo: &[u8], value: &[u8]) -> bool {
-    match pseudo {
-        b"method" => all_in(&METHOD_BYTE, value),
-        b"scheme" => all_in(&SCHEME_BYTE, value) && value[0].is_ascii_alphabetic(),
-        b"authority" => all_in(&AUTHORITY_BYTE, value),
-        b"path" => all_in(&PATH_BYTE, value) && (value[0] == b'/' || value == b"*"),
-        _ => false,
-    }
-}
-
-const ONES: u64 = u64::from_le_bytes([1; 8]);
-const HIGHS: u64 = ONES << 7;
-
-/// Whether any byte of `w` is below `n` (n at most 128; exact: a borrow only starts at
-/// such a byte).
-fn has_byte_below(w: u64, n: u8) -> bool {
-    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0
-}
-
-/// Whether any byte of `w` is `b`.
-fn has_byte(w: u64, b: u8) -> bool {
-    let x = w ^ (ONES * u64::from(b));
-    x.wrapping_sub(ONES) & !x & HIGHS != 0
-}
-
-/// A field value (RFC 9113 §8.2.1, RFC 9110 §5.5): no NUL, CR or LF (9113) nor any other
-/// control but the tab or DEL (9110: what upstreams such as hyper refuse), no leading or
-/// trailing space or tab. A proxy that forwarded such a value would hand HTTP/1 hops a way
-/// to smuggle. Eight bytes at a time: one test per word clears almost every value (a tab,
-/// also below 0x20, sends its word to the byte-wise check).
-fn valid_value(value: &[u8]) -> bool {
-    let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-    if edge(value.first()) || edge(value.last()) {
-        return false;
-    }
-    let forbidden = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
-    let mut words = value.chunks_exact(8);
-    for c in &mut words {
-        let w = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
-        if (has_byte_below(w, 0x20) || has_byte(w, 0x7f)) && c.iter().any(forbidden) {
-            return false;
-        }
-    }
-    !words.remainder().iter().any(forbidden)
-}
-
-/// Checks a regular field: its name and value (§8.2.1), no connection-specific fields
+/// Checks a regular field: its name and value (§8.2.1; skipped when `checked`: a copy of an
+/// HPACK table entry found valid when it was inserted), no connection-specific fields
 /// (§8.2.2), `te` only `trailers`.
-fn check_field(name: &[u8], value: &[u8]) -> Result<(), &'static str> {
-    if !valid_name(name) {
+fn check_field(name: &[u8], value: &[u8], checked: bool) -> Result<(), &'static str> {
+    if checked {
+        debug_assert!(valid_name(name) && valid_value(value), "a checked field is valid");
+    } else if !valid_name(name) {
         return Err(if name.iter().any(u8::is_ascii_uppercase) {
             "uppercase field name"
         } else {
             "invalid character in a field name"
         });
     }
-    if !valid_value(value) {
+    if !checked && !valid_value(value) {
         return Err("invalid character or whitespace in a field value");
     }
     if connection_specific(name) {
@@ -260,7 +174,7 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
     let mut info = RequestInfo::default();
     let (mut method, mut scheme, mut path, mut authority) = (false, false, None, false);
     let mut regular = false;
-    for (i, f) in h.iter().enumerate() {
+    for (i, (f, checked)) in h.iter_checked().enumerate() {
         if let Some(pseudo) = f.name.strip_prefix(b":") {
             if regular {
                 return Err("pseudo-header after a regular field");
@@ -273,7 +187,7 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
                     if path.is_some() {
                         return Err("repeated :path");
                     }
-                    if !valid_pseudo(pseudo, f.value) {
+                    if !checked && !valid_pseudo(pseudo, f.value) {
                         return Err("empty or invalid :path");
                     }
                     path = Some(i);
@@ -284,13 +198,13 @@ pub fn check_request(h: &HeaderList) -> Result<RequestInfo, &'static str> {
             if std::mem::replace(seen, true) {
                 return Err("repeated pseudo-header");
             }
-            if !valid_pseudo(pseudo, f.value) {
+            if !checked && !valid_pseudo(pseudo, f.value) {
                 return Err("invalid pseudo-header value");
             }
             continue;
         }
         regular = true;
-        check_field(f.name, f.value)?;
+        check_field(f.name, f.value, checked)?;
         match f.name {
             b"grpc-timeout" => info.timeout = parse_timeout(f.value),
             b"content-length" => info.content_length = Some(content_length(f.value, info.content_length)?),
@@ -311,7 +225,7 @@ pub fn check_response(h: &HeaderList, trailers: bool) -> Result<Option<u64>, &'s
     let mut regular = false;
     let mut status = false;
     let mut length = None;
-    for f in h.iter() {
+    for (f, checked) in h.iter_checked() {
         if f.name.starts_with(b":") {
             if trailers {
                 return Err("pseudo-header in trailers");
@@ -325,7 +239,7 @@ pub fn check_response(h: &HeaderList, trailers: bool) -> Result<Option<u64>, &'s
             continue;
         }
         regular = true;
-        check_field(f.name, f.value)?;
+        check_field(f.name, f.value, checked)?;
         if f.name == b"content-length" {
             length = Some(content_length(f.value, length)?);
         }
@@ -338,11 +252,11 @@ pub fn check_response(h: &HeaderList, trailers: bool) -> Result<Option<u64>, &'s
 
 /// Checks request trailers from a client: no pseudo-headers (§8.1), every field valid.
 pub fn check_trailers(h: &HeaderList) -> Result<(), &'static str> {
-    for f in h.iter() {
+    for (f, checked) in h.iter_checked() {
         if f.name.starts_with(b":") {
             return Err("pseudo-header in trailers");
         }
-        check_field(f.name, f.value)?;
+        check_field(f.name, f.value, checked)?;
     }
     Ok(())
 }

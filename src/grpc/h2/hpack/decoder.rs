@@ -78,10 +78,10 @@ impl Decoder {
             let kind = match first >> 4 {
                 0x8..=0xf => {
                     let i = integer::decode(block, &mut pos, 7)?;
-                    let (name, value) = lookup(&self.table, i)?;
+                    let (name, value, valid) = lookup_marked(&self.table, i)?;
                     if !over {
                         if out.list_size() + name.len() + value.len() + ENTRY_OVERHEAD <= max_list_size {
-                            out.push(name, value, false);
+                            out.push_indexed(name, value, valid);
                         } else {
                             over = true;
                         }
@@ -150,7 +150,9 @@ impl Decoder {
         let split = dst.len();
         read_string(block, pos, dst)?;
         if kind == Literal::WithIndexing {
-            self.table.insert(&dst[start..split], &dst[split..]);
+            // Checked once here, so the fields indexed from it later need not be.
+            let valid = crate::grpc::h2::field::valid(&dst[start..split], &dst[split..]);
+            self.table.insert_marked(&dst[start..split], &dst[split..], valid);
         }
         if over {
             return Ok(true);
@@ -172,6 +174,19 @@ fn lookup(table: &DynamicTable, i: usize) -> Result<(&[u8], &[u8]), DecodeError>
         0 => Err(DecodeError::Compression("index 0")),
         1..=61 => Ok(STATIC[i - 1]),
         _ => table.get(i - 62).ok_or(DecodeError::Compression("index past the end of the dynamic table")),
+    }
+}
+
+/// Every static entry is a valid field but the first (`:authority` with an empty value).
+const FIRST_VALID_STATIC: usize = 2;
+
+/// [`lookup`], with whether the entry is known valid.
+#[inline]
+fn lookup_marked(table: &DynamicTable, i: usize) -> Result<(&[u8], &[u8], bool), DecodeError> {
+    match i {
+        0 => Err(DecodeError::Compression("index 0")),
+        1..=61 => Ok((STATIC[i - 1].0, STATIC[i - 1].1, i >= FIRST_VALID_STATIC)),
+        _ => table.get_marked(i - 62).ok_or(DecodeError::Compression("index past the end of the dynamic table")),
     }
 }
 

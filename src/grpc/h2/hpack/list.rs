@@ -22,6 +22,8 @@ struct Span {
     split: usize,
     end: usize,
     never_indexed: bool,
+    /// A copy of a table entry known valid (`h2::field::valid`): not scanned again.
+    checked: bool,
 }
 
 /// A decoded header list: one arena buffer plus ranges, so decoding allocates at most twice per block.
@@ -66,6 +68,16 @@ impl HeaderList {
         self.push_span(start, start + name.len(), never_indexed);
     }
 
+    /// [`push`](Self::push) for a field indexed from a table entry; `checked` says the entry
+    /// is known valid.
+    #[inline]
+    pub(super) fn push_indexed(&mut self, name: &[u8], value: &[u8], checked: bool) {
+        self.push(name, value, false);
+        if let Some(last) = self.fields.last_mut() {
+            last.checked = checked;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.fields.len()
     }
@@ -79,6 +91,19 @@ impl HeaderList {
             name: &self.buf[s.start..s.split],
             value: &self.buf[s.split..s.end],
             never_indexed: s.never_indexed,
+        })
+    }
+
+    /// The fields, each with whether it is a copy of a table entry known valid (the field
+    /// checks may skip scanning its octets).
+    pub fn iter_checked(&self) -> impl Iterator<Item = (Field<'_>, bool)> + '_ {
+        self.fields.iter().map(|s| {
+            let f = Field {
+                name: &self.buf[s.start..s.split],
+                value: &self.buf[s.split..s.end],
+                never_indexed: s.never_indexed,
+            };
+            (f, s.checked)
         })
     }
 
@@ -110,7 +135,7 @@ impl HeaderList {
         let end = self.buf.len();
         debug_assert!(start <= split && split <= end);
         self.size += end - start + ENTRY_OVERHEAD;
-        self.fields.push(Span { start, split, end, never_indexed });
+        self.fields.push(Span { start, split, end, never_indexed, checked: false });
     }
 }
 

@@ -146,6 +146,8 @@ struct Entry {
     start: usize,
     name_len: usize,
     value_len: usize,
+    /// The decoder found the field valid (`h2::field::valid`) when it inserted it.
+    valid: bool,
 }
 
 impl Entry {
@@ -195,6 +197,13 @@ impl DynamicTable {
         Some((name, rest))
     }
 
+    /// Entry `i` (0 = newest) as (name, value, valid when inserted).
+    #[inline]
+    pub(super) fn get_marked(&self, i: usize) -> Option<(&[u8], &[u8], bool)> {
+        let valid = self.entries.get(i)?.valid;
+        self.get(i).map(|(n, v)| (n, v, valid))
+    }
+
     /// Newest entry equal to (name, value), and newest entry with that name.
     pub(super) fn find(&self, name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
         let mut by_name = None;
@@ -228,6 +237,11 @@ impl DynamicTable {
     /// `value` must not borrow from this table (callers copy a referenced name first, since
     /// the entry it comes from may be the one evicted).
     pub(super) fn insert(&mut self, name: &[u8], value: &[u8]) {
+        self.insert_marked(name, value, false);
+    }
+
+    /// [`insert`](Self::insert), remembering whether the field is valid.
+    pub(super) fn insert_marked(&mut self, name: &[u8], value: &[u8], valid: bool) {
         let size = name.len() + value.len() + ENTRY_OVERHEAD;
         if size > self.capacity {
             self.clear();
@@ -240,7 +254,7 @@ impl DynamicTable {
         let start = self.base + self.bytes.len();
         self.bytes.extend_from_slice(name);
         self.bytes.extend_from_slice(value);
-        self.entries.push_front(Entry { start, name_len: name.len(), value_len: value.len() });
+        self.entries.push_front(Entry { start, name_len: name.len(), value_len: value.len(), valid });
         self.size += size;
     }
 

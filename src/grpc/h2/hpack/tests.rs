@@ -317,3 +317,35 @@ fn encoder_uses_huffman_only_when_shorter() {
     assert_eq!(b[1] & 0x80, 0x80);
     assert_eq!(&b[b.len() - 4..], &[0x03, 0, 1, 2]);
 }
+
+/// The decoder marks a field valid only when it is a copy of a table entry whose octets
+/// passed the field rules: every regular static entry (and no pseudo-header), and dynamic
+/// entries checked when inserted. A later reference to an invalid entry stays unmarked, so
+/// the request checks still refuse it.
+#[test]
+fn indexed_fields_are_marked_valid_only_from_entries_found_valid() {
+    use crate::grpc::h2::field;
+    for (i, (name, value)) in super::table::STATIC.iter().enumerate() {
+        // Every one but 1 (`:authority`, empty), as the decoder assumes.
+        assert_eq!(field::valid(name, value), i > 0, "static entry {}", i + 1);
+    }
+    // Literal with incremental indexing, new names: a valid field, then an invalid one.
+    let mut first = vec![0x40, 5];
+    first.extend_from_slice(b"x-one");
+    first.extend_from_slice(&[3]);
+    first.extend_from_slice(b"abc");
+    first.extend_from_slice(&[0x40, 5]);
+    first.extend_from_slice(b"x-two");
+    first.extend_from_slice(&[3]);
+    first.extend_from_slice(b"a\x01c");
+    let mut dec = Decoder::new(4096);
+    let mut list = HeaderList::new();
+    dec.decode(&first, 1 << 16, &mut list).unwrap();
+    assert!(list.iter_checked().all(|(_, checked)| !checked), "literals are never marked");
+    // Indexed: dynamic 62 (x-two, the newest) and 63 (x-one), and static 31 (content-type).
+    dec.decode(&[0x80 | 62, 0x80 | 63, 0x80 | 31, 0x80 | 1, 0x80 | 3], 1 << 16, &mut list).unwrap();
+    let marks: Vec<(&[u8], bool)> = list.iter_checked().map(|(f, c)| (f.name, c)).collect();
+    let want: [(&[u8], bool); 5] =
+        [(b"x-two", false), (b"x-one", true), (b"content-type", true), (b":authority", false), (b":method", true)];
+    assert_eq!(marks, want);
+}
