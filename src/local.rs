@@ -320,6 +320,12 @@ impl Outbox {
         self.bytes.get()
     }
 
+    /// Bytes this queue holds in the worker's budget: queued, or taken by the writer and
+    /// not yet handed to the kernel.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.get() + self.taken.get()
+    }
+
     /// The writer handed `n` more bytes to the kernel: they leave the worker's budget.
     #[inline]
     pub fn handed(&self, n: usize) {

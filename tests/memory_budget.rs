@@ -60,24 +60,31 @@ both_drivers! {
         assert_eq!(call(thrift, 1).0, 2, "a call before");
         good_grpc.unary("Unary", Bytes::from_static(b"before"), &[], Some(Duration::from_secs(5))).unwrap();
 
-        // The greedy client: 256 calls of 128 KiB (32 MiB of replies, more than the kernel's
-        // socket buffers take), written from a thread (its writes block once the proxy stops
-        // reading it), nothing read.
+        // The greedy client: calls of 128 KiB (far more replies than the kernel's socket
+        // buffers take), written from a thread, nothing read.
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         sock.connect(&thrift.into()).unwrap();
         let mut greedy: TcpStream = sock.into();
-        greedy.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        greedy.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut w = greedy.try_clone().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_writer = stop.clone();
         let writer = std::thread::spawn(move || {
+            // It keeps asking (up to 128 MiB) until told to stop; a write blocks while the
+            // proxy does not read it.
             let text = "z".repeat(128 << 10);
-            for seq in 1..=256 {
-                if w.write_all(&framed(&binary_message(1, "echo", seq, 1, &text))).is_err() {
-                    return; // not read any more: the budget paused it
+            for seq in 1..=1024 {
+                if stop_writer.load(std::sync::atomic::Ordering::SeqCst)
+                    || w.write_all(&framed(&binary_message(1, "echo", seq, 1, &text))).is_err()
+                {
+                    return;
                 }
             }
         });
-        let over = common::eventually(Duration::from_secs(10), || {
+        // (Until the kernel's socket buffers towards it are full, the worker dips under its
+        // budget as they take bytes, and reads the greedy client again.)
+        let over = common::eventually(Duration::from_secs(20), || {
             metric(admin, "ringway_buffer_memory_over_total", &[]) >= 1.0
                 && metric(admin, "ringway_buffer_memory_bytes", &[]) > f64::from(2u32 << 20)
         });
@@ -91,22 +98,30 @@ both_drivers! {
         let status = refused.expect_err("refused while over");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         assert!(metric(admin, "ringway_proxy_errors_total", &[("kind", "memory_budget")]) >= 2.0);
-        assert!(metric(admin, "ringway_buffer_memory_paused_reads_total", &[]) >= 1.0, "the greedy client was paused");
+        // (Its reader pauses when it next needs bytes: requests already in its buffer are
+        // refused like any other first.)
+        let paused = common::eventually(Duration::from_secs(5), || {
+            metric(admin, "ringway_buffer_memory_paused_reads_total", &[]) >= 1.0
+        });
+        assert!(paused, "the greedy client was paused");
 
-        // The greedy client stops writing (its blocked write times out) and reads what it
-        // was sent: the worker is under again and calls succeed.
-        writer.join().unwrap();
+        // The greedy client stops asking and reads what it was sent (which lets its writer's
+        // last write finish): the worker is under again and calls succeed.
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
         greedy.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut buf = vec![0u8; 1 << 16];
-        let until = Instant::now() + Duration::from_secs(20);
+        let until = Instant::now() + Duration::from_secs(30);
         let mut recovered = false;
         while Instant::now() < until && !recovered {
             for _ in 0..64 {
                 let _ = greedy.read(&mut buf);
             }
-            recovered = metric(admin, "ringway_buffer_memory_bytes", &[]) < f64::from(1u32 << 20) && call(thrift, 3).0 == 2;
+            recovered = writer.is_finished()
+                && metric(admin, "ringway_buffer_memory_bytes", &[]) < f64::from(1u32 << 20)
+                && call(thrift, 3).0 == 2;
         }
         assert!(recovered, "calls succeed again once the worker is under its budget");
+        writer.join().unwrap();
         good_grpc.unary("Unary", Bytes::from_static(b"after"), &[], Some(Duration::from_secs(5))).unwrap();
         drop(greedy);
         server.shutdown();

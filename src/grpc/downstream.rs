@@ -283,7 +283,7 @@ impl GrpcSession {
     /// frame, responses it has not read) is not read until the worker is under again; false
     /// if the connection closed meanwhile.
     async fn wait_for_budget(&self, partial: usize) -> bool {
-        let mine = || partial + self.core.out.queued_bytes();
+        let mine = || partial + self.core.out.held_bytes();
         if !BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
             return true;
         }

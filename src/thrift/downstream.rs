@@ -179,7 +179,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
     /// frame, replies it has not read) is not read until the worker is under again; false
     /// if the connection closed meanwhile.
     async fn wait_for_budget(&self) -> bool {
-        let mine = || self.buf.len() + self.ds.out.queued_bytes();
+        let mine = || self.buf.len() + self.ds.out.held_bytes();
         if !BUDGET.with(|b| b.should_pause(mine(), self.state.conn_count())) {
             return true;
         }

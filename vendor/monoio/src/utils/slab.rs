@@ -19,7 +19,8 @@ pub(crate) struct Slab<T> {
 
 const NUM_PAGES: usize = 26;
 const PAGE_INITIAL_SIZE: usize = 64;
-const COMPACT_INTERVAL: u32 = 2048;
+// ringway patch (slab shrink): compact every 256 removals (was 2048).
+const COMPACT_INTERVAL: u32 = 256;
 
 impl<T> Slab<T> {
     /// Create a new slab.
@@ -108,18 +109,21 @@ impl<T> Slab<T> {
         if self.generation % COMPACT_INTERVAL == 0 {
             // reset write page index
             self.w_page_id = 0;
-            // find the last allocated page and try to drop
-            if let Some((id, last_page)) = self
+            // ringway patch (slab shrink): drop every empty page at the end, not only the
+            // last one, so a spike of connections does not keep its pages for good.
+            while let Some((id, last_page)) = self
                 .pages
                 .iter_mut()
                 .enumerate()
                 .rev()
                 .find_map(|(id, p)| p.as_mut().map(|p| (id, p)))
             {
-                if last_page.is_empty() && id > 0 {
-                    unsafe {
-                        *self.pages.get_unchecked_mut(id) = None;
-                    }
+                // ringway patch (slab shrink): stop at the first page still in use.
+                if !(last_page.is_empty() && id > 0) {
+                    break;
+                }
+                unsafe {
+                    *self.pages.get_unchecked_mut(id) = None;
                 }
             }
         }
