@@ -3,9 +3,10 @@
 one worker), sends one request on each (so every connection has been used), then leaves them
 idle and reports the growth of the proxy's RSS divided by N.
 
-    perf/idle_conns.py [--conns 10000] [--peer ringway|nginx|haproxy] [--then-close 10]
+    perf/idle_conns.py [--conns 10000] [--peer ringway|nginx|haproxy] [--then-close 10] [--rounds 1]
 With --then-close S it then closes them all and samples the RSS once a second for S
-seconds: does memory go back after a spike of connections?
+seconds: does memory go back after a spike of connections? --rounds N repeats the spike
+(open, use, close, wait S) N times on the same proxy and prints the RSS after each.
 Builds nothing: run `cargo build --release` first (perf/compare.sh does).
 """
 import argparse
@@ -46,6 +47,7 @@ def main():
     ap.add_argument("--unused", action="store_true", help="connect only, send nothing")
     ap.add_argument("--then-close", type=int, default=0, metavar="S",
                     help="close them all, then sample the RSS every second for S seconds")
+    ap.add_argument("--rounds", type=int, default=1, help="spikes in a row (with --then-close)")
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < args.conns + 500:
@@ -67,18 +69,21 @@ def main():
         call(warm, 1)
         time.sleep(0.5)
         before = compare.mem_kib(peer.proc, "VmRSS")
-        for i in range(args.conns):
-            s = socket.create_connection(("127.0.0.1", peer.port))
-            if not args.unused:
-                call(s, i + 2)
-            socks.append(s)
-        time.sleep(1.0)
-        after = compare.mem_kib(peer.proc, "VmRSS")
-        per = (after - before) / args.conns
-        used = "never used" if args.unused else "each used once"
-        print(f"{args.peer}: {args.conns} idle connections ({used}): RSS {before / 1024:.1f} MiB -> "
-              f"{after / 1024:.1f} MiB, {per:.2f} KiB per connection")
-        if args.then_close:
+        after_rounds = []
+        for rnd in range(args.rounds):
+            for i in range(args.conns):
+                s = socket.create_connection(("127.0.0.1", peer.port))
+                if not args.unused:
+                    call(s, i + 2)
+                socks.append(s)
+            time.sleep(1.0)
+            after = compare.mem_kib(peer.proc, "VmRSS")
+            per = (after - before) / args.conns
+            used = "never used" if args.unused else "each used once"
+            print(f"{args.peer}: {args.conns} idle connections ({used}): RSS {before / 1024:.1f} MiB -> "
+                  f"{after / 1024:.1f} MiB, {per:.2f} KiB per connection")
+            if not args.then_close:
+                break
             for s in socks:
                 s.close()
             socks.clear()
@@ -89,6 +94,9 @@ def main():
             series = " ".join(f"{k / 1024:.1f}" for k in samples)
             print(f"closed; RSS each second (MiB): {series}; last is {samples[-1] / before:.2f}x the "
                   f"{before / 1024:.1f} MiB before")
+            after_rounds.append(samples[-1])
+        if len(after_rounds) > 1:
+            print("after each spike (MiB): " + " -> ".join(f"{k / 1024:.1f}" for k in [before] + after_rounds))
     finally:
         for s in socks:
             s.close()
