@@ -75,6 +75,14 @@ def ttheader(seq, str_kv, int_kv, payload):
     return struct.pack(">I", len(meta) + len(body) + len(payload)) + meta + bytes(body) + payload
 
 
+def ttstream(sid, ftype, method, str_kv, payload):
+    """A TTHeader Streaming frame (ref §3.1): flags 0x0002, protocol id 0x10, int keys 27 and 9."""
+    f = bytearray(ttheader(sid, str_kv, [(27, ftype), (9, method)], payload))
+    f[7] |= 0x02
+    f[14] = 0x10
+    return bytes(f)
+
+
 def thrift_seeds():
     binary = thrift_message(TBinaryProtocol.TBinaryProtocol, "echo", 7, "hello")
     compact = thrift_message(TCompactProtocol.TCompactProtocol, "echo", 300, "hello")
@@ -92,6 +100,12 @@ def thrift_seeds():
         "ttheader_kitex": ttheader(5, [(b"isn", b"echo.svc"), (b"RPC_TRANSIT_k", b"v")],
                                    [(9, b"echo"), (6, b"echo.svc"), (12, b"250")], binary),
         "two_frames": framed(binary) + framed(compact),
+        "ttstream_stream": ttstream(3, b"2", b"Echo", [(b"isn", b"svc"), (b"RPC_TRANSIT_k", b"v")], b"")
+        + ttstream(3, b"3", b"Echo", [], b"\x0b\x00\x01\x00\x00\x00\x02hi\x00")
+        + ttstream(3, b"4", b"Echo", [(b"biz-status", b"404")], b""),
+        "ttstream_rst_exception": ttstream(5, b"5", b"Echo", [(b"ttscp", b"A,B")],
+                                           thrift_message(TBinaryProtocol.TBinaryProtocol, "Echo", 5, "cancel",
+                                                          TMessageType.EXCEPTION)),
         "unframed_binary": binary,
         "http1": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     }

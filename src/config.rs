@@ -152,6 +152,9 @@ pub struct ClusterConfig {
     /// long (each request still tries every endpoint before it fails).
     pub connect_failure_backoff: Duration,
     pub request_timeout: Duration,
+    /// TTHeader Streaming: a stream with no frame either way for this long (after the
+    /// server's first frame) is reset both ways.
+    pub stream_idle_timeout: Duration,
     pub max_connections_per_endpoint: usize,
     pub max_requests_per_connection: usize,
     /// Requests of one worker waiting for an upstream connection (or a stream slot) at once;

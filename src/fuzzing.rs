@@ -26,7 +26,10 @@ const MAX_LIST: usize = 16 << 10;
 /// their length prefix and classify each (Framed, TTHeader, THeader; binary or compact).
 /// Every frame that parses is patched with an upstream seqID, must parse again with the same
 /// method, dialect and the new seqID, and restoring the client's seqID must give back the
-/// frame as it came (when it carried no checksum, which a patch recomputes).
+/// frame as it came (when it carried no checksum, which a patch recomputes). Every whole frame
+/// is also read as a TTHeader Streaming frame: one that parses keeps its type, method and
+/// payload when another stream id is patched in, and the id is read back from the header and
+/// from an EXCEPTION payload alike.
 pub fn thrift_stream(data: &[u8]) {
     let _ = detect(data, true);
     let mut rest = data;
@@ -40,10 +43,35 @@ pub fn thrift_stream(data: &[u8]) {
                 check_patch_round_trip(frame, &info);
             }
         }
+        if whole {
+            check_stream_frame(frame);
+        }
         if !whole {
             return;
         }
         rest = &rest[len..];
+    }
+}
+
+fn check_stream_frame(frame: &[u8]) {
+    use crate::ttstream::codec::{parse, patch_sid};
+    let Ok(f) = parse(frame) else { return };
+    for sid in [1, -7, i32::MAX] {
+        let mut patched = frame.to_vec();
+        patch_sid(&mut patched, &f, sid);
+        let again = parse(&patched).expect("a patched stream frame parses");
+        assert_eq!(again.sid, sid);
+        assert_eq!((again.kind, again.payload_at), (f.kind, f.payload_at));
+        assert_eq!(again.method, f.method);
+        assert_eq!(again.exception_seq_at, f.exception_seq_at);
+        if let Some(at) = again.exception_seq_at {
+            assert_eq!(patched[at..at + 4], sid.to_be_bytes());
+        }
+        assert_eq!(patched[..8], frame[..8]);
+        assert_eq!(
+            patched[12..f.exception_seq_at.unwrap_or(frame.len())],
+            frame[12..f.exception_seq_at.unwrap_or(frame.len())]
+        );
     }
 }
 

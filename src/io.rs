@@ -6,7 +6,7 @@ use std::io;
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent};
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
 
 use crate::local::{Outbox, COPY_MAX};
 
@@ -17,6 +17,14 @@ const DIRECT_WRITE: usize = COPY_MAX;
 /// whose reads fill the buffer doubles towards the largest size.
 pub const MIN_READ: usize = 1024;
 pub const MAX_READ: usize = 64 * 1024;
+
+/// Cancels the read in flight under `reader` (its task sees a cancelled read and stops) and
+/// arms a fresh canceller in its place.
+pub fn cancel_reads(reader: &std::cell::RefCell<Canceller>) {
+    let mut c = reader.borrow_mut();
+    let old = std::mem::take(&mut *c);
+    *c = old.cancel();
+}
 
 /// A connection's read size, adapted to its traffic: doubled as soon as a read fills the room
 /// it was given, halved only after a run of reads that used less than a quarter of it (so a

@@ -68,4 +68,5 @@ pub mod resolve;
 pub mod route;
 pub mod stats;
 pub mod thrift;
+pub mod ttstream;
 pub mod worker;

@@ -16,6 +16,7 @@ use crate::grpc::config::{self as grpc, GrpcListener};
 use crate::grpc::stats::{GrpcSnapshot, GrpcStats, H2Counters, H2Snapshot};
 use crate::thrift::config::{self as thrift, ThriftListener};
 use crate::thrift::stats::{ThriftSnapshot, ThriftStats};
+use crate::ttstream::stats::{TtStreamSnapshot, TtStreamStats};
 
 pub use serve::spawn_connection;
 
@@ -58,6 +59,8 @@ pub enum ListenerProtocol {
 pub struct ProtocolStats {
     pub thrift: ThriftStats,
     pub grpc: GrpcStats,
+    /// TTHeader Streaming (on Thrift listeners).
+    pub ttstream: TtStreamStats,
     /// HTTP/2 resets, GOAWAYs and abuse limits, by side and code.
     pub h2: H2Counters,
 }
@@ -67,12 +70,18 @@ pub struct ProtocolStats {
 pub struct ProtocolSnapshot {
     pub thrift: ThriftSnapshot,
     pub grpc: GrpcSnapshot,
+    pub ttstream: TtStreamSnapshot,
     pub h2: H2Snapshot,
 }
 
 impl ProtocolStats {
     pub fn snapshot(&self) -> ProtocolSnapshot {
-        ProtocolSnapshot { thrift: self.thrift.snapshot(), grpc: self.grpc.snapshot(), h2: self.h2.snapshot() }
+        ProtocolSnapshot {
+            thrift: self.thrift.snapshot(),
+            grpc: self.grpc.snapshot(),
+            ttstream: self.ttstream.snapshot(),
+            h2: self.h2.snapshot(),
+        }
     }
 }
 
@@ -80,12 +89,14 @@ impl ProtocolSnapshot {
     pub fn add(&mut self, o: &ProtocolSnapshot) {
         self.thrift.add(&o.thrift);
         self.grpc.add(&o.grpc);
+        self.ttstream.add(&o.ttstream);
         self.h2.add(&o.h2);
     }
 
     pub fn pairs(&self) -> Vec<(&'static str, u64)> {
         let mut p = self.thrift.pairs();
         p.extend(self.grpc.pairs());
+        p.extend(self.ttstream.pairs());
         p
     }
 }

@@ -197,3 +197,44 @@ both_drivers! {
         assert_eq!(burst(&mut s, "after", 5, 1, true), 1);
     }
 }
+
+/// Runs the Kitex Protobuf client (`tests/py/kitex_protobuf.py`, on Google's `protobuf`)
+/// once against `port` and returns its verdict.
+fn kitex_protobuf_call(port: u16, transport: &str, method: &str) -> serde_json::Value {
+    let out = std::process::Command::new("timeout")
+        .args(["30", "python3", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/kitex_protobuf.py")])
+        .args(["--port", &port.to_string(), "--transport", transport, "--method", method, "--seq", "42"])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Errors the proxy makes for a Kitex Protobuf client are written in Kitex Protobuf (the
+/// `0x9001` envelope with a protobuf `ErrorProto`), not as Thrift exceptions it cannot read.
+#[test]
+fn kitex_protobuf_clients_get_errors_in_their_own_protocol() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = Proxy::start_with(
+        "epoll",
+        1,
+        r#"{ method = "Dead", cluster = "dead" }"#,
+        &cluster("dead", &[dead.to_string()], "connect_timeout = \"500ms\"\nretries = 0"),
+    );
+    let port = proxy.addr.port();
+    for transport in ["framed", "ttheader"] {
+        let v = kitex_protobuf_call(port, transport, "Nope");
+        assert_eq!(v["version"], 0x9001, "{transport}: {v}");
+        assert_eq!(v["type"], 3, "{transport}: EXCEPTION: {v}");
+        assert_eq!((v["method"].as_str(), v["seq"].as_i64()), (Some("Nope"), Some(42)), "{v}");
+        assert_eq!(v["type_id"], 1, "{transport}: UNKNOWN_METHOD as ErrorProto.TypeID: {v}");
+        assert!(v["message"].as_str().unwrap().contains("no route"), "{v}");
+        if transport == "ttheader" {
+            assert_eq!(v["header_seq"], 42, "{v}");
+        }
+        let v = kitex_protobuf_call(port, transport, "Dead");
+        assert_eq!((v["version"].as_i64(), v["type_id"].as_i64()), (Some(0x9001), Some(6)), "{transport}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(&dead.to_string()), "names the endpoint: {v}");
+    }
+}

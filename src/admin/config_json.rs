@@ -86,6 +86,7 @@ fn cluster(c: &ClusterConfig) -> Value {
         "connect_timeout": duration(c.connect_timeout),
         "connect_failure_backoff": duration(c.connect_failure_backoff),
         "request_timeout": duration(c.request_timeout),
+        "stream_idle_timeout": duration(c.stream_idle_timeout),
         "max_connections_per_endpoint": c.max_connections_per_endpoint,
         "max_requests_per_connection": c.max_requests_per_connection,
         "max_pending_requests": c.max_pending_requests,

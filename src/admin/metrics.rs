@@ -710,6 +710,31 @@ fn upstream_section(e: &mut Exposition, c: &Collected) {
         "Thrift replies that matched no pending request (late after a timeout, or unknown).",
     );
     e.sample("ringway_thrift_late_replies_total", &[], t.protocols.thrift.late_replies);
+    let ts = &t.protocols.ttstream;
+    e.family("ringway_ttstream_streams_opened_total", "counter", "TTHeader Streaming client streams opened.");
+    e.sample("ringway_ttstream_streams_opened_total", &[], ts.opened);
+    e.family("ringway_ttstream_streams_active", "gauge", "TTHeader Streaming client streams open now.");
+    e.sample("ringway_ttstream_streams_active", &[], ts.active());
+    const ENDED: &str = "ringway_ttstream_streams_ended_total";
+    e.family(ENDED, "counter", "TTHeader Streaming client streams ended, by outcome.");
+    let ended = [
+        ("ok", ts.ended_ok),
+        ("error", ts.ended_error),
+        ("client_reset", ts.ended_client_reset),
+        ("server_reset", ts.ended_server_reset),
+        ("overflow", ts.ended_overflow),
+    ];
+    for (outcome, n) in ended {
+        e.sample(ENDED, &[("outcome", outcome)], n);
+    }
+    e.family(
+        "ringway_ttstream_late_frames_total",
+        "counter",
+        "TTHeader Streaming frames for stream ids not open (late after a reset, or unknown), dropped.",
+    );
+    e.sample("ringway_ttstream_late_frames_total", &[], ts.late_frames);
+    e.family("ringway_ttstream_upstream_streams_total", "counter", "Streams opened on upstream ttstream connections.");
+    e.sample("ringway_ttstream_upstream_streams_total", &[], ts.upstream_streams);
 }
 
 fn h2_section(e: &mut Exposition, c: &Collected) {

@@ -18,6 +18,7 @@ const MAX_SHORT_WAIT: Duration = Duration::from_millis(1);
 const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 const DEFAULT_CONNECT_FAILURE_BACKOFF: &str = "2s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "5s";
+const DEFAULT_STREAM_IDLE_TIMEOUT: &str = "5m";
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_WRITE_BUFFER: usize = 4 << 20;
 /// Default `runtime.max_buffer_memory` (per worker).
@@ -114,6 +115,7 @@ struct RawCluster {
     connect_timeout: Option<String>,
     connect_failure_backoff: Option<String>,
     request_timeout: Option<String>,
+    stream_idle_timeout: Option<String>,
     max_connections_per_endpoint: Option<i64>,
     max_requests_per_connection: Option<i64>,
     max_pending_requests: Option<i64>,
@@ -198,6 +200,11 @@ impl RawConfig {
                     format!("{path}.request_timeout"),
                     &c.request_timeout,
                     DEFAULT_REQUEST_TIMEOUT,
+                ),
+                stream_idle_timeout: p.duration(
+                    format!("{path}.stream_idle_timeout"),
+                    &c.stream_idle_timeout,
+                    DEFAULT_STREAM_IDLE_TIMEOUT,
                 ),
                 max_connections_per_endpoint: p.positive(
                     format!("{path}.max_connections_per_endpoint"),

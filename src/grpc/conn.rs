@@ -246,9 +246,7 @@ impl Core {
     /// Stops the reader: cancels its read, and wakes it if it is paused on a full write queue.
     pub fn cancel_reader(&self) {
         self.drained.notify_all();
-        let mut c = self.reader.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
+        crate::io::cancel_reads(&self.reader);
     }
 
     /// While a header block is open, only CONTINUATION frames of its stream may arrive

@@ -90,14 +90,6 @@ where
     }
     *ds.listener.borrow_mut() = listener.clone();
     let (rd, mut wr) = stream.into_split();
-    let writer_ds = ds.clone();
-    let wfut = async move {
-        if write_outbox(&mut wr, &writer_ds.out).await.is_err() {
-            // Client gone: drop whatever else arrives for it.
-            writer_ds.out.close();
-        }
-    };
-    let writer = monoio::spawn(wfut);
     let mut conn = Conn {
         rd,
         buf: BytesMut::with_capacity(MIN_READ),
@@ -109,7 +101,24 @@ where
         listener,
         listener_index: usize::MAX,
     };
-    conn.run().await;
+    let Some(detected) = conn.detect().await else { return };
+    if detected == Detected::TTStream {
+        // TTHeader Streaming: a protocol of its own from here on (its own session, registered
+        // with the worker in place of this one).
+        let Conn { rd, buf, state, listener, .. } = conn;
+        let meter = ds.meter.clone();
+        drop(reg);
+        return crate::ttstream::downstream::serve(rd, wr, buf, listener, state, meter).await;
+    }
+    let writer_ds = ds.clone();
+    let wfut = async move {
+        if write_outbox(&mut wr, &writer_ds.out).await.is_err() {
+            // Client gone: drop whatever else arrives for it.
+            writer_ds.out.close();
+        }
+    };
+    let writer = monoio::spawn(wfut);
+    conn.run(detected).await;
     BUDGET.with(|b| b.update(&ds.read_held, 0));
     // Every request in flight has a deadline, so this wait is bounded.
     while ds.inflight.get() > 0 && !ds.out.is_closed() {
@@ -209,18 +218,22 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         }
     }
 
-    async fn run(&mut self) {
-        let detected = loop {
+    /// Reads until the first bytes say what the client speaks; `None` if it closed first.
+    async fn detect(&mut self) -> Option<Detected> {
+        loop {
             if let Some(d) = detect(&self.buf, false) {
-                break d;
+                return Some(d);
             }
             if !self.fill().await {
-                match detect(&self.buf, true) {
-                    Some(d) if !self.buf.is_empty() => break d,
-                    _ => return,
-                }
+                return match detect(&self.buf, true) {
+                    Some(d) if !self.buf.is_empty() => Some(d),
+                    _ => None,
+                };
             }
-        };
+        }
+    }
+
+    async fn run(&mut self, detected: Detected) {
         let stats = &self.state.stats;
         match detected {
             Detected::Framed => {}
@@ -228,12 +241,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
                 self.ds.meter.closing(CloseReason::ProtocolError);
                 return Box::pin(self.reject_unframed()).await;
             }
-            Detected::TTStream => {
-                self.ds.meter.closing(CloseReason::ProtocolError);
-                stats.garbage_connections.set(stats.garbage_connections.get() + 1);
-                log::info!("listener {}: TTHeader Streaming is not supported yet; connection closed", self.listener);
-                return;
-            }
+            Detected::TTStream => return, // handed to `ttstream` before `run`
             Detected::MeshHeader | Detected::Http2 | Detected::Garbage => {
                 self.ds.meter.closing(CloseReason::ProtocolError);
                 stats.garbage_connections.set(stats.garbage_connections.get() + 1);

@@ -16,7 +16,7 @@ use crate::thrift::codec::message::EXCEPTION;
 use crate::thrift::codec::patch::{reply_fits, restore_reply_in_place};
 use crate::thrift::codec::{encode_exception, restore_reply, Dialect, FrameInfo, OriginalSeq};
 use crate::thrift::errors::exception;
-use crate::worker::state::DownstreamConn;
+use crate::worker::state::{DownstreamConn, IdleMark};
 
 /// Shared state of one client connection.
 pub struct ThriftSession {
@@ -31,7 +31,7 @@ pub struct ThriftSession {
     /// drain ticker turns "unchanged since" into an idle time.
     pub activity: Cell<u64>,
     /// Drain bookkeeping: the activity count last seen idle, and since when.
-    pub idle_mark: Cell<Option<(u64, Instant)>>,
+    pub idle_mark: IdleMark,
     /// True while the read buffer holds part of a frame (not idle even if nothing is in flight).
     pub partial: Cell<bool>,
     /// The bytes of that partial frame, as counted in the worker's buffer budget.
@@ -58,7 +58,7 @@ impl ThriftSession {
             inflight: Cell::new(0),
             progress,
             activity: Cell::new(0),
-            idle_mark: Cell::new(None),
+            idle_mark: IdleMark::default(),
             partial: Cell::new(false),
             read_held: Cell::new(0),
             read_canceller: RefCell::new(Canceller::new()),
@@ -83,9 +83,7 @@ impl ThriftSession {
 
     /// Interrupts the reader's current read (it sees a cancelled read and stops).
     pub fn cancel_read(&self) {
-        let mut c = self.read_canceller.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
+        crate::io::cancel_reads(&self.read_canceller);
     }
 
     /// The method name for a pending entry: the last one's, when it is the same.
@@ -152,19 +150,9 @@ impl DownstreamConn for ThriftSession {
     fn start_drain(self: Rc<Self>) {}
 
     fn close_if_idle(&self, idle: Duration, now: Instant) {
-        if !self.is_idle() {
-            self.idle_mark.set(None);
-            return;
-        }
-        let seen = self.activity.get();
-        match self.idle_mark.get() {
-            Some((s, since)) if s == seen => {
-                if now.duration_since(since) >= idle {
-                    self.meter.closing(CloseReason::Drain);
-                    self.cancel_read();
-                }
-            }
-            _ => self.idle_mark.set(Some((seen, now))),
+        if self.idle_mark.idle_for(self.is_idle(), self.activity.get(), now, idle) {
+            self.meter.closing(CloseReason::Drain);
+            self.cancel_read();
         }
     }
 

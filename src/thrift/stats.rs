@@ -29,6 +29,10 @@ pub fn variant(d: &Dialect) -> usize {
     (d.transport as usize) << 3 | (d.protocol as usize) << 1 | d.inner_framed as usize
 }
 
+/// The metrics variant of a TTHeader Streaming stream: the slot of "THeader with a Kitex
+/// Protobuf payload", which no client sends (Kitex does not speak Apache THeader).
+pub const TTSTREAM_VARIANT: usize = 22;
+
 /// The `dialect` label of a variant (inner framing exists only under TTHeader).
 pub fn variant_label(v: usize) -> &'static str {
     const LABELS: [&str; 24] = [
@@ -38,7 +42,7 @@ pub fn variant_label(v: usize) -> &'static str {
         "framed_binary_nonstrict",
         "framed_compact",
         "framed_compact",
-        "unknown",
+        "framed_kitex_protobuf",
         "unknown",
         "ttheader_binary",
         "ttheader_framed_binary",
@@ -46,15 +50,15 @@ pub fn variant_label(v: usize) -> &'static str {
         "ttheader_framed_binary_nonstrict",
         "ttheader_compact",
         "ttheader_framed_compact",
-        "unknown",
-        "unknown",
+        "ttheader_kitex_protobuf",
+        "ttheader_framed_kitex_protobuf",
         "theader_binary",
         "theader_binary",
         "theader_binary_nonstrict",
         "theader_binary_nonstrict",
         "theader_compact",
         "theader_compact",
-        "unknown",
+        "ttstream",
         "unknown",
     ];
     LABELS.get(v).copied().unwrap_or("unknown")

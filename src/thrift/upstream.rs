@@ -279,9 +279,7 @@ impl ThriftUpstream {
     }
 
     fn cancel_reader(&self) {
-        let mut c = self.reader.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
+        crate::io::cancel_reads(&self.reader);
     }
 
     async fn read_loop<R: CancelableAsyncReadRent>(self: Rc<Self>, mut rd: R) {

@@ -43,6 +43,33 @@ pub trait DownstreamConn {
     fn close_if_stalled(&self, now: Instant) -> bool;
 }
 
+/// What a drain's idle check remembers between ticks: the activity count last seen while the
+/// connection was idle, and since when.
+#[derive(Default)]
+pub struct IdleMark(Cell<Option<(u64, Instant)>>);
+
+impl IdleMark {
+    pub fn get(&self) -> Option<(u64, Instant)> {
+        self.0.get()
+    }
+
+    /// One drain tick: true once the connection has been idle (`idle_now`, its activity count
+    /// still `seen`) for `idle`; any activity or work in flight starts the count again.
+    pub fn idle_for(&self, idle_now: bool, seen: u64, now: Instant, idle: Duration) -> bool {
+        if !idle_now {
+            self.0.set(None);
+            return false;
+        }
+        match self.0.get() {
+            Some((s, since)) if s == seen => now.duration_since(since) >= idle,
+            _ => {
+                self.0.set(Some((seen, now)));
+                false
+            }
+        }
+    }
+}
+
 /// One pool of a cluster: which pool type it is (`Pool<C>` for one connection type `C`) and
 /// flavour (a Thrift dialect, say), and the pool behind what the worker needs of it.
 struct PoolSlot {

@@ -7,6 +7,7 @@ pub mod apache;
 pub mod grpc;
 pub mod prom;
 pub mod ttheader;
+pub mod ttstream;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::frame::{THEADER_MAGIC, TTHEADER_MAGIC};
-use super::message::{encode_varint32, Protocol, BINARY_VERSION_1, COMPACT_PROTOCOL_ID, COMPACT_VERSION, EXCEPTION};
+use super::message::{
+    encode_varint32, Protocol, BINARY_VERSION_1, COMPACT_PROTOCOL_ID, COMPACT_VERSION, EXCEPTION,
+    KITEX_PROTOBUF_VERSION_1,
+};
 use super::patch::OriginalSeq;
 
 /// TApplicationException type ids the proxy sends.
@@ -95,14 +98,29 @@ fn encode_message(dst: &mut BytesMut, protocol: Protocol, name: &[u8], seq: &[u8
             dst.put_u32(name.len() as u32);
             dst.put_slice(name);
             dst.put_slice(seq);
-            encode_binary_body(dst, kind, message);
+            encode_binary_body(dst, kind as i32, message);
+        }
+        Protocol::KitexProtobuf => {
+            // Kitex's protobuf codec: the envelope, then `ErrorProto { int32 TypeID = 1;
+            // string Message = 2; }` (kitex pkg/remote/codec/protobuf/error.proto).
+            dst.put_u16(KITEX_PROTOBUF_VERSION_1);
+            dst.put_u8(0);
+            dst.put_u8(EXCEPTION);
+            dst.put_u32(name.len() as u32);
+            dst.put_slice(name);
+            dst.put_slice(seq);
+            dst.put_u8(0x08);
+            put_varint(dst, kind as i32 as u32);
+            dst.put_u8(0x12);
+            put_varint(dst, message.len() as u32);
+            dst.put_slice(message.as_bytes());
         }
         Protocol::BinaryNonStrict => {
             dst.put_u32(name.len() as u32);
             dst.put_slice(name);
             dst.put_u8(EXCEPTION);
             dst.put_slice(seq);
-            encode_binary_body(dst, kind, message);
+            encode_binary_body(dst, kind as i32, message);
         }
         Protocol::Compact => {
             dst.put_u8(COMPACT_PROTOCOL_ID);
@@ -123,13 +141,26 @@ fn encode_message(dst: &mut BytesMut, protocol: Protocol, name: &[u8], seq: &[u8
     }
 }
 
-fn encode_binary_body(dst: &mut BytesMut, kind: ExceptionType, message: &str) {
+fn encode_binary_body(dst: &mut BytesMut, type_id: i32, message: &str) {
     dst.put_slice(&[0x0b, 0x00, 0x01]);
     dst.put_u32(message.len() as u32);
     dst.put_slice(message.as_bytes());
     dst.put_slice(&[0x08, 0x00, 0x02]);
-    dst.put_i32(kind as i32);
+    dst.put_i32(type_id);
     dst.put_u8(0);
+}
+
+/// Appends a bare strict-binary EXCEPTION message (no framing) carrying a TApplicationException
+/// of any type id: TTHeader Streaming puts one in a Trailer or Rst frame, with its own type ids
+/// (Kitex's 12001-12015) beside Thrift's.
+pub fn encode_binary_exception(dst: &mut BytesMut, name: &[u8], seq: i32, type_id: i32, message: &str) {
+    dst.put_u16(BINARY_VERSION_1);
+    dst.put_u8(0);
+    dst.put_u8(EXCEPTION);
+    dst.put_u32(name.len() as u32);
+    dst.put_slice(name);
+    dst.put_i32(seq);
+    encode_binary_body(dst, type_id, message);
 }
 
 fn put_varint(dst: &mut BytesMut, v: u32) {

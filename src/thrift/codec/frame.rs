@@ -14,6 +14,7 @@ pub const HEADER_SEQ_AT: usize = 8;
 const INT_KEY_TO_SERVICE: u16 = 6;
 const INT_KEY_TO_METHOD: u16 = 9;
 const INT_KEY_RPC_TIMEOUT: u16 = 12;
+const INT_KEY_FRAME_TYPE: u16 = 27;
 
 /// The length-prefixed transport of one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,22 +174,23 @@ pub fn string_header<'a>(buf: &'a [u8], info: &FrameInfo, key: &[u8]) -> Option<
     None
 }
 
-/// Key/value ranges found in a header's info blocks.
+/// Key/value ranges found in a header's info blocks (offsets from the frame's first byte).
 #[derive(Default)]
-struct Infos {
-    isn: Option<Range<usize>>,
-    to_service: Option<Range<usize>>,
-    to_method: Option<Range<usize>>,
-    rpc_timeout_ms: Option<u64>,
-    crc32c: Option<Range<usize>>,
-    crrst: bool,
-    custom_validator: bool,
+pub struct Infos {
+    pub isn: Option<Range<usize>>,
+    pub to_service: Option<Range<usize>>,
+    pub to_method: Option<Range<usize>>,
+    pub rpc_timeout_ms: Option<u64>,
+    pub crc32c: Option<Range<usize>>,
+    pub crrst: bool,
+    pub custom_validator: bool,
+    /// Int key 27, the TTHeader Streaming frame type: its one ASCII digit.
+    pub frame_type: Option<u8>,
 }
 
-fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, ParseError> {
-    if transport == Transport::TTHeader && be_u16(buf, 6)? & 0x0002 != 0 {
-        return Err(ParseError::Invalid("TTHeader Streaming frame on a ping-pong connection"));
-    }
+/// The variable header of a TTHeader or THeader frame: its protocol id, its info fields and
+/// where its payload starts.
+fn header_area(buf: &[u8], transport: Transport) -> Result<(u32, Infos, usize), ParseError> {
     let hs = be_u16(buf, 12)? as usize * 4;
     if hs < 2 {
         return Err(ParseError::Invalid("header size too small"));
@@ -203,7 +205,21 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
         Transport::TTHeader => parse_ttheader_infos(hbuf, header.start)?,
         _ => parse_theader_infos(hbuf, header.start)?,
     };
-    let payload = header.end;
+    Ok((proto_id, infos, header.end))
+}
+
+/// The variable header of the Kitex TTHeader frame at the start of `buf` (TTHeader Streaming
+/// reads its frames with it): protocol id, info fields, payload offset.
+pub fn ttheader_fields(buf: &[u8]) -> Result<(u32, Infos, usize), ParseError> {
+    header_area(buf, Transport::TTHeader)
+}
+
+fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Result<FrameInfo, ParseError> {
+    if transport == Transport::TTHeader && be_u16(buf, 6)? & 0x0002 != 0 {
+        return Err(ParseError::Invalid("TTHeader Streaming frame on a ping-pong connection"));
+    }
+    let total = frame_len(buf).unwrap_or(0);
+    let (proto_id, infos, payload) = header_area(buf, transport)?;
     let (protocol_hint, at, inner_len_at) = match transport {
         Transport::TTHeader => {
             // Sniff like Kitex: payload is the message, or an inner u32 length then the message.
@@ -225,7 +241,7 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
     let msg = parse_message(buf, at, max_name)?;
     if let Some(id) = protocol_hint {
         let ok = match id {
-            0 => msg.protocol != Protocol::Compact,
+            0 => matches!(msg.protocol, Protocol::Binary | Protocol::BinaryNonStrict),
             2 => msg.protocol == Protocol::Compact,
             _ => false,
         };
@@ -308,6 +324,7 @@ fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), ParseErro
                             infos.rpc_timeout_ms =
                                 std::str::from_utf8(&h[val.clone()]).ok().and_then(|s| s.parse().ok());
                         }
+                        INT_KEY_FRAME_TYPE if vl == 1 => infos.frame_type = Some(h[val.start]),
                         _ => {}
                     }
                     i = val.end;

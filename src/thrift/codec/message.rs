@@ -21,12 +21,15 @@ pub const ONEWAY: u8 = 4;
 /// Which message encoding a payload uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
-    /// Strict binary (`80 01 00 type`), also the Kitex Protobuf envelope (`90 01`).
+    /// Strict binary (`80 01 00 type`).
     Binary,
     /// Old binary: name length first, type byte after the name.
     BinaryNonStrict,
     /// Compact protocol: seqID is an unsigned LEB128 varint (not zigzag).
     Compact,
+    /// The Kitex Protobuf envelope (`90 01 00 type`): strict binary's layout, a protobuf
+    /// payload; its exceptions are a protobuf `ErrorProto`, not a TApplicationException.
+    KitexProtobuf,
 }
 
 /// What is wrong with a message header.
@@ -85,7 +88,7 @@ impl MessageHeader {
     /// Offset of the byte that holds the message type (for compact, shared with the version).
     pub fn type_at(&self) -> usize {
         match self.protocol {
-            Protocol::Binary => self.start + 3,
+            Protocol::Binary | Protocol::KitexProtobuf => self.start + 3,
             Protocol::BinaryNonStrict => self.name.end,
             Protocol::Compact => self.start + 1,
         }
@@ -161,7 +164,8 @@ pub fn parse_message(buf: &[u8], at: usize, max_name: usize) -> Result<MessageHe
         let name = at + 8..at + 8 + n;
         let seq_at = name.end;
         let seq = SeqId(be_u32(buf, seq_at)? as i32);
-        return Ok(MessageHeader { protocol: Protocol::Binary, start: at, msg_type, name, seq, seq_at, seq_len: 4 });
+        let protocol = if version == BINARY_VERSION_1 { Protocol::Binary } else { Protocol::KitexProtobuf };
+        return Ok(MessageHeader { protocol, start: at, msg_type, name, seq, seq_at, seq_len: 4 });
     }
     // Non-strict binary: u32 name length, name, u8 type, i32 seq.
     let n = word as usize;
