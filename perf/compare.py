@@ -4,6 +4,8 @@
 Thrift (framed-binary, ttheader, …): nginx `stream` and HAProxy `mode tcp` (L4 splices).
 gRPC (--protocols grpc-unary,grpc-server-stream,grpc-bidi): nginx `grpc_pass` and HAProxy
 `mode http` with `proto h2` on both sides; the backend is `ringway-bench echo grpc` (tonic).
+TTHeader Streaming (--protocols ttstream-bidi,ttstream-server): nginx `stream` and HAProxy
+`mode tcp` (L4 relays: neither speaks ttstream); the backend is `ringway-bench echo ttstream`.
 
 One run, same load for every peer, peers alternated, several repeats, medians reported.
 Proxies are pinned to core 0; the echo backend and the load generator share core 1.
@@ -280,12 +282,14 @@ def main():
     peers, backend = [], None
     try:
         protocols = args.protocols.split(",")
-        grpc = all(p.startswith("grpc") for p in protocols)
-        if not grpc and any(p.startswith("grpc") for p in protocols):
-            sys.exit("run gRPC and Thrift protocols separately (they need different backends)")
+        kinds = {"grpc" if p.startswith("grpc") else "ttstream" if p.startswith("ttstream") else "thrift"
+                 for p in protocols}
+        if len(kinds) > 1:
+            sys.exit("run gRPC, TTHeader Streaming and Thrift protocols separately (they need different backends)")
+        kind = kinds.pop()
+        grpc = kind == "grpc"
         bport = free_port()
-        backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "ringway-bench"), "echo",
-                                    "grpc" if grpc else "thrift",
+        backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "ringway-bench"), "echo", kind,
                                     "--listen", f"127.0.0.1:{bport}", "--threads", "1"], stdout=subprocess.DEVNULL)
         wait_port(bport, backend, "echo backend")
         for name in wanted:
@@ -312,6 +316,9 @@ def main():
         if grpc:
             print("# gRPC: nginx http2 + grpc_pass (keepalive 64), HAProxy mode http proto h2 both sides; "
                   "grpc-server-stream counts reply messages (10 per call) as requests")
+        if kind == "ttstream":
+            print("# TTHeader Streaming: nginx stream / HAProxy mode tcp relay the bytes (L4); ringway routes and "
+                  "remaps every stream; messages counted as requests (ttstream-server: 10 per stream)")
         if args.busy_poll:
             print(f"# busy polling: ringway runtime.busy_poll = {args.busy_poll}; HAProxy busy-polling "
                   "(started only for its own runs); nginx has no such option")

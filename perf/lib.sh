@@ -13,8 +13,11 @@ mkdir -p "$OUT"
 TMP=$(mktemp -d)
 PIDS=()
 PROTOCOL=${PROTOCOL:-framed-binary}
-# kind: thrift or grpc, from PROTOCOL (read when the processes start, after flag parsing).
+# kind: the listener's protocol, thrift or grpc, from PROTOCOL (read when the processes
+# start, after flag parsing); backend_kind: the echo backend's (ttstream-* are served on a
+# Thrift listener by a ttstream backend).
 kind() { case $PROTOCOL in grpc-*) echo grpc;; *) echo thrift;; esac; }
+backend_kind() { case $PROTOCOL in ttstream-*) echo ttstream;; *) kind;; esac; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -35,7 +38,7 @@ wait_port() {
 # start_backend: the echo backend on core 1.
 start_backend() {
   BACKEND_PORT=$(free_port)
-  taskset -c 1 "$BIN/ringway-bench" echo "$(kind)" --listen "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
+  taskset -c 1 "$BIN/ringway-bench" echo "$(backend_kind)" --listen "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
   PIDS+=($!)
   wait_port "$BACKEND_PORT"
 }

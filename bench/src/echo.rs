@@ -28,6 +28,15 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds `addr` (port 0 allowed) on `threads` SO_REUSEPORT sockets and serves forever.
     pub fn start(addr: SocketAddr, threads: usize, delay: Duration) -> std::io::Result<EchoServer> {
+        EchoServer::start_kind(addr, threads, delay, false)
+    }
+
+    /// A TTHeader Streaming echo backend instead (`crate::ttstream_echo`; no delay).
+    pub fn start_ttstream(addr: SocketAddr, threads: usize) -> std::io::Result<EchoServer> {
+        EchoServer::start_kind(addr, threads, Duration::ZERO, true)
+    }
+
+    fn start_kind(addr: SocketAddr, threads: usize, delay: Duration, ttstream: bool) -> std::io::Result<EchoServer> {
         let mut addr = addr;
         let mut listeners = Vec::new();
         for _ in 0..threads.max(1) {
@@ -57,7 +66,11 @@ impl EchoServer {
                             loop {
                                 if let Ok((s, _)) = l.accept().await {
                                     let _ = s.set_nodelay(true);
-                                    monoio::spawn(serve(s, delay));
+                                    if ttstream {
+                                        monoio::spawn(crate::ttstream_echo::serve(s));
+                                    } else {
+                                        monoio::spawn(serve(s, delay));
+                                    }
                                 }
                             }
                         })

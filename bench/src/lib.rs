@@ -10,6 +10,8 @@
 //! - `run`: [`run_load`], which spreads connections over threads and drives each one's loop.
 //! - `thrift_load`: the Thrift loops (closed and open loop).
 //! - `grpc_load`: the gRPC loops, on ringway's own HTTP/2 codec.
+//! - `ttstream_load`, `ttstream_echo`: TTHeader Streaming load (bidi and server streams) and
+//!   its echo backend.
 //! - [`wire`]: the requests the load generator sends and the checks on each reply.
 //! - [`report`]: the table, JSON and `.hgrm` (latency distribution) output.
 //! - [`demo`]: echo backend + ringway in-process + a short load, printed as a table.
@@ -22,6 +24,8 @@ pub mod load;
 pub mod report;
 mod run;
 mod thrift_load;
+mod ttstream_echo;
+mod ttstream_load;
 pub mod wire;
 
 pub use load::{LoadResult, LoadSpec};

@@ -40,7 +40,7 @@ enum Command {
     Load(LoadArgs),
     /// Run an echo backend until killed.
     Echo {
-        /// thrift | grpc
+        /// thrift | grpc | ttstream
         kind: String,
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: SocketAddr,
@@ -67,7 +67,8 @@ enum Command {
 struct LoadArgs {
     #[arg(long)]
     target: SocketAddr,
-    /// framed-binary | framed-compact | ttheader | theader | grpc-unary | grpc-server-stream | grpc-bidi
+    /// framed-binary | framed-compact | ttheader | theader | grpc-unary | grpc-server-stream | grpc-bidi |
+    /// ttstream-bidi | ttstream-server
     #[arg(long, default_value = "framed-binary")]
     protocol: String,
     /// Connections
@@ -209,8 +210,21 @@ fn main() -> ExitCode {
                     }
                 };
             }
+            if kind == "ttstream" {
+                return match ringway_bench::echo::EchoServer::start_ttstream(listen, threads) {
+                    Ok(s) => {
+                        println!("echo ttstream listening on {}", s.addr);
+                        s.wait();
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ringway-bench: echo ttstream on {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             if kind != "thrift" {
-                eprintln!("ringway-bench: echo {kind}: unknown kind (thrift | grpc)");
+                eprintln!("ringway-bench: echo {kind}: unknown kind (thrift | grpc | ttstream)");
                 return ExitCode::from(2);
             }
             let delay = match parse_duration(&delay) {

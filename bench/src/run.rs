@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use crate::load::{new_hist, Acc, LoadResult, LoadSpec, Window};
-use crate::{grpc_load, thrift_load};
+use crate::{grpc_load, thrift_load, ttstream_load};
 
 /// Runs the load and returns merged results.
 pub fn run_load(spec: &LoadSpec) -> LoadResult {
@@ -86,6 +86,13 @@ fn run_thread(t: usize, threads: usize, spec: LoadSpec, window: Window, progress
                             None => grpc_load::closed_loop(id, stream, &spec, window, &acc, &progress).await,
                             Some(r) => grpc_load::open_loop(id, stream, &spec, window, r, &acc, &progress).await,
                         };
+                    }
+                    if spec.protocol.is_ttstream() {
+                        if per_conn_rate.is_some() {
+                            acc.borrow_mut().error("open_loop_not_supported_for_ttstream");
+                            return;
+                        }
+                        return ttstream_load::closed_loop(id, stream, &spec, window, &acc, &progress).await;
                     }
                     match per_conn_rate {
                         None => thrift_load::closed_loop(id, stream, &spec, window, &acc, &progress).await,

@@ -17,6 +17,10 @@ pub enum BenchProtocol {
     GrpcUnary,
     GrpcServerStream,
     GrpcBidi,
+    /// TTHeader Streaming: M bidi streams per connection, one message in flight on each.
+    TtStreamBidi,
+    /// TTHeader Streaming: M server streams at a time, 10 messages each.
+    TtStreamServer,
 }
 
 impl BenchProtocol {
@@ -29,10 +33,12 @@ impl BenchProtocol {
             "grpc-unary" | "grpc" => BenchProtocol::GrpcUnary,
             "grpc-server-stream" => BenchProtocol::GrpcServerStream,
             "grpc-bidi" => BenchProtocol::GrpcBidi,
+            "ttstream-bidi" => BenchProtocol::TtStreamBidi,
+            "ttstream-server" => BenchProtocol::TtStreamServer,
             other => {
                 return Err(format!(
                     "unknown protocol {other:?} (framed-binary, framed-compact, ttheader, theader, grpc-unary, \
-                     grpc-server-stream, grpc-bidi)"
+                     grpc-server-stream, grpc-bidi, ttstream-bidi, ttstream-server)"
                 ))
             }
         })
@@ -47,7 +53,13 @@ impl BenchProtocol {
             BenchProtocol::GrpcUnary => "grpc-unary",
             BenchProtocol::GrpcServerStream => "grpc-server-stream",
             BenchProtocol::GrpcBidi => "grpc-bidi",
+            BenchProtocol::TtStreamBidi => "ttstream-bidi",
+            BenchProtocol::TtStreamServer => "ttstream-server",
         }
+    }
+
+    pub fn is_ttstream(&self) -> bool {
+        matches!(self, BenchProtocol::TtStreamBidi | BenchProtocol::TtStreamServer)
     }
 
     pub fn is_grpc(&self) -> bool {
