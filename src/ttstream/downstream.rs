@@ -243,14 +243,14 @@ impl TtSession {
 }
 
 impl StreamClient for TtSession {
-    fn deliver(&self, dsid: i32, frame: &[u8], f: &StreamFrame) {
+    fn deliver(&self, dsid: i32, frame: &[u8], f: &StreamFrame, at: u64) {
         let (over, done) = {
             let mut streams = self.streams.borrow_mut();
             let Some(s) = streams.get_mut(&dsid) else { return };
             let over = self.out.queued_bytes() + frame.len() > self.max_write_buffer.get();
             if !over {
                 s.responded = true;
-                s.last = now_us();
+                s.last = at;
                 if f.kind == FrameType::Trailer {
                     s.server_done = true;
                 }
@@ -393,8 +393,15 @@ pub async fn serve<R, W>(
         }
     });
     monoio::spawn(ds.clone().sweep_loop());
-    let mut conn =
-        Conn { rd, buf, hint: ReadHint::new(MIN_READ), ds: ds.clone(), max_frame, listener_index: usize::MAX };
+    let mut conn = Conn {
+        rd,
+        buf,
+        hint: ReadHint::new(MIN_READ),
+        ds: ds.clone(),
+        max_frame,
+        listener_index: usize::MAX,
+        now_us: now_us(),
+    };
     conn.listener_index = state.view().listener_index(&listener).unwrap_or(usize::MAX);
     conn.run().await;
     BUDGET.with(|b| b.update(&ds.read_held, 0));
@@ -413,6 +420,8 @@ struct Conn<R> {
     ds: Rc<TtSession>,
     max_frame: usize,
     listener_index: usize,
+    /// When the last read completed (`metrics::now_us`): one clock read per read.
+    now_us: u64,
 }
 
 impl<R: CancelableAsyncReadRent> Conn<R> {
@@ -423,6 +432,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             Ok(n) => {
                 self.ds.meter.read(n);
                 self.ds.touch();
+                self.now_us = now_us();
                 true
             }
         }
@@ -476,7 +486,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
             let mut streams = ds.streams.borrow_mut();
             match streams.get_mut(&f.sid) {
                 Some(s) => {
-                    s.last = now_us();
+                    s.last = self.now_us;
                     if f.kind == FrameType::Trailer {
                         s.client_done = true;
                     }
@@ -556,7 +566,7 @@ impl<R: CancelableAsyncReadRent> Conn<R> {
         if let Some(ms) = f.rpc_timeout_ms.filter(|ms| *ms > 0) {
             timeout = timeout.min(Duration::from_millis(ms));
         }
-        let start = now_us();
+        let start = self.now_us;
         let meta = StreamMeta {
             method,
             deadline: start + timeout.as_micros() as u64,

@@ -15,6 +15,7 @@ use crate::error::{ErrorKind, LostCause, RequestError};
 use crate::hosts::Host;
 use crate::io::{read_more, write_outbox, ReadHint};
 use crate::local::{CatchUnwind, IdMap, Notify, Outbox, COPY_MAX};
+use crate::metrics::now_us;
 use crate::pool::Member;
 use crate::stats::Stats;
 use crate::thrift::codec::frame_len;
@@ -26,8 +27,9 @@ const GROW_STEP: usize = 64 * 1024;
 
 /// What an upstream connection needs of the client side of a stream.
 pub trait StreamClient {
-    /// A frame of client stream `dsid` from the server, its stream id already `dsid`.
-    fn deliver(&self, dsid: i32, frame: &[u8], f: &StreamFrame);
+    /// A frame of client stream `dsid` from the server, its stream id already `dsid`, read at
+    /// `at` (`metrics::now_us`, one clock read per read, not per frame).
+    fn deliver(&self, dsid: i32, frame: &[u8], f: &StreamFrame, at: u64);
     /// The upstream connection is gone (or cannot carry the stream on): the stream ends with
     /// `err`.
     fn cut(&self, dsid: i32, err: &RequestError);
@@ -59,6 +61,8 @@ pub struct TtUpstream {
     /// Pool-wide: a stream slot freed, the write queue drained, or a connection died.
     capacity: Rc<Notify>,
     stats: Rc<Stats>,
+    /// When the last read completed (`metrics::now_us`).
+    read_at: Cell<u64>,
 }
 
 impl TtUpstream {
@@ -215,7 +219,7 @@ impl TtUpstream {
             let handle = self.reader.borrow().handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
                 Ok(0) => return self.die(LostCause::Closed),
-                Ok(_) => {}
+                Ok(_) => self.read_at.set(now_us()),
                 Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
             }
         }
@@ -229,19 +233,19 @@ impl TtUpstream {
                 return self.die(LostCause::MalformedReply);
             }
         };
-        let target = self.streams.borrow().get(&f.sid).map(|m| (m.client.clone(), m.dsid));
+        let target = self.streams.borrow().get(&f.sid).map(|m| (m.client.upgrade(), m.dsid));
         let Some((client, dsid)) = target else {
             // A late frame for a stream that ended (the answer to our Rst, say): dropped.
             let t = &self.stats.protocols.ttstream;
             t.late_frames.set(t.late_frames.get() + 1);
             return;
         };
-        let Some(client) = client.upgrade() else {
+        let Some(client) = client else {
             let method = f.method.clone().map(|r| frame[r].to_vec()).unwrap_or_default();
             return self.reset(f.sid, &method, "client connection closed");
         };
         patch_sid(frame, &f, dsid);
-        client.deliver(dsid, frame, &f);
+        client.deliver(dsid, frame, &f, self.read_at.get());
     }
 }
 
@@ -274,6 +278,7 @@ impl Member for TtUpstream {
             reader: RefCell::new(Canceller::new()),
             capacity,
             stats,
+            read_at: Cell::new(0),
         });
         let (rd, mut wr) = stream.into_split();
         let c = conn.clone();

@@ -189,7 +189,10 @@ pub struct Infos {
 }
 
 /// The variable header of a TTHeader or THeader frame: its protocol id, its info fields and
-/// where its payload starts.
+/// where its payload starts. Inlined into each caller (the ping-pong and the streaming parse):
+/// out of line, its large result went through memory and TTHeader requests took 9 % more
+/// instructions (callgrind 32x10: 2,446 -> 2,668).
+#[inline(always)]
 fn header_area(buf: &[u8], transport: Transport) -> Result<(u32, Infos, usize), ParseError> {
     let hs = be_u16(buf, 12)? as usize * 4;
     if hs < 2 {
@@ -267,6 +270,7 @@ fn parse_header_frame(buf: &[u8], transport: Transport, max_name: usize) -> Resu
 
 /// Kitex TTHeader variable header: u8 protocol, u8 transform count, ids, then info blocks with
 /// u16 counts and lengths (ref §2.3).
+#[inline(always)]
 fn parse_ttheader_infos(h: &[u8], base: usize) -> Result<(u32, Infos), ParseError> {
     let bad = ParseError::Invalid("malformed TTHeader");
     let proto = u32::from(*h.first().ok_or(bad)?);
