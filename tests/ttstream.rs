@@ -289,6 +289,25 @@ both_drivers! {
         assert_eq!(cl.recv().ftype, TRAILER);
     }
 
+    fn the_ttheader_rpc_timeout_key_wins_when_smaller(driver: &str) {
+        let backend = Backend::start("b1");
+        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
+            &cluster("ts", &[backend.addr.to_string()], "request_timeout = \"30s\""));
+        let mut cl = Client::connect(proxy.addr);
+        // Int key 12 (RPCTimeout, ms) on the Header: stock Kitex clients do not send it.
+        let mut f = common::ttheader::frame(7, &[("isn", "svc")], &[(27, HEADER), (9, "Hang"), (12, "200")], b"");
+        f[7] |= 0x02;
+        f[14] = 0x10;
+        let t0 = Instant::now();
+        cl.send(&f);
+        let r = cl.recv();
+        assert_eq!((r.sid, r.ftype.as_str()), (7, RST));
+        assert_eq!(r.exception().unwrap().type_id, 12015);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(15), "{took:?}: the key, not the 30 s");
+        eventually("reset upstream", || backend.seen.rsts.load(Ordering::SeqCst) == 1);
+    }
+
     fn a_client_that_stops_reading_loses_its_stream_not_the_proxys_memory(driver: &str) {
         let backend = Backend::start("b1");
         let proxy = Proxy::start_full(driver, 1, "max_write_buffer = \"256KiB\"", r#"{ cluster = "ts" }"#,
