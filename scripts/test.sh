@@ -20,6 +20,16 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   fi
 fi
 
+# A real etcd and etcdctl (Debian's etcd-server and etcd-client) for the registry tests.
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null; }
+  else
+    echo "scripts/test.sh: etcd and etcdctl are needed (apt-get install etcd-server etcd-client)" >&2
+  fi
+fi
+
 # Both binaries: the process tests run `ringway` and `ringway-bench` (cargo builds a binary
 # for the integration tests of its own package only).
 cargo build --workspace --bins

@@ -83,6 +83,8 @@ pub struct Status {
     last_reports: Mutex<Vec<Option<crate::worker::WorkerReport>>>,
     /// The active health checks' verdicts, per cluster and endpoint.
     health: Mutex<Option<crate::health::Verdicts>>,
+    /// The registries' last lists and health.
+    registries: Mutex<Option<Arc<crate::registry::Latest>>>,
 }
 
 /// One version of the running config, rendered once when it is applied.
@@ -95,6 +97,16 @@ struct ConfigInfo {
 }
 
 impl Status {
+    /// Where the registry watchers keep their last lists and health.
+    pub fn set_registries(&self, latest: Arc<crate::registry::Latest>) {
+        *self.registries.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest);
+    }
+
+    /// The registry watchers' shared state, when there is one.
+    pub fn registries(&self) -> Option<Arc<crate::registry::Latest>> {
+        self.registries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Where the health owner keeps its verdicts.
     pub fn set_health(&self, verdicts: crate::health::Verdicts) {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdicts);
@@ -427,7 +439,7 @@ fn route(method: &str, path: &str, status: &Status, control: Option<&Sender<Cont
             let body = metrics::prometheus(&metrics::collect(status), status);
             Reply { content_type: "text/plain; version=0.0.4; charset=utf-8", ..Reply::text(200, "OK", body) }
         }
-        "/clusters" => Reply::json(&metrics::clusters_json(&metrics::collect(status))),
+        "/clusters" => Reply::json(&metrics::clusters_json(&metrics::collect(status), status)),
         _ => {
             let Some(control) = control else {
                 return Reply::text(503, "Service Unavailable", "no control thread to ask (embedded server)\n");
@@ -457,12 +469,23 @@ fn config(status: &Status) -> Reply {
     };
     let source = status.source.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let loaded_at = info.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // Discovered clusters change between reloads: what each worker routes on now.
+    let discovered = match status.registries() {
+        Some(latest) => {
+            let c = metrics::collect(status);
+            let names: Vec<String> =
+                latest.clusters.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+            names.iter().map(|n| (n.clone(), metrics::discovery_json(&c, Some(&latest), n))).collect()
+        }
+        None => serde_json::Map::new(),
+    };
     Reply::json(&serde_json::json!({
         "version": info.version,
         "source": source.map(|p| p.display().to_string()),
         "loaded_at_unix": loaded_at,
         "hash": info.hash,
         "config": info.json,
+        "discovered": discovered,
     }))
 }
 

@@ -3,9 +3,11 @@
 
 pub mod problems;
 mod raw;
+pub mod registry;
 pub mod units;
 pub mod upstream;
 
+pub use registry::{Discovery, EtcdEndpoint, RegistryConfig};
 pub use upstream::{CheckKind, HashKey, HealthCheck, LbPolicy, OutlierDetection};
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,6 +26,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// The admin endpoint; `None`: no admin server.
     pub admin: Option<AdminConfig>,
+    /// `[[registry]]`: where clusters with `discovery` find their endpoints.
+    pub registries: Vec<RegistryConfig>,
 }
 
 /// `[admin]`: the admin HTTP endpoint, served off the workers.
@@ -138,6 +142,9 @@ pub struct ClusterConfig {
     /// `dns_refresh`); empty when every endpoint is a literal address.
     pub endpoint_names: Vec<String>,
     pub dns_refresh: Duration,
+    /// Endpoints from a registry instead of `endpoints` (which is then empty until the
+    /// registry answers).
+    pub discovery: Option<Discovery>,
     pub lb: LbPolicy,
     pub health_check: Option<HealthCheck>,
     pub outlier: OutlierDetection,

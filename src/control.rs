@@ -16,6 +16,7 @@ use crate::access_log::{Sink, Writers};
 use crate::admin::{Admin, ControlRequest, Status};
 use crate::config::{Address, Config, ListenerConfig};
 use crate::health::HealthOwner;
+use crate::registry::{Latest, Registries};
 use crate::resolve::Resolver;
 use crate::stats::StatsSnapshot;
 use crate::worker::{self, Command, Event, Mailbox, Snapshot, StdListener, WorkerSpec};
@@ -51,6 +52,9 @@ pub struct Server {
     resolver: Option<Resolver>,
     /// The active health checks' owner.
     health: Option<HealthOwner>,
+    /// The registry watchers (discovered clusters), and the last list of each.
+    registries: Option<Registries>,
+    latest: Arc<Latest>,
 }
 
 /// Each listener's access log sink (starting a writer for a file not open yet).
@@ -131,6 +135,8 @@ impl Server {
             writers,
             resolver: None,
             health: None,
+            registries: None,
+            latest: Arc::new(Latest::default()),
         };
         let mut started = 0;
         let mut failure = None;
@@ -158,8 +164,10 @@ impl Server {
         let health = HealthOwner::start(mailboxes.clone())?;
         server.status.set_health(health.verdicts.clone());
         let config = Arc::new(server.current.config.clone());
-        server.resolver = Some(Resolver::start(config, mailboxes, health.sender())?);
+        server.resolver = Some(Resolver::start(config.clone(), mailboxes.clone(), health.sender())?);
         server.health = Some(health);
+        server.status.set_registries(server.latest.clone());
+        server.registries = Some(Registries::start(&config, mailboxes, server.latest.clone()));
         Ok(server)
     }
 
@@ -174,6 +182,11 @@ impl Server {
     /// Where the admin endpoint listens (TCP), when one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr())
+    }
+
+    /// The registry watchers' last lists and health.
+    pub fn registries(&self) -> Option<Arc<Latest>> {
+        self.registries.as_ref().map(|r| r.latest.clone())
     }
 
     /// The I/O driver each worker got.
@@ -197,6 +210,12 @@ impl Server {
             log::warn!("runtime.workers and runtime.driver take effect at the next restart");
         }
         let generation = self.current.generation + 1;
+        // Discovered clusters start from their last lists, not from the file's none.
+        let mut config = config;
+        self.latest.fill(&mut config);
+        if let Some(r) = &mut self.registries {
+            r.set_config(&config);
+        }
         let access_logs = access_logs(&config, &mut self.writers)?;
         self.status.set_access_logs(self.writers.sinks());
         self.status.set_config(generation, &config);
@@ -227,6 +246,7 @@ impl Server {
     pub fn shutdown(mut self) -> StatsSnapshot {
         self.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         self.resolver = None;
+        self.registries = None;
         self.health = None;
         for w in &self.workers {
             w.send(Command::Drain);

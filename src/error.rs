@@ -125,11 +125,13 @@ pub enum ErrorKind {
     Overloaded,
     /// The worker holds more than `runtime.max_buffer_memory` in its buffers.
     MemoryBudget,
+    /// The cluster has no endpoint: its registry has not answered yet, or lists none.
+    NoEndpoints { cluster: String },
 }
 
 impl ErrorKind {
     /// How many kinds there are (metrics count each apart).
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     /// Each kind's metric label, by `index`.
     pub const LABELS: [&'static str; ErrorKind::COUNT] = [
         "no_route",
@@ -150,6 +152,7 @@ impl ErrorKind {
         "draining",
         "overloaded",
         "memory_budget",
+        "no_endpoints",
     ];
 
     /// This kind's metric label.
@@ -187,6 +190,7 @@ impl ErrorKind {
             ErrorKind::Draining => 15,
             ErrorKind::Overloaded => 16,
             ErrorKind::MemoryBudget => 17,
+            ErrorKind::NoEndpoints { .. } => 18,
         }
     }
 }
@@ -208,7 +212,8 @@ impl RequestError {
             | ErrorKind::Stalled
             | ErrorKind::Draining
             | ErrorKind::Overloaded
-            | ErrorKind::MemoryBudget => Origin::Proxy,
+            | ErrorKind::MemoryBudget
+            | ErrorKind::NoEndpoints { .. } => Origin::Proxy,
             ErrorKind::ConnectFailed { .. }
             | ErrorKind::UpstreamLost { .. }
             | ErrorKind::ReplyTooLarge { .. }
@@ -272,6 +277,9 @@ impl fmt::Display for RequestError {
             }
             ErrorKind::MemoryBudget => {
                 write!(f, "the proxy is over its buffer memory (runtime.max_buffer_memory); try again shortly")
+            }
+            ErrorKind::NoEndpoints { cluster } => {
+                write!(f, "cluster {cluster} has no endpoints (its registry lists no instance yet)")
             }
         }
     }

@@ -64,6 +64,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod registry;
 pub mod resolve;
 pub mod route;
 pub mod stats;

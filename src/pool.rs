@@ -221,7 +221,7 @@ impl<C: Member> Pool<C> {
     /// that do not spread ignore it. `hash`: the request's key under `lb = "hash"`.
     #[inline]
     pub fn try_acquire(&self, key: usize, hash: u64) -> Option<Rc<C>> {
-        if self.over_max_requests() {
+        if self.over_max_requests() || self.endpoints.is_empty() {
             return None;
         }
         let i = self.set.pick(hash);
@@ -262,6 +262,10 @@ impl<C: Member> Pool<C> {
         avoid: Option<&Host>,
     ) -> Result<Rc<C>, RequestError> {
         let n = self.endpoints.len();
+        if n == 0 {
+            // A discovered cluster whose registry has listed no instance (yet).
+            return Err(ErrorKind::NoEndpoints { cluster: self.cluster.name.clone() }.into());
+        }
         let shared = self.set.shared.clone();
         // Circuit breakers: fail now instead of queueing.
         if self.over_max_requests() || shared.pending.get() >= self.cluster.max_pending_requests {

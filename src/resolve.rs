@@ -99,7 +99,7 @@ fn run(
                     let names = Arc::new(n.names.clone());
                     for m in &mailboxes {
                         let (cluster, names, endpoints) = (cluster.clone(), names.clone(), endpoints.clone());
-                        m.send(Command::Endpoints { cluster, names, endpoints });
+                        m.send(Command::Endpoints { cluster, names, endpoints, revision: 0 });
                     }
                 }
                 Ok(_) => {}

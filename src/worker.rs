@@ -51,8 +51,9 @@ pub enum Command {
     Report(Sender<WorkerReport>),
     /// The health owner's new verdict on an endpoint of a cluster.
     Health { cluster: Arc<str>, endpoint: crate::config::Address, healthy: bool },
-    /// A cluster's endpoints as its names (`names`, as written) resolve now.
-    Endpoints { cluster: Arc<str>, names: Arc<Vec<String>>, endpoints: Arc<Vec<crate::config::Address>> },
+    /// A cluster's endpoints as its names (`names`, as written) resolve now, or as its registry
+    /// lists them at `revision` (0 for names).
+    Endpoints { cluster: Arc<str>, names: Arc<Vec<String>>, endpoints: Arc<Vec<crate::config::Address>>, revision: i64 },
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
@@ -67,6 +68,8 @@ pub struct WorkerReport {
     pub connections: usize,
     /// Requests (gRPC streams) in flight on them now.
     pub requests_active: usize,
+    /// Each discovered cluster: the registry revision and the endpoint count it routes on.
+    pub discovered: Vec<(String, i64, usize)>,
 }
 
 /// Where a worker takes its commands: the channel, and the waker that makes an idle worker
@@ -250,7 +253,9 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
             }
             Command::Drain => break,
             Command::Health { cluster, endpoint, healthy } => state.set_health(&cluster, &endpoint, healthy),
-            Command::Endpoints { cluster, names, endpoints } => state.set_endpoints(&cluster, &names, &endpoints),
+            Command::Endpoints { cluster, names, endpoints, revision } => {
+                state.set_endpoints(&cluster, &names, &endpoints, revision)
+            }
             Command::Report(to) => {
                 let _ = to.send(WorkerReport {
                     worker: id,
@@ -259,6 +264,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                     metrics: state.metrics_report(),
                     connections: state.conn_count(),
                     requests_active: state.requests_active(),
+                    discovered: state.discovered(),
                 });
             }
         }

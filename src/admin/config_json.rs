@@ -82,7 +82,9 @@ fn listener(l: &ListenerConfig, clusters: &[ClusterConfig]) -> Value {
 fn cluster(c: &ClusterConfig) -> Value {
     json!({
         "name": c.name,
-        "endpoints": c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        // A discovered cluster's endpoints are the registry's (`discovered` in /config), not
+        // the file's: left out so the hash is the file's content.
+        "endpoints": if c.discovery.is_some() { Vec::new() } else { c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>() },
         "connect_timeout": duration(c.connect_timeout),
         "connect_failure_backoff": duration(c.connect_failure_backoff),
         "request_timeout": duration(c.request_timeout),
@@ -93,6 +95,12 @@ fn cluster(c: &ClusterConfig) -> Value {
         "max_frame_size": c.max_frame_size.get(),
         "max_write_buffer": c.max_write_buffer.get(),
         "endpoint_names": c.endpoint_names,
+        "discovery": c.discovery.as_ref().map(|d| json!({
+            "registry": d.registry,
+            "service": d.service,
+            "tags": d.tags,
+            "keep_last_on_empty": d.keep_last_on_empty,
+        })),
         "dns_refresh": duration(c.dns_refresh),
         "lb": c.lb.name(),
         "hash_key": match &c.lb {
@@ -136,6 +144,14 @@ pub fn config(c: &Config) -> Value {
         },
         "listener": c.listeners.iter().map(|l| listener(l, &c.clusters)).collect::<Vec<_>>(),
         "cluster": c.clusters.iter().map(cluster).collect::<Vec<_>>(),
+        "registry": c.registries.iter().map(|r| json!({
+            "name": r.name,
+            "kind": "etcd",
+            "endpoints": r.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "prefix": r.prefix,
+            "retry_backoff": duration(r.retry_backoff),
+            "coalesce": duration(r.coalesce),
+        })).collect::<Vec<_>>(),
         "admin": c.admin.as_ref().map(|a| json!({
             "address": a.address.to_string(),
             "max_request_size": a.max_request_size.get(),

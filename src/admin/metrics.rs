@@ -268,7 +268,34 @@ fn cluster_sums(c: &Collected) -> BTreeMap<String, ClusterSums> {
 /// `GET /clusters`: per cluster and endpoint, connections open (in all and per worker),
 /// requests in flight, connects and their failures, health (the active check's verdict,
 /// outlier ejection, connect backoff), and per cluster pool waits, retries and fail-open.
-pub fn clusters_json(c: &Collected) -> Value {
+/// A discovered cluster as `/clusters` shows it: its registry, service, revision and list as
+/// last sent, and what every worker routes on.
+pub fn discovery_json(c: &Collected, latest: Option<&crate::registry::Latest>, cluster: &str) -> Value {
+    let Some(state) = latest.and_then(|l| l.clusters.lock().unwrap_or_else(|e| e.into_inner()).get(cluster).cloned())
+    else {
+        return Value::Null;
+    };
+    let per_worker: Vec<Value> = c
+        .reports
+        .iter()
+        .filter_map(|w| {
+            let (_, rev, n) = w.discovered.iter().find(|(name, _, _)| name == cluster)?;
+            Some(json!({ "worker": w.worker, "revision": rev, "endpoints": n }))
+        })
+        .collect();
+    json!({
+        "registry": state.registry,
+        "service": state.service,
+        "revision": state.revision,
+        "endpoints": state.endpoints.len(),
+        "last_change_unix": state.changed_at,
+        "empty_alarm": state.empty_alarm,
+        "workers": per_worker,
+    })
+}
+
+pub fn clusters_json(c: &Collected, status: &Status) -> Value {
+    let latest = status.registries();
     let mut clusters: BTreeMap<String, (ClusterSums, Vec<Value>)> =
         cluster_sums(c).into_iter().map(|(k, v)| (k, (v, Vec::new()))).collect();
     for ((cluster, endpoint), (e, per_worker)) in c.endpoints() {
@@ -307,6 +334,7 @@ pub fn clusters_json(c: &Collected) -> Value {
                 "retries": sums.retries,
                 "retries_over_budget": sums.retries_over_budget,
                 "fail_open_workers": sums.fail_open_workers,
+                "discovery": discovery_json(c, latest.as_deref(), &name),
                 "endpoints": endpoints,
             })
         })
@@ -374,7 +402,75 @@ pub fn prometheus(c: &Collected, status: &Status) -> String {
     route_section(&mut e, c);
     upstream_section(&mut e, c);
     h2_section(&mut e, c);
+    registry_section(&mut e, c, status);
     e.out
+}
+
+/// A metric family read off each item: name, type, help and the reading.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> i64);
+
+fn registry_section(e: &mut Exposition, c: &Collected, status: &Status) {
+    let Some(latest) = status.registries() else { return };
+    let health: Vec<(String, std::sync::Arc<crate::registry::RegistryHealth>)> =
+        latest.health.lock().unwrap_or_else(|x| x.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let per_registry: [Family<crate::registry::RegistryHealth>; 5] = [
+        ("ringway_registry_up", "gauge", "1 while the registry's watches are established.", |h| {
+            i64::from(h.up.load(Ordering::Relaxed))
+        }),
+        ("ringway_registry_errors_total", "counter", "Registry reads and watches that failed.", |h| {
+            h.errors.load(Ordering::Relaxed) as i64
+        }),
+        ("ringway_registry_bad_values_total", "counter", "Registry values that did not parse (skipped).", |h| {
+            h.bad_values.load(Ordering::Relaxed) as i64
+        }),
+        ("ringway_registry_updates_total", "counter", "Endpoint lists sent to the workers.", |h| {
+            h.updates.load(Ordering::Relaxed) as i64
+        }),
+        ("ringway_registry_revision", "gauge", "The latest registry revision read.", |h| {
+            h.revision.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, kind, help, get) in per_registry {
+        e.family(name, kind, help);
+        for (r, h) in &health {
+            e.sample(name, &[("registry", r)], get(h));
+        }
+    }
+    let clusters = latest.clusters.lock().unwrap_or_else(|x| x.into_inner()).clone();
+    let per_cluster: [Family<crate::registry::ClusterState>; 4] = [
+        ("ringway_discovery_endpoints", "gauge", "Endpoints of a discovered cluster, as last sent.", |s| {
+            s.endpoints.len() as i64
+        }),
+        ("ringway_discovery_revision", "gauge", "The registry revision a discovered cluster's list reflects.", |s| {
+            s.revision
+        }),
+        (
+            "ringway_discovery_empty_alarm",
+            "gauge",
+            "1 while a discovered cluster's service lists no instance and its last list is kept.",
+            |s| i64::from(s.empty_alarm),
+        ),
+        (
+            "ringway_discovery_last_change_timestamp_seconds",
+            "gauge",
+            "When a discovered cluster's list last changed (Unix time).",
+            |s| s.changed_at as i64,
+        ),
+    ];
+    for (name, kind, help, get) in per_cluster {
+        e.family(name, kind, help);
+        for (cluster, s) in &clusters {
+            e.sample(name, &[("cluster", cluster)], get(s));
+        }
+    }
+    const APPLIED: &str = "ringway_discovery_applied_revision";
+    e.family(APPLIED, "gauge", "The registry revision each worker routes a discovered cluster on.");
+    for w in &c.reports {
+        let worker = w.worker.to_string();
+        for (cluster, rev, _) in &w.discovered {
+            e.sample(APPLIED, &[("cluster", cluster), ("worker", &worker)], rev);
+        }
+    }
 }
 
 fn process_section(e: &mut Exposition, c: &Collected, status: &Status) {

@@ -48,6 +48,8 @@ pub struct RawConfig {
     #[serde(default)]
     cluster: Vec<RawCluster>,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    registry: Vec<super::registry::RawRegistry>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -129,12 +131,14 @@ struct RawCluster {
     retries: Option<i64>,
     retry_budget_percent: Option<i64>,
     dns_refresh: Option<String>,
+    discovery: Option<super::registry::RawDiscovery>,
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigErrors> {
         let mut p = Problems::default();
         let runtime = self.runtime.validate(&mut p);
+        let registries = super::registry::validate_registries(&self.registry, &mut p);
 
         let mut cluster_names = HashSet::new();
         let mut clusters = Vec::new();
@@ -146,8 +150,13 @@ impl RawConfig {
             } else if !cluster_names.insert(name.clone()) {
                 p.add(format!("{path}.name"), format!("duplicate cluster name {name:?}"));
             }
-            if c.endpoints.is_empty() {
-                p.add(format!("{path}.endpoints"), "needs at least one endpoint");
+            let discovery = c.discovery.as_ref().and_then(|d| {
+                super::registry::validate_discovery(d, &format!("{path}.discovery"), &registries, &mut p)
+            });
+            match (c.endpoints.is_empty(), c.discovery.is_some()) {
+                (true, false) => p.add(format!("{path}.endpoints"), "needs at least one endpoint (or a discovery)"),
+                (false, true) => p.add(&path, "give endpoints or discovery, not both"),
+                _ => {}
             }
             let mut endpoints: Vec<Address> = Vec::new();
             for (j, e) in c.endpoints.iter().enumerate() {
@@ -176,6 +185,7 @@ impl RawConfig {
                 endpoints,
                 endpoint_names,
                 dns_refresh,
+                discovery,
                 lb: super::upstream::lb_policy(&path, c.lb.as_deref(), c.hash_key.as_deref(), &mut p),
                 health_check: c.health_check.as_ref().and_then(|h| h.validate(&format!("{path}.health_check"), &mut p)),
                 outlier: c
@@ -327,7 +337,7 @@ impl RawConfig {
         }
         let admin = self.admin.as_ref().and_then(|a| a.validate(&mut p));
         if p.0.is_empty() {
-            Ok(Config { runtime, listeners, clusters, admin })
+            Ok(Config { runtime, listeners, clusters, admin, registries })
         } else {
             Err(ConfigErrors(p.0))
         }

@@ -327,3 +327,51 @@ fn an_endpoint_written_as_a_name_resolves_to_every_address_and_is_refreshed() {
     let err = Config::parse(&EXAMPLE.replace("\"unix:/run/echo.sock\"", "\"no-such-host.invalid:1\"")).unwrap_err();
     assert!(err.0.iter().any(|p| p.starts_with("cluster[0].endpoints[1]: cannot resolve")), "{err}");
 }
+
+const DISCOVERY: &str = r#"
+[[listener]]
+address = "127.0.0.1:7000"
+routes = [ { cluster = "echo" } ]
+[[registry]]
+name = "fleet"
+kind = "etcd"
+endpoints = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+[[cluster]]
+name = "echo"
+discovery = { registry = "fleet", service = "echo", tags = { env = "prod" } }
+"#;
+
+#[test]
+fn a_cluster_discovers_its_endpoints_in_a_registry() {
+    let c = Config::parse(DISCOVERY).unwrap();
+    let r = &c.registries[0];
+    assert_eq!((r.name.as_str(), r.prefix.as_str()), ("fleet", "kitex/registry-etcd"), "Kitex's default prefix");
+    assert_eq!(r.endpoints.len(), 2);
+    assert_eq!(r.endpoints[1].port, 22379);
+    let d = c.clusters[0].discovery.as_ref().unwrap();
+    assert_eq!((d.registry.as_str(), d.service.as_str()), ("fleet", "echo"));
+    assert_eq!(d.tags.get("env").map(String::as_str), Some("prod"));
+    assert!(d.keep_last_on_empty, "Kitex keeps its last list: the default");
+    assert!(c.clusters[0].endpoints.is_empty());
+}
+
+#[test]
+fn discovery_problems_name_their_keys() {
+    let both = DISCOVERY.replace("name = \"echo\"\n", "name = \"echo\"\nendpoints = [\"127.0.0.1:9\"]\n");
+    let err = Config::parse(&both).unwrap_err();
+    assert!(err.0.contains(&"cluster[0]: give endpoints or discovery, not both".to_string()), "{err}");
+    let err =
+        Config::parse(&DISCOVERY.replace("registry = \"fleet\", service", "registry = \"flet\", service")).unwrap_err();
+    assert!(
+        err.0.iter().any(|p| p.starts_with("cluster[0].discovery.registry: no [[registry]] named \"flet\"")),
+        "{err}"
+    );
+    let err = Config::parse(&DISCOVERY.replace("kind = \"etcd\"", "kind = \"consul\"")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("registry[0].kind: unknown registry kind \"consul\"")), "{err}");
+    let err = Config::parse(&DISCOVERY.replace("http://127.0.0.1:2379", "https://127.0.0.1:2379")).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("registry[0].endpoints[0]:") && p.contains("TLS")), "{err}");
+    let none =
+        DISCOVERY.replace("discovery = { registry = \"fleet\", service = \"echo\", tags = { env = \"prod\" } }", "");
+    let err = Config::parse(&none).unwrap_err();
+    assert!(err.0.iter().any(|p| p.starts_with("cluster[0].endpoints: needs at least one endpoint")), "{err}");
+}

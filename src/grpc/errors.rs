@@ -21,7 +21,10 @@ pub fn reply(err: &RequestError) -> GrpcReply {
     let status = |code| GrpcReply::Status(code, err.to_string());
     match &err.kind {
         ErrorKind::NoRoute { .. } | ErrorKind::Unsupported(_) => status(Code::Unimplemented),
-        ErrorKind::ConnectFailed { .. } | ErrorKind::Saturated | ErrorKind::Overloaded => status(Code::Unavailable),
+        ErrorKind::ConnectFailed { .. }
+        | ErrorKind::Saturated
+        | ErrorKind::Overloaded
+        | ErrorKind::NoEndpoints { .. } => status(Code::Unavailable),
         ErrorKind::UpstreamLost { endpoint, cause, .. } => {
             GrpcReply::Status(Code::Unavailable, format!("{cause}: {endpoint}"))
         }
@@ -89,6 +92,10 @@ mod tests {
                     Code::ResourceExhausted,
                     "the proxy is over its buffer memory (runtime.max_buffer_memory); try again shortly",
                 ),
+            ),
+            (
+                ErrorKind::NoEndpoints { cluster: "echo".into() },
+                st(Code::Unavailable, "cluster echo has no endpoints (its registry lists no instance yet)"),
             ),
             (
                 ErrorKind::UpstreamLost { endpoint: ep.clone(), cause: LostCause::Closed, inflight: 5 },

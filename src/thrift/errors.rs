@@ -30,7 +30,8 @@ pub fn exception(err: &RequestError) -> (ExceptionType, String) {
         | ErrorKind::Stalled
         | ErrorKind::Draining
         | ErrorKind::Overloaded
-        | ErrorKind::MemoryBudget => ExceptionType::InternalError,
+        | ErrorKind::MemoryBudget
+        | ErrorKind::NoEndpoints { .. } => ExceptionType::InternalError,
     };
     (kind, err.to_string())
 }
@@ -167,6 +168,12 @@ mod tests {
                 Origin::Client,
             ),
             (ErrorKind::TooManyStreams, ProtocolError, "over SETTINGS_MAX_CONCURRENT_STREAMS", Origin::Client),
+            (
+                ErrorKind::NoEndpoints { cluster: "echo".into() },
+                InternalError,
+                "cluster echo has no endpoints (its registry lists no instance yet)",
+                Origin::Proxy,
+            ),
         ];
         for (kind, want_type, want_msg, want_origin) in table {
             let err = RequestError::new(kind.clone());

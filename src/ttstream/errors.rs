@@ -30,7 +30,9 @@ pub fn stream_error(err: &RequestError) -> (FrameType, i32, String) {
         ErrorKind::Malformed(_) | ErrorKind::FrameTooLarge { .. } | ErrorKind::Unsupported(_) => {
             (FrameType::Trailer, PROTOCOL_ERROR)
         }
-        ErrorKind::Saturated | ErrorKind::Overloaded | ErrorKind::MemoryBudget => (FrameType::Trailer, INTERNAL_ERROR),
+        ErrorKind::Saturated | ErrorKind::Overloaded | ErrorKind::MemoryBudget | ErrorKind::NoEndpoints { .. } => {
+            (FrameType::Trailer, INTERNAL_ERROR)
+        }
         // The stream was cut: a reset, as Kitex resets a stream it cannot carry on.
         ErrorKind::ConnectFailed { .. } => (FrameType::Rst, INTERNAL_ERROR),
         ErrorKind::UpstreamLost { .. } => (FrameType::Rst, CONNECTION_CLOSED),

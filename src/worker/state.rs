@@ -70,6 +70,17 @@ impl IdleMark {
     }
 }
 
+/// Whether a reload leaves a cluster's pools as they are: the same config, apart from the
+/// endpoints of a discovered cluster (its registry, not the file, changes those).
+fn same_cluster(old: &ClusterConfig, new: &ClusterConfig) -> bool {
+    if old.discovery.is_some() && new.discovery.is_some() {
+        let mut o = old.clone();
+        o.endpoints = new.endpoints.clone();
+        return o == *new;
+    }
+    old == new
+}
+
 /// One pool of a cluster: which pool type it is (`Pool<C>` for one connection type `C`) and
 /// flavour (a Thrift dialect, say), and the pool behind what the worker needs of it.
 struct PoolSlot {
@@ -96,6 +107,8 @@ pub struct ClusterPools {
     pools: RefCell<Vec<PoolSlot>>,
     stats: Rc<Stats>,
     seed: u64,
+    /// Discovered clusters: the registry revision of the endpoints in use.
+    pub revision: Cell<i64>,
 }
 
 impl ClusterPools {
@@ -138,6 +151,7 @@ impl ClusterPools {
             pools: RefCell::new(Vec::new()),
             stats,
             seed,
+            revision: Cell::new(0),
         }
     }
 
@@ -350,7 +364,7 @@ impl WorkerState {
             .config
             .clusters
             .iter()
-            .map(|c| match old.clusters.iter().find(|o| *o.config == *c) {
+            .map(|c| match old.clusters.iter().find(|o| same_cluster(&o.config, c)) {
                 Some(o) => {
                     // The reload resolved its names afresh (the resolver starts over from that).
                     o.set_endpoints(&c.endpoints, &self.metrics, &self.health);
@@ -381,14 +395,28 @@ impl WorkerState {
         }
     }
 
-    /// A cluster's endpoints as the resolver now answers for `names`. An answer for names
-    /// the running config no longer has (it crossed a reload) is ignored.
-    pub fn set_endpoints(&self, cluster: &str, names: &[String], endpoints: &[Address]) {
+    /// A cluster's endpoints as the resolver now answers for `names`, or as its registry
+    /// lists them at `revision`. An answer for names the running config no longer has (it
+    /// crossed a reload) is ignored.
+    pub fn set_endpoints(&self, cluster: &str, names: &[String], endpoints: &[Address], revision: i64) {
         let view = self.view();
         let c = view.clusters.iter().find(|c| c.config.name == cluster && c.config.endpoint_names == names);
         if let Some(c) = c {
             c.set_endpoints(endpoints, &self.metrics, &self.health);
+            if c.config.discovery.is_some() {
+                c.revision.set(revision);
+            }
         }
+    }
+
+    /// Each discovered cluster's registry revision and endpoint count in this worker.
+    pub fn discovered(&self) -> Vec<(String, i64, usize)> {
+        let view = self.view();
+        view.clusters
+            .iter()
+            .filter(|c| c.config.discovery.is_some())
+            .map(|c| (c.config.name.clone(), c.revision.get(), c.hosts().hosts.len()))
+            .collect()
     }
 
     /// Registers a downstream connection for drain; one that arrives during a drain is told
