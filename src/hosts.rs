@@ -172,7 +172,15 @@ pub struct Host {
     /// A DNS answer took it out of the cluster: its last connections finish, and what they
     /// see no longer counts (the cluster's counters are about its current endpoints).
     removed: Cell<bool>,
+    /// Its share of requests against the others' (a registry's instance weight; 10, Kitex's
+    /// default, for endpoints from the file or DNS).
+    pub weight: Cell<u32>,
+    /// Smooth weighted round robin's running score.
+    current: Cell<i64>,
 }
+
+/// The weight of an endpoint nothing gave one (Kitex's default).
+pub const DEFAULT_WEIGHT: u32 = 10;
 
 impl Host {
     /// A host of `shared`'s cluster; its set (`HostSet::new`) counts it.
@@ -192,6 +200,8 @@ impl Host {
             times_ejected: Cell::new(0),
             failures: Cell::new(0),
             removed: Cell::new(false),
+            weight: Cell::new(DEFAULT_WEIGHT),
+            current: Cell::new(0),
         }
     }
 
@@ -348,6 +358,10 @@ pub struct HostSet {
     rng: Cell<u64>,
     /// Hash ring: (point, endpoint index), sorted by point.
     ring: Vec<(u64, u32)>,
+    /// Endpoints differ in weight: the weighted forms of round robin and least request,
+    /// over `cumulative` (each endpoint's weight added to the ones before it).
+    weighted: bool,
+    cumulative: Vec<u64>,
 }
 
 impl HostSet {
@@ -362,7 +376,17 @@ impl HostSet {
         shared.unavailable.set(hosts.iter().filter(|h| !h.marked_available()).count());
         shared.update_fail_open();
         let ring = if matches!(policy, LbPolicy::Hash(_)) { ring(&hosts) } else { Vec::new() };
-        HostSet { hosts, shared, policy, next: Cell::new(0), rng: Cell::new(seed | 1), ring }
+        let weighted = hosts.windows(2).any(|w| w[0].weight.get() != w[1].weight.get());
+        let mut sum = 0u64;
+        let cumulative = hosts
+            .iter()
+            .map(|h| {
+                h.current.set(0);
+                sum += u64::from(h.weight.get().max(1));
+                sum
+            })
+            .collect();
+        HostSet { hosts, shared, policy, next: Cell::new(0), rng: Cell::new(seed | 1), ring, weighted, cumulative }
     }
 
     /// The endpoints of `self` that `next` does not keep are out of the cluster.
@@ -425,9 +449,54 @@ impl HostSet {
         self.shared.unavailable.get() == 0 || self.shared.fail_open.get() || self.hosts[i].available(now_us())
     }
 
+    /// An endpoint drawn with probability proportional to its weight.
+    fn draw(&self, r: u32) -> usize {
+        let total = *self.cumulative.last().unwrap_or(&1);
+        let t = u64::from(r) % total;
+        self.cumulative.partition_point(|&c| c <= t).min(self.hosts.len() - 1)
+    }
+
     fn pick_among(&self, hash: u64, ok: impl Fn(&Host) -> bool) -> usize {
         let n = self.hosts.len();
         match self.policy {
+            // Smooth weighted round robin (nginx's): every endpoint gains its weight, the
+            // highest score is picked and pays back the total.
+            LbPolicy::RoundRobin if self.weighted => {
+                let (mut best, mut total) = (None::<(usize, i64)>, 0i64);
+                for (i, h) in self.hosts.iter().enumerate().filter(|(_, h)| ok(h)) {
+                    let w = i64::from(h.weight.get().max(1));
+                    let c = h.current.get() + w;
+                    h.current.set(c);
+                    total += w;
+                    if best.is_none_or(|(_, bc)| c > bc) {
+                        best = Some((i, c));
+                    }
+                }
+                match best {
+                    Some((i, c)) => {
+                        self.hosts[i].current.set(c - total);
+                        i
+                    }
+                    None => self.next.get() % n,
+                }
+            }
+            // Two choices drawn by weight; the second only when it carries fewer requests per
+            // unit of weight, so idle endpoints share in proportion to their weights and busy
+            // ones by their load.
+            LbPolicy::LeastRequest if self.weighted => {
+                let r = self.random();
+                let (a, b) = (self.draw(r as u32), self.draw((r >> 32) as u32));
+                let (ha, hb) = (&self.hosts[a], &self.hosts[b]);
+                // requests / weight, compared without dividing.
+                let a_load = ha.inflight.get() as u64 * u64::from(hb.weight.get().max(1));
+                let b_load = hb.inflight.get() as u64 * u64::from(ha.weight.get().max(1));
+                match (ok(ha), ok(hb)) {
+                    (true, true) if b_load < a_load => b,
+                    (true, _) => a,
+                    (false, true) => b,
+                    (false, false) => (1..n).map(|k| (a + k) % n).find(|&i| ok(&self.hosts[i])).unwrap_or(a),
+                }
+            }
             LbPolicy::RoundRobin => {
                 let start = self.next.get();
                 let i = (0..n).map(|k| (start + k) % n).find(|&i| ok(&self.hosts[i])).unwrap_or(start % n);
@@ -457,12 +526,14 @@ impl HostSet {
     }
 }
 
-/// `RING_POINTS` points per endpoint, placed by hashing its address: an endpoint's points do
-/// not depend on the others, so adding one moves only the keys that land on its points.
+/// `RING_POINTS` points per endpoint of the default weight (more or fewer in proportion to
+/// its weight, 1 to 10 times as many at most), placed by hashing its address: an endpoint's
+/// points do not depend on the others, so adding one moves only the keys that land on them.
 fn ring(hosts: &[Rc<Host>]) -> Vec<(u64, u32)> {
     let mut ring = Vec::with_capacity(hosts.len() * RING_POINTS);
     for (i, h) in hosts.iter().enumerate() {
-        for k in 0..RING_POINTS {
+        let points = (RING_POINTS * h.weight.get() as usize / DEFAULT_WEIGHT as usize).clamp(1, RING_POINTS * 10);
+        for k in 0..points {
             ring.push((hash_bytes(format!("{}#{k}", h.label).as_bytes()), i as u32));
         }
     }
@@ -504,6 +575,41 @@ mod tests {
             })
             .collect();
         HostSet::new(policy, hosts, shared, 42)
+    }
+
+    fn weighted(policy: LbPolicy, weights: &[u32]) -> HostSet {
+        let s = set(policy.clone(), weights.len(), OutlierDetection::default());
+        for (h, w) in s.hosts.iter().zip(weights) {
+            h.weight.set(*w);
+        }
+        HostSet::new(policy, s.hosts.clone(), s.shared.clone(), 7)
+    }
+
+    #[test]
+    fn weights_share_requests_in_proportion() {
+        // Smooth weighted round robin: exact shares, interleaved.
+        let s = weighted(LbPolicy::RoundRobin, &[10, 30]);
+        let picks: Vec<usize> = (0..8).map(|_| s.pick(0)).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 6, "{picks:?}");
+        assert_ne!(picks[..4], [1, 1, 1, 0], "interleaved, not in runs: {picks:?}");
+        s.hosts[1].set_healthy(false);
+        assert!((0..4).all(|_| s.pick(0) == 0), "an unhealthy endpoint is skipped whatever its weight");
+        // Least request with nothing in flight: drawn by weight.
+        let s = weighted(LbPolicy::LeastRequest, &[10, 90]);
+        let heavy = (0..10_000).filter(|_| s.pick(0) == 1).count();
+        assert!((8_500..9_800).contains(&heavy), "{heavy} of 10,000 to the weight-90 endpoint");
+        // ...and requests in flight count per unit of weight: 9 on the heavy one is its
+        // share, so the light one (1 in flight) is not preferred over it.
+        s.hosts[1].inflight.set(9);
+        s.hosts[0].inflight.set(1);
+        let heavy = (0..10_000).filter(|_| s.pick(0) == 1).count();
+        assert!(heavy > 5_000, "{heavy}");
+        // The hash ring gives points in proportion.
+        let s = weighted(LbPolicy::Hash(HashKey::Method), &[10, 30]);
+        let heavy = (0..20_000u64).filter(|k| s.pick(hash_bytes(&k.to_be_bytes())) == 1).count();
+        assert!((13_000..17_000).contains(&heavy), "{heavy} of 20,000 keys on the weight-30 endpoint");
+        // Equal weights: the unweighted picks (and their tests above) are unchanged.
+        assert!(!weighted(LbPolicy::RoundRobin, &[10, 10]).weighted);
     }
 
     #[test]

@@ -28,7 +28,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between looks at the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 /// Kitex's default instance weight (`registry-etcd` reads a weight <= 0 as this).
-pub const DEFAULT_WEIGHT: i64 = 10;
+pub const DEFAULT_WEIGHT: i64 = crate::hosts::DEFAULT_WEIGHT as i64;
 
 /// One instance as Kitex's `registry-etcd` writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub struct ClusterState {
     pub registry: String,
     pub service: String,
     pub endpoints: Vec<Address>,
+    /// Each endpoint's weight (Kitex's, 10 when it gives none).
+    pub weights: Vec<u32>,
     /// The registry revision the list reflects.
     pub revision: i64,
     /// When the list last changed (seconds since the epoch).
@@ -346,6 +348,7 @@ impl Watcher {
             }
             list.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
             list.dedup_by(|a, b| a.0 == b.0);
+            let weights: Vec<u32> = list.iter().map(|(_, w)| (*w).clamp(1, 10_000) as u32).collect();
             let endpoints: Vec<Address> = list.into_iter().map(|(a, _)| a).collect();
             let mut latest = self.latest.clusters.lock().unwrap();
             let state = latest.entry(cluster.clone()).or_insert_with(|| ClusterState {
@@ -369,9 +372,9 @@ impl Watcher {
             }
             state.empty_alarm = false;
             state.revision = revision;
-            if state.endpoints == endpoints && state.changed_at != 0 {
+            if state.endpoints == endpoints && state.weights == weights && state.changed_at != 0 {
                 // Same list; the workers still learn the revision it stands for.
-                self.send(cluster, &endpoints, revision);
+                self.send(cluster, &endpoints, &weights, revision);
                 continue;
             }
             log::info!(
@@ -381,21 +384,23 @@ impl Watcher {
                 state.endpoints.len()
             );
             state.endpoints = endpoints.clone();
+            state.weights = weights.clone();
             state.changed_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             drop(latest);
             self.health.updates.fetch_add(1, Ordering::Relaxed);
-            self.send(cluster, &endpoints, revision);
+            self.send(cluster, &endpoints, &weights, revision);
         }
     }
 
-    fn send(&self, cluster: &str, endpoints: &[Address], revision: i64) {
+    fn send(&self, cluster: &str, endpoints: &[Address], weights: &[u32], revision: i64) {
         let (cluster, endpoints): (Arc<str>, _) = (cluster.into(), Arc::new(endpoints.to_vec()));
-        let names = Arc::new(Vec::new());
+        let (names, weights) = (Arc::new(Vec::new()), Arc::new(weights.to_vec()));
         for m in &self.mailboxes {
             m.send(Command::Endpoints {
                 cluster: cluster.clone(),
                 names: names.clone(),
                 endpoints: endpoints.clone(),
+                weights: weights.clone(),
                 revision,
             });
         }

@@ -99,7 +99,8 @@ fn run(
                     let names = Arc::new(n.names.clone());
                     for m in &mailboxes {
                         let (cluster, names, endpoints) = (cluster.clone(), names.clone(), endpoints.clone());
-                        m.send(Command::Endpoints { cluster, names, endpoints, revision: 0 });
+                        let weights = Arc::new(Vec::new());
+                        m.send(Command::Endpoints { cluster, names, endpoints, weights, revision: 0 });
                     }
                 }
                 Ok(_) => {}

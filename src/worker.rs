@@ -53,7 +53,14 @@ pub enum Command {
     Health { cluster: Arc<str>, endpoint: crate::config::Address, healthy: bool },
     /// A cluster's endpoints as its names (`names`, as written) resolve now, or as its registry
     /// lists them at `revision` (0 for names).
-    Endpoints { cluster: Arc<str>, names: Arc<Vec<String>>, endpoints: Arc<Vec<crate::config::Address>>, revision: i64 },
+    Endpoints {
+        cluster: Arc<str>,
+        names: Arc<Vec<String>>,
+        endpoints: Arc<Vec<crate::config::Address>>,
+        /// Each endpoint's weight (empty: the default for all).
+        weights: Arc<Vec<u32>>,
+        revision: i64,
+    },
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
@@ -253,8 +260,8 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
             }
             Command::Drain => break,
             Command::Health { cluster, endpoint, healthy } => state.set_health(&cluster, &endpoint, healthy),
-            Command::Endpoints { cluster, names, endpoints, revision } => {
-                state.set_endpoints(&cluster, &names, &endpoints, revision)
+            Command::Endpoints { cluster, names, endpoints, weights, revision } => {
+                state.set_endpoints(&cluster, &names, &endpoints, &weights, revision)
             }
             Command::Report(to) => {
                 let _ = to.send(WorkerReport {

@@ -454,3 +454,118 @@ fn every_worker_acknowledges_the_revision_and_a_burst_builds_few_lists() {
         assert_eq!(w["endpoints"].as_u64(), Some(101), "{w}");
     }
 }
+
+#[test]
+fn weights_share_the_calls() {
+    let etcd = Etcd::start();
+    let (a, _, served_a) = id_backend("a");
+    let (b, _, served_b) = id_backend("b");
+    let (_server, addr) = {
+        let server =
+            Server::start(config(&etcd, r#"{ registry = "fleet", service = "echo" }"#, "lb = \"round_robin\""))
+                .unwrap();
+        let addr = server.local_addr("thrift").unwrap();
+        (server, addr)
+    };
+    let (l, _keep) = etcd.lease(30);
+    for (addr, weight) in [(a, 10), (b, 30)] {
+        let key = format!("kitex/registry-etcd/echo/{addr}");
+        let value = format!(r#"{{"network":"tcp","address":"{addr}","weight":{weight},"tags":{{}}}}"#);
+        assert!(etcd.ctl(&["put", &key, &value, "--lease", &l]).1);
+    }
+    routes_to(addr, &["a", "b"]);
+    let (a0, b0) = (served_a.load(Ordering::SeqCst), served_b.load(Ordering::SeqCst));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..400 {
+        who(&mut s, i + 1).unwrap();
+    }
+    let (na, nb) = (served_a.load(Ordering::SeqCst) - a0, served_b.load(Ordering::SeqCst) - b0);
+    assert_eq!(na + nb, 400);
+    assert_eq!((na, nb), (100, 300), "weights 10 and 30 under round robin");
+}
+
+/// A TCP relay to `to` that can be cut (every connection reset, new ones refused) and restored:
+/// a network partition between ringway and etcd.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Relay { addr: l.local_addr().unwrap(), open: Arc::new(AtomicBool::new(true)), conns: Arc::default() };
+        let (open, conns) = (r.open.clone(), r.conns.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                if !open.load(Ordering::SeqCst) {
+                    let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+                    continue;
+                }
+                let Ok(up) = TcpStream::connect(to) else { continue };
+                let mut list = conns.lock().unwrap();
+                list.push(c.try_clone().unwrap());
+                list.push(up.try_clone().unwrap());
+                for (mut from, mut into) in [(c.try_clone().unwrap(), up.try_clone().unwrap()), (up, c)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        r
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_compaction_while_disconnected_is_read_again_in_full() {
+    let etcd = Etcd::start();
+    let relay = Relay::start(format!("127.0.0.1:{}", etcd.client).parse().unwrap());
+    let (a, _, _) = id_backend("a");
+    let (b, _, _) = id_backend("b");
+    let toml = format!(
+        "[runtime]\nworkers = 1\ndriver = \"epoll\"\n[[listener]]\nname = \"thrift\"\naddress = \"127.0.0.1:0\"\n\
+         routes = [ {{ cluster = \"echo\" }} ]\n[[registry]]\nname = \"fleet\"\nkind = \"etcd\"\n\
+         endpoints = [\"http://{}\"]\nretry_backoff = \"100ms\"\n[[cluster]]\nname = \"echo\"\n\
+         discovery = {{ registry = \"fleet\", service = \"echo\" }}\n",
+        relay.addr
+    );
+    let server = Server::start(Config::parse(&toml).unwrap()).unwrap();
+    let addr = server.local_addr("thrift").unwrap();
+    let (l, _keep) = etcd.lease(30);
+    etcd.register("echo", a, &l, "");
+    routes_to(addr, &["a"]);
+    relay.cut();
+    // While ringway cannot see etcd: b registers, a deregisters, and history is compacted
+    // past both.
+    etcd.register("echo", b, &l, "");
+    etcd.deregister("echo", a);
+    for i in 0..20 {
+        etcd.put_raw(&format!("other/{i}"), "x");
+    }
+    let rev = etcd.revision();
+    assert!(etcd.ctl(&["compaction", &rev.to_string()]).1);
+    std::thread::sleep(Duration::from_millis(300));
+    routes_to(addr, &["a"]); // the last good list meanwhile
+    let latest = server.registries().unwrap();
+    assert!(!latest.health.lock().unwrap()["fleet"].up.load(Ordering::Relaxed));
+    relay.restore();
+    routes_to(addr, &["b"]);
+    let applied = latest.clusters.lock().unwrap()["echo"].revision;
+    assert!(applied >= rev, "routes on revision {applied}, etcd compacted at {rev}");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::Sink;
 use crate::config::{Address, ClusterConfig, Config, ListenerConfig, RouteConfig};
-use crate::hosts::{Evict, Host, HostSet, Shared};
+use crate::hosts::{Evict, Host, HostSet, Shared, DEFAULT_WEIGHT};
 use crate::metrics::{EndpointState, Registry, RouteLog, RouteMetrics};
 use crate::pool::{Member, Pool, PoolOps};
 use crate::stats::Stats;
@@ -160,14 +160,27 @@ impl ClusterPools {
         self.set.borrow().clone()
     }
 
-    /// New endpoints for the cluster (a DNS answer changed): the endpoints that stayed keep
-    /// their connections, state and counters; connections to removed ones close once idle.
-    pub fn set_endpoints(&self, endpoints: &[Address], registry: &Registry, health: &HealthTable) {
+    /// New endpoints for the cluster (a DNS answer changed, or its registry's list), with
+    /// their weights (empty: the default for all): the endpoints that stayed keep their
+    /// connections, state and counters; connections to removed ones close once idle.
+    pub fn set_endpoints(&self, endpoints: &[Address], weights: &[u32], registry: &Registry, health: &HealthTable) {
         let old = self.hosts();
-        if old.hosts.iter().map(|h| &h.addr).eq(endpoints.iter()) {
+        let weight = |i: usize| weights.get(i).copied().unwrap_or(DEFAULT_WEIGHT);
+        if old.hosts.iter().map(|h| &h.addr).eq(endpoints.iter())
+            && old.hosts.iter().enumerate().all(|(i, h)| h.weight.get() == weight(i))
+        {
             return;
         }
-        let set = Rc::new(host_set(&self.config, endpoints, &old.hosts, &old.shared, registry, health, self.seed));
+        let set = host_set(&self.config, endpoints, &old.hosts, &old.shared, registry, health, self.seed);
+        let set = if weights.is_empty() {
+            Rc::new(set)
+        } else {
+            for (i, h) in set.hosts.iter().enumerate() {
+                h.weight.set(weight(i));
+            }
+            // Built again so its weighted picks see the weights.
+            Rc::new(HostSet::new(self.config.lb.clone(), set.hosts.clone(), old.shared.clone(), self.seed))
+        };
         let mut resolved = (*self.config).clone();
         resolved.endpoints = endpoints.to_vec();
         *self.resolved.borrow_mut() = Rc::new(resolved);
@@ -367,7 +380,7 @@ impl WorkerState {
             .map(|c| match old.clusters.iter().find(|o| same_cluster(&o.config, c)) {
                 Some(o) => {
                     // The reload resolved its names afresh (the resolver starts over from that).
-                    o.set_endpoints(&c.endpoints, &self.metrics, &self.health);
+                    o.set_endpoints(&c.endpoints, &[], &self.metrics, &self.health);
                     o.clone()
                 }
                 None => Rc::new(ClusterPools::new(
@@ -398,11 +411,18 @@ impl WorkerState {
     /// A cluster's endpoints as the resolver now answers for `names`, or as its registry
     /// lists them at `revision`. An answer for names the running config no longer has (it
     /// crossed a reload) is ignored.
-    pub fn set_endpoints(&self, cluster: &str, names: &[String], endpoints: &[Address], revision: i64) {
+    pub fn set_endpoints(
+        &self,
+        cluster: &str,
+        names: &[String],
+        endpoints: &[Address],
+        weights: &[u32],
+        revision: i64,
+    ) {
         let view = self.view();
         let c = view.clusters.iter().find(|c| c.config.name == cluster && c.config.endpoint_names == names);
         if let Some(c) = c {
-            c.set_endpoints(endpoints, &self.metrics, &self.health);
+            c.set_endpoints(endpoints, weights, &self.metrics, &self.health);
             if c.config.discovery.is_some() {
                 c.revision.set(revision);
             }
