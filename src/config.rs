@@ -145,6 +145,11 @@ pub struct ClusterConfig {
     /// Endpoints from a registry instead of `endpoints` (which is then empty until the
     /// registry answers).
     pub discovery: Option<Discovery>,
+    /// Discovered clusters: each endpoint's weight (same order as `endpoints`; empty: the
+    /// default for all) and the registry revision the list reflects, as the snapshot carries
+    /// them.
+    pub weights: Vec<u32>,
+    pub revision: i64,
     pub lb: LbPolicy,
     pub health_check: Option<HealthCheck>,
     pub outlier: OutlierDetection,

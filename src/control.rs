@@ -40,7 +40,8 @@ pub struct Server {
     workers: Vec<WorkerLink>,
     events: Receiver<Event>,
     bound: Vec<(String, Address)>,
-    current: Arc<Snapshot>,
+    /// The snapshot in force; reloads and registry changes replace it, one at a time.
+    publisher: Arc<Publisher>,
     drivers: Vec<&'static str>,
     /// What the admin endpoint reports (workers up, draining).
     status: Arc<Status>,
@@ -55,6 +56,60 @@ pub struct Server {
     /// The registry watchers (discovered clusters), and the last list of each.
     registries: Option<Registries>,
     latest: Arc<Latest>,
+}
+
+/// The snapshot in force and how the next one reaches the workers: shared by reloads (the
+/// control thread) and registry changes (the registry threads), one at a time under its lock,
+/// so two never take the same generation.
+pub struct Publisher {
+    inner: std::sync::Mutex<Published>,
+    status: Arc<Status>,
+}
+
+struct Published {
+    current: Arc<Snapshot>,
+    mailboxes: Vec<Mailbox>,
+}
+
+impl Publisher {
+    fn current(&self) -> Arc<Snapshot> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).current.clone()
+    }
+
+    /// A reload: `config` becomes the next snapshot, handed to every worker as `Apply` (each
+    /// acknowledges it on the events channel). Returns its generation.
+    fn reload(&self, config: Config, access_logs: Vec<Option<Sink>>) -> u64 {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = p.current.generation + 1;
+        self.status.set_config(generation, &config);
+        p.current = Arc::new(Snapshot { generation, config, access_logs });
+        for m in &p.mailboxes {
+            m.send(Command::Apply(p.current.clone()));
+        }
+        generation
+    }
+}
+
+impl crate::registry::Publish for Publisher {
+    /// A registry change: the snapshot in force with `cluster`'s new list, as the next
+    /// generation, handed to every worker the way a reload's is (their acknowledgment is the
+    /// generation and revision each reports).
+    fn discovered(&self, cluster: &str, endpoints: Vec<Address>, weights: Vec<u32>, revision: i64) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = p.current.clone();
+        let Some(i) = cur.config.clusters.iter().position(|c| c.name == cluster && c.discovery.is_some()) else {
+            return;
+        };
+        let mut config = cur.config.clone();
+        let c = &mut config.clusters[i];
+        (c.endpoints, c.weights, c.revision) = (endpoints, weights, revision);
+        let generation = cur.generation + 1;
+        self.status.set_config(generation, &config);
+        p.current = Arc::new(Snapshot { generation, config, access_logs: cur.access_logs.clone() });
+        for m in &p.mailboxes {
+            m.send(Command::Discovered(p.current.clone()));
+        }
+    }
 }
 
 /// Each listener's access log sink (starting a writer for a file not open yet).
@@ -128,7 +183,10 @@ impl Server {
             workers,
             events,
             bound,
-            current,
+            publisher: Arc::new(Publisher {
+                inner: std::sync::Mutex::new(Published { current, mailboxes: Vec::new() }),
+                status: status.clone(),
+            }),
             drivers: vec![""; n],
             status,
             admin,
@@ -163,11 +221,13 @@ impl Server {
         server.status.set_mailboxes(mailboxes.clone());
         let health = HealthOwner::start(mailboxes.clone())?;
         server.status.set_health(health.verdicts.clone());
-        let config = Arc::new(server.current.config.clone());
+        server.publisher.inner.lock().unwrap_or_else(|e| e.into_inner()).mailboxes = mailboxes.clone();
+        let config = Arc::new(server.publisher.current().config.clone());
         server.resolver = Some(Resolver::start(config.clone(), mailboxes.clone(), health.sender())?);
         server.health = Some(health);
         server.status.set_registries(server.latest.clone());
-        server.registries = Some(Registries::start(&config, mailboxes, server.latest.clone()));
+        let publish: Arc<dyn crate::registry::Publish> = server.publisher.clone();
+        server.registries = Some(Registries::start(&config, publish, server.latest.clone()));
         Ok(server)
     }
 
@@ -200,7 +260,8 @@ impl Server {
         let same = |a: &ListenerConfig, b: &ListenerConfig| {
             a.name == b.name && a.protocol.kind() == b.protocol.kind() && a.address == b.address
         };
-        let old = &self.current.config;
+        let current = self.publisher.current();
+        let old = &current.config;
         if old.listeners.len() != config.listeners.len()
             || old.listeners.iter().zip(&config.listeners).any(|(a, b)| !same(a, b))
         {
@@ -209,22 +270,18 @@ impl Server {
         if config.runtime.workers != old.runtime.workers || config.runtime.driver != old.runtime.driver {
             log::warn!("runtime.workers and runtime.driver take effect at the next restart");
         }
-        let generation = self.current.generation + 1;
         // Discovered clusters start from their last lists, not from the file's none.
         let mut config = config;
         self.latest.fill(&mut config);
-        if let Some(r) = &mut self.registries {
-            r.set_config(&config);
-        }
         let access_logs = access_logs(&config, &mut self.writers)?;
         self.status.set_access_logs(self.writers.sinks());
-        self.status.set_config(generation, &config);
         if let Some(r) = &self.resolver {
             r.set_config(Arc::new(config.clone()));
         }
-        self.current = Arc::new(Snapshot { generation, config, access_logs });
-        for w in &self.workers {
-            w.send(Command::Apply(self.current.clone()));
+        let generation = self.publisher.reload(config.clone(), access_logs);
+        // The new config's watches, after its snapshot: their lists build on it.
+        if let Some(r) = &mut self.registries {
+            r.set_config(&config);
         }
         self.wait_applied(generation)
     }
@@ -351,7 +408,7 @@ pub fn run_until_signal(path: &Path, config: Config) -> io::Result<StatsSnapshot
             Config::load(path).map_err(|e| e.to_string()).and_then(|c| server.reload(c).map_err(|e| e.to_string()));
         let counter = if applied.is_ok() { &server.status.reloads_ok } else { &server.status.reloads_failed };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        applied.map(|()| server.current.generation)
+        applied.map(|()| server.publisher.current().generation)
     };
     for event in rx {
         match event {

@@ -439,9 +439,25 @@ impl HostSet {
 
     /// The request that was given endpoint `i` picks again (round robin: the same turn).
     pub fn rewind(&self, i: usize) {
-        if self.policy == LbPolicy::RoundRobin {
-            self.next.set(i);
+        if self.policy != LbPolicy::RoundRobin {
+            return;
         }
+        if !self.weighted {
+            return self.next.set(i);
+        }
+        // Smooth weighted round robin: every usable endpoint gained its weight and `i` paid
+        // the total back; undone, so the next pick picks `i` again (without it, an endpoint
+        // with no connection yet was picked here, passed over by the slow path's own pick,
+        // and never got one).
+        let mut total = 0i64;
+        for (j, h) in self.hosts.iter().enumerate() {
+            if self.usable(j) {
+                let w = i64::from(h.weight.get().max(1));
+                h.current.set(h.current.get() - w);
+                total += w;
+            }
+        }
+        self.hosts[i].current.set(self.hosts[i].current.get() + total);
     }
 
     /// Whether the endpoint takes new requests now (a pool skips the others while it scans).
@@ -594,6 +610,13 @@ mod tests {
         assert_ne!(picks[..4], [1, 1, 1, 0], "interleaved, not in runs: {picks:?}");
         s.hosts[1].set_healthy(false);
         assert!((0..4).all(|_| s.pick(0) == 0), "an unhealthy endpoint is skipped whatever its weight");
+        // A pick the slow path takes again (`rewind`) picks the same endpoint again.
+        let s = weighted(LbPolicy::RoundRobin, &[10, 30]);
+        for _ in 0..8 {
+            let i = s.pick(0);
+            s.rewind(i);
+            assert_eq!(s.pick(0), i);
+        }
         // Least request with nothing in flight: drawn by weight.
         let s = weighted(LbPolicy::LeastRequest, &[10, 90]);
         let heavy = (0..10_000).filter(|_| s.pick(0) == 1).count();

@@ -2,8 +2,9 @@
 //! `discovery` names, a thread of the control side (`ringway-reg`) reads the service's keys
 //! in Kitex's etcd layout (`<prefix>/<service>/<host:port>`, a JSON value per instance), then
 //! watches them from the next revision. Changes within the registry's `coalesce` window are
-//! applied together: each cluster's list (instances whose tags match its filter) goes to every
-//! worker with the registry revision it reflects (`Command::Endpoints`), where endpoints that
+//! applied together: each cluster's list (instances whose tags match its filter), with its
+//! weights and the registry revision it reflects, becomes a new config snapshot, handed to
+//! every worker the way a reload's is (`Publish`, the control side's), where endpoints that
 //! stayed keep their connections and removed ones finish what they carry. A watch that ends
 //! (compaction, a dropped connection, an error) is read again from scratch on the next etcd
 //! endpoint, after a backoff with jitter; meanwhile the workers keep the last good list.
@@ -19,7 +20,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{resolve_endpoint, Address, Config, Discovery, RegistryConfig};
-use crate::worker::{Command, Mailbox};
+
+/// Where a registry's lists go: the control side makes each a new snapshot for the workers.
+pub trait Publish: Send + Sync {
+    /// `cluster`'s endpoints (and their weights) at registry `revision`.
+    fn discovered(&self, cluster: &str, endpoints: Vec<Address>, weights: Vec<u32>, revision: i64);
+}
 
 use etcd::{Event, Kv, Watch, WatchMsg};
 
@@ -112,6 +118,8 @@ impl Latest {
         for c in config.clusters.iter_mut().filter(|c| c.discovery.is_some()) {
             if let Some(s) = known.get(&c.name) {
                 c.endpoints = s.endpoints.clone();
+                c.weights = s.weights.clone();
+                c.revision = s.revision;
             }
         }
     }
@@ -122,12 +130,12 @@ pub struct Registries {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub latest: Arc<Latest>,
-    mailboxes: Vec<Mailbox>,
+    publish: Arc<dyn Publish>,
 }
 
 impl Registries {
-    pub fn start(config: &Config, mailboxes: Vec<Mailbox>, latest: Arc<Latest>) -> Registries {
-        let mut r = Registries { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), latest, mailboxes };
+    pub fn start(config: &Config, publish: Arc<dyn Publish>, latest: Arc<Latest>) -> Registries {
+        let mut r = Registries { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), latest, publish };
         r.spawn(config);
         r
     }
@@ -153,7 +161,7 @@ impl Registries {
                 reg,
                 service,
                 clusters,
-                mailboxes: self.mailboxes.clone(),
+                publish: self.publish.clone(),
                 latest: self.latest.clone(),
                 health,
                 stop: self.stop.clone(),
@@ -185,7 +193,7 @@ struct Watcher {
     reg: RegistryConfig,
     service: String,
     clusters: Vec<(String, Discovery)>,
-    mailboxes: Vec<Mailbox>,
+    publish: Arc<dyn Publish>,
     latest: Arc<Latest>,
     health: Arc<RegistryHealth>,
     stop: Arc<AtomicBool>,
@@ -393,17 +401,7 @@ impl Watcher {
     }
 
     fn send(&self, cluster: &str, endpoints: &[Address], weights: &[u32], revision: i64) {
-        let (cluster, endpoints): (Arc<str>, _) = (cluster.into(), Arc::new(endpoints.to_vec()));
-        let (names, weights) = (Arc::new(Vec::new()), Arc::new(weights.to_vec()));
-        for m in &self.mailboxes {
-            m.send(Command::Endpoints {
-                cluster: cluster.clone(),
-                names: names.clone(),
-                endpoints: endpoints.clone(),
-                weights: weights.clone(),
-                revision,
-            });
-        }
+        self.publish.discovered(cluster, endpoints.to_vec(), weights.to_vec(), revision);
     }
 }
 

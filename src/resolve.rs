@@ -99,8 +99,7 @@ fn run(
                     let names = Arc::new(n.names.clone());
                     for m in &mailboxes {
                         let (cluster, names, endpoints) = (cluster.clone(), names.clone(), endpoints.clone());
-                        let weights = Arc::new(Vec::new());
-                        m.send(Command::Endpoints { cluster, names, endpoints, weights, revision: 0 });
+                        m.send(Command::Endpoints { cluster, names, endpoints });
                     }
                 }
                 Ok(_) => {}

@@ -53,14 +53,10 @@ pub enum Command {
     Health { cluster: Arc<str>, endpoint: crate::config::Address, healthy: bool },
     /// A cluster's endpoints as its names (`names`, as written) resolve now, or as its registry
     /// lists them at `revision` (0 for names).
-    Endpoints {
-        cluster: Arc<str>,
-        names: Arc<Vec<String>>,
-        endpoints: Arc<Vec<crate::config::Address>>,
-        /// Each endpoint's weight (empty: the default for all).
-        weights: Arc<Vec<u32>>,
-        revision: i64,
-    },
+    Endpoints { cluster: Arc<str>, names: Arc<Vec<String>>, endpoints: Arc<Vec<crate::config::Address>> },
+    /// A snapshot a registry change made (a discovered cluster's list): applied as a reload
+    /// is; the worker's acknowledgment is the generation and revisions it reports.
+    Discovered(Arc<Snapshot>),
 }
 
 /// One worker's figures, copied on its own thread for the admin side.
@@ -255,14 +251,13 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                 let generation = snap.generation;
                 coalesce(&snap);
                 crate::local::BUDGET.with(|b| b.set_max(snap.config.runtime.max_buffer_memory.get()));
-                state.apply(snap);
+                state.apply(snap, true);
                 let _ = events.send(Event::Applied { worker: id, generation });
             }
             Command::Drain => break,
             Command::Health { cluster, endpoint, healthy } => state.set_health(&cluster, &endpoint, healthy),
-            Command::Endpoints { cluster, names, endpoints, weights, revision } => {
-                state.set_endpoints(&cluster, &names, &endpoints, &weights, revision)
-            }
+            Command::Endpoints { cluster, names, endpoints } => state.set_endpoints(&cluster, &names, &endpoints),
+            Command::Discovered(snap) => state.apply(snap, false),
             Command::Report(to) => {
                 let _ = to.send(WorkerReport {
                     worker: id,

@@ -186,6 +186,8 @@ impl RawConfig {
                 endpoint_names,
                 dns_refresh,
                 discovery,
+                weights: Vec::new(),
+                revision: 0,
                 lb: super::upstream::lb_policy(&path, c.lb.as_deref(), c.hash_key.as_deref(), &mut p),
                 health_check: c.health_check.as_ref().and_then(|h| h.validate(&format!("{path}.health_check"), &mut p)),
                 outlier: c

@@ -76,6 +76,8 @@ fn same_cluster(old: &ClusterConfig, new: &ClusterConfig) -> bool {
     if old.discovery.is_some() && new.discovery.is_some() {
         let mut o = old.clone();
         o.endpoints = new.endpoints.clone();
+        o.weights = new.weights.clone();
+        o.revision = new.revision;
         return o == *new;
     }
     old == new
@@ -143,15 +145,24 @@ impl ClusterPools {
     ) -> ClusterPools {
         let shared = Shared::new(&config, registry.cluster(&config.name));
         let config = Rc::new(config);
-        let set = Rc::new(host_set(&config, &config.endpoints, &[], &shared, registry, health, seed));
+        let set = host_set(&config, &config.endpoints, &[], &shared, registry, health, seed);
+        for (h, w) in set.hosts.iter().zip(&config.weights) {
+            h.weight.set(*w);
+        }
+        // Built again when the registry gave weights, so its weighted picks see them.
+        let set = if config.weights.is_empty() {
+            Rc::new(set)
+        } else {
+            Rc::new(HostSet::new(config.lb.clone(), set.hosts.clone(), shared.clone(), seed))
+        };
         ClusterPools {
             resolved: RefCell::new(config.clone()),
+            revision: Cell::new(config.revision),
             config,
             set: RefCell::new(set),
             pools: RefCell::new(Vec::new()),
             stats,
             seed,
-            revision: Cell::new(0),
         }
     }
 
@@ -371,7 +382,9 @@ impl WorkerState {
 
     /// Switches to a new snapshot. Clusters whose config did not change keep their pools (and
     /// open connections); the others get new pools and the old ones close as they go idle.
-    pub fn apply(&self, snapshot: Arc<Snapshot>) {
+    /// `reload`: a reload's snapshot, whose names were resolved afresh (a registry change's
+    /// snapshot leaves every other cluster's endpoints as the resolver last set them).
+    pub fn apply(&self, snapshot: Arc<Snapshot>, reload: bool) {
         let old = self.view();
         let clusters: Vec<Rc<ClusterPools>> = snapshot
             .config
@@ -379,8 +392,12 @@ impl WorkerState {
             .iter()
             .map(|c| match old.clusters.iter().find(|o| same_cluster(&o.config, c)) {
                 Some(o) => {
-                    // The reload resolved its names afresh (the resolver starts over from that).
-                    o.set_endpoints(&c.endpoints, &[], &self.metrics, &self.health);
+                    // The reload resolved its names afresh (the resolver starts over from
+                    // that); a discovered cluster's list is the registry's, in every snapshot.
+                    if reload || c.discovery.is_some() {
+                        o.set_endpoints(&c.endpoints, &c.weights, &self.metrics, &self.health);
+                    }
+                    o.revision.set(c.revision);
                     o.clone()
                 }
                 None => Rc::new(ClusterPools::new(
@@ -411,21 +428,11 @@ impl WorkerState {
     /// A cluster's endpoints as the resolver now answers for `names`, or as its registry
     /// lists them at `revision`. An answer for names the running config no longer has (it
     /// crossed a reload) is ignored.
-    pub fn set_endpoints(
-        &self,
-        cluster: &str,
-        names: &[String],
-        endpoints: &[Address],
-        weights: &[u32],
-        revision: i64,
-    ) {
+    pub fn set_endpoints(&self, cluster: &str, names: &[String], endpoints: &[Address]) {
         let view = self.view();
         let c = view.clusters.iter().find(|c| c.config.name == cluster && c.config.endpoint_names == names);
         if let Some(c) = c {
-            c.set_endpoints(endpoints, weights, &self.metrics, &self.health);
-            if c.config.discovery.is_some() {
-                c.revision.set(revision);
-            }
+            c.set_endpoints(endpoints, &[], &self.metrics, &self.health);
         }
     }
 
