@@ -252,17 +252,8 @@ fn exposition() -> (Server, Backends, EchoServer, String) {
 #[test]
 fn promtool_accepts_the_exposition() {
     let (server, _b, _g, body) = exposition();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "promtool refused the exposition:\n{said}");
+    let (passed, said) = common::prom::promtool_check(&body);
+    assert!(passed, "promtool refused the exposition:\n{said}");
     assert!(said.trim().is_empty(), "promtool found problems (lint):\n{said}");
     server.shutdown();
 }

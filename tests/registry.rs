@@ -433,17 +433,8 @@ fn every_worker_acknowledges_the_revision_and_a_burst_builds_few_lists() {
     // promtool accepts the exposition with the registry families in it.
     let (_, _, text) = common::prom::get(admin, "/metrics");
     assert!(text.contains("ringway_registry_up{registry=\"fleet\"} 1"), "{text}");
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    let (passed, said) = common::prom::promtool_check(&text);
+    assert!(passed && said.trim().is_empty(), "promtool: {said}");
     // A reload keeps the discovered list (it does not start from the file's none).
     server
         .reload(config(&etcd, r#"{ registry = "fleet", service = "echo" }"#, "[admin]\naddress = \"127.0.0.1:0\"\n"))
