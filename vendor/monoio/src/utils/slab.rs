@@ -99,14 +99,19 @@ impl<T> Slab<T> {
             None => return None,
         };
         let val = page.remove(key - page.prev_len);
-        self.mark_remove();
+        // ringway patch (slab shrink): a page above the first that just emptied.
+        let emptied = page.is_empty() && page.prev_len > 0;
+        self.mark_remove(emptied);
         val
     }
 
-    pub(crate) fn mark_remove(&mut self) {
+    // ringway patch (slab shrink): `emptied`: the removal emptied a page above the first.
+    pub(crate) fn mark_remove(&mut self, emptied: bool) {
         // compact
         self.generation = self.generation.wrapping_add(1);
-        if self.generation % COMPACT_INTERVAL == 0 {
+        // ringway patch (slab shrink): also when a page above the first just emptied, so the
+        // tail a spike grew goes with its last removal, not at the next 256th one.
+        if self.generation % COMPACT_INTERVAL == 0 || emptied {
             // reset write page index
             self.w_page_id = 0;
             // ringway patch (slab shrink): drop every empty page at the end, not only the
@@ -152,7 +157,9 @@ impl<'a, T> Ref<'a, T> {
         // # Safety
         // We make sure the index is valid.
         let val = unsafe { self.page.remove(self.index).unwrap_unchecked() };
-        self.slab.mark_remove();
+        // ringway patch (slab shrink): a page above the first that just emptied.
+        let emptied = self.page.is_empty() && self.page.prev_len > 0;
+        self.slab.mark_remove(emptied);
         val
     }
 }
