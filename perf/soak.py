@@ -174,7 +174,8 @@ def main():
                 next_restart += 120
             if now >= next_sample or event:
                 errors, requests, conns = metrics(ports["admin"])
-                row = {"t_s": round(now - start), "rss_kib": compare.mem_kib(proxy, "VmRSS"), "fds": fds(proxy.pid),
+                row = {"t_s": round(now - start), "rss_kib": compare.mem_kib(proxy, "VmRSS"),
+                       "rss_anon_kib": compare.mem_kib(proxy, "RssAnon"), "fds": fds(proxy.pid),
                        "connections": int(conns), "requests": int(requests), "errors": int(sum(errors.values())),
                        "error_kinds": " ".join(f"{k}={int(v)}" for k, v in sorted(errors.items())), "event": event}
                 rows.append(row)
@@ -192,7 +193,7 @@ def main():
         for p in backends.values():
             p.kill()
             p.wait()
-    fields = ["t_s", "rss_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
+    fields = ["t_s", "rss_kib", "rss_anon_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
     with open(os.path.join(OUT, "soak.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -214,6 +215,9 @@ def summarize(rows, minutes, rate):
     must appear within 20 s after a backend restart."""
     warm = [r for r in rows if r["t_s"] >= 120] or rows
     rss = [r["rss_kib"] for r in warm]
+    # RSS counts the binary's own pages too, faulted in as more code runs (reloads, restarts,
+    # error paths): the anonymous part is the heap, what a leak would grow.
+    anon = [r.get("rss_anon_kib") or 0 for r in warm]
     fd = [r["fds"] for r in warm]
     unexplained, last_restart = 0, None
     for prev, r in zip(rows, rows[1:]):
@@ -226,6 +230,9 @@ def summarize(rows, minutes, rate):
              f"{100 * (max(rss) - min(rss)) / min(rss):.1f} %, trend {slope_per_10min(warm, 'rss_kib') / 1024:+.2f} "
              f"MiB per 10 min), fds {min(fd)}-{max(fd)} (trend {slope_per_10min(warm, 'fds'):+.1f} per 10 min; "
              f"they follow the connections, which load restarts, reloads and backend restarts change)",
+             f"anonymous RSS (the heap; RSS also counts the binary's pages): {min(anon) / 1024:.1f}-"
+             f"{max(anon) / 1024:.1f} MiB (spread {100 * (max(anon) - min(anon)) / max(min(anon), 1):.1f} %, trend "
+             f"{slope_per_10min(warm, 'rss_anon_kib') / 1024:+.2f} MiB per 10 min)",
              f"errors by kind at the end: {rows[-1]['error_kinds'] or 'none'}; "
              f"errors not within 20 s after a backend restart: {unexplained}", "",
              "| min | RSS MiB | fds | connections | requests | errors | event |", "|---|---|---|---|---|---|---|"]
@@ -245,6 +252,7 @@ def load_csv(path):
     for r in rows:
         for k in ["t_s", "rss_kib", "fds", "connections", "requests", "errors"]:
             r[k] = int(r[k])
+        r["rss_anon_kib"] = int(r.get("rss_anon_kib") or 0)
     return rows
 
 
