@@ -37,6 +37,15 @@ fn frames_follow_the_reference_layout() {
     assert_eq!(u32::from_be_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
 }
 
+/// A backend of id "b1" behind a one-worker proxy whose only route goes to cluster "ts"
+/// (`extra`: more keys for that cluster).
+fn one_backend(driver: &str, extra: &str) -> (Backend, Proxy) {
+    let backend = Backend::start("b1");
+    let proxy =
+        Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#, &cluster("ts", &[backend.addr.to_string()], extra));
+    (backend, proxy)
+}
+
 /// One bidi stream: `n` messages, half-close, every echo back in order, then the Trailer.
 fn check_echo(frames: &[common::ttstream::TsFrame], sid: i32, tag: &str, n: usize) {
     assert_eq!(frames[0].ftype, HEADER, "stream {sid}: the server's Header first: {:?}", frames[0]);
@@ -92,9 +101,7 @@ both_drivers! {
     }
 
     fn server_and_client_streaming_with_headers_and_biz_trailers_unchanged(driver: &str) {
-        let backend = Backend::start("b1");
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
-            &cluster("ts", &[backend.addr.to_string()], ""));
+        let (backend, proxy) = one_backend(driver, "");
         let mut cl = Client::connect(proxy.addr);
         let meta = [("RPC_TRANSIT_tenant", "t-1"), ("RPC_PERSIST_trace", "abc"), ("custom", "x y z")];
         // Server streaming: one request, 50 replies, the server's Trailer.
@@ -222,9 +229,7 @@ both_drivers! {
     }
 
     fn cancel_reaches_the_server_and_its_late_answer_is_dropped(driver: &str) {
-        let backend = Backend::start("b1");
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
-            &cluster("ts", &[backend.addr.to_string()], ""));
+        let (backend, proxy) = one_backend(driver, "");
         let mut cl = Client::connect(proxy.addr);
         cl.open(1, "svc", "Echo", &[]);
         assert_eq!(cl.recv().ftype, HEADER);
@@ -257,9 +262,7 @@ both_drivers! {
     }
 
     fn a_stream_waits_for_its_first_frame_then_for_silence_no_longer_than_configured(driver: &str) {
-        let backend = Backend::start("b1");
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
-            &cluster("ts", &[backend.addr.to_string()], "request_timeout = \"300ms\"\nstream_idle_timeout = \"400ms\""));
+        let (backend, proxy) = one_backend(driver, "request_timeout = \"300ms\"\nstream_idle_timeout = \"400ms\"");
         let mut cl = Client::connect(proxy.addr);
         let t0 = Instant::now();
         cl.open(1, "svc", "Hang", &[]);
@@ -290,9 +293,7 @@ both_drivers! {
     }
 
     fn the_ttheader_rpc_timeout_key_wins_when_smaller(driver: &str) {
-        let backend = Backend::start("b1");
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
-            &cluster("ts", &[backend.addr.to_string()], "request_timeout = \"30s\""));
+        let (backend, proxy) = one_backend(driver, "request_timeout = \"30s\"");
         let mut cl = Client::connect(proxy.addr);
         // Int key 12 (RPCTimeout, ms) on the Header: stock Kitex clients do not send it.
         let mut f = common::ttheader::frame(7, &[("isn", "svc")], &[(27, HEADER), (9, "Hang"), (12, "200")], b"");
@@ -347,9 +348,7 @@ both_drivers! {
     }
 
     fn drain_lets_open_streams_finish_and_refuses_new_ones(driver: &str) {
-        let backend = Backend::start("b1");
-        let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "ts" }"#,
-            &cluster("ts", &[backend.addr.to_string()], ""));
+        let (_backend, proxy) = one_backend(driver, "");
         let mut cl = Client::connect(proxy.addr);
         cl.open(1, "svc", "Echo", &[]);
         assert_eq!(cl.recv().ftype, HEADER);
