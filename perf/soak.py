@@ -99,8 +99,11 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
     t = [r["t_s"] / 60 for r in rows]
     fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    ax[0].plot(t, [r["rss_kib"] / 1024 for r in rows])
+    ax[0].plot(t, [r["rss_kib"] / 1024 for r in rows], label="VmRSS")
+    ax[0].plot(t, [r["rss_anon_kib"] / 1024 for r in rows], label="RssAnon (heap)")
+    ax[0].plot(t, [r["rss_file_kib"] / 1024 for r in rows], label="RssFile (binary, libraries)")
     ax[0].set_ylabel("RSS MiB")
+    ax[0].legend(loc="lower right", fontsize="small")
     ax[1].plot(t, [r["fds"] for r in rows])
     ax[1].set_ylabel("open fds")
     ax[2].plot(t, [r["errors"] for r in rows], label="proxy errors (cumulative)")
@@ -122,12 +125,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--rate", type=int, default=2000, help="requests per second per protocol")
+    ap.add_argument("--families", default="thrift,grpc",
+                    help="which load families run (thrift, grpc or both); faults hit both backends either way")
     ap.add_argument("--summarize", metavar="CSV", help="only write the table and plot of an earlier run's CSV")
     args = ap.parse_args()
     if args.summarize:
         rows = load_csv(args.summarize)
         return summarize(rows, rows[-1]["t_s"] / 60, args.rate)
     os.makedirs(OUT, exist_ok=True)
+    families = set(args.families.split(","))
     tmp = tempfile.mkdtemp(prefix="ringway-soak-")
     ports = {k: compare.free_port() for k in ["admin", "thrift", "grpc", "thrift_echo", "grpc_echo"]}
     conf = os.path.join(tmp, "ringway.toml")
@@ -151,10 +157,10 @@ def main():
             # One load process per protocol family, each started again (with the next
             # protocol) when it ends.
             secs = int(min(60, max(5, end - now)))
-            if loads[0] is None or loads[0].poll() is not None:
+            if "thrift" in families and (loads[0] is None or loads[0].poll() is not None):
                 loads[0] = load(f"127.0.0.1:{ports['thrift']}", thrift_protocols[n % 4], args.rate, secs)
                 n += 1
-            if loads[1] is None or loads[1].poll() is not None:
+            if "grpc" in families and (loads[1] is None or loads[1].poll() is not None):
                 loads[1] = load(f"127.0.0.1:{ports['grpc']}", grpc_protocols[m % 3], args.rate, secs)
                 m += 1
             event = ""
@@ -175,7 +181,8 @@ def main():
             if now >= next_sample or event:
                 errors, requests, conns = metrics(ports["admin"])
                 row = {"t_s": round(now - start), "rss_kib": compare.mem_kib(proxy, "VmRSS"),
-                       "rss_anon_kib": compare.mem_kib(proxy, "RssAnon"), "fds": fds(proxy.pid),
+                       "rss_anon_kib": compare.mem_kib(proxy, "RssAnon"),
+                       "rss_file_kib": compare.mem_kib(proxy, "RssFile"), "fds": fds(proxy.pid),
                        "connections": int(conns), "requests": int(requests), "errors": int(sum(errors.values())),
                        "error_kinds": " ".join(f"{k}={int(v)}" for k, v in sorted(errors.items())), "event": event}
                 rows.append(row)
@@ -193,7 +200,7 @@ def main():
         for p in backends.values():
             p.kill()
             p.wait()
-    fields = ["t_s", "rss_kib", "rss_anon_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
+    fields = ["t_s", "rss_kib", "rss_anon_kib", "rss_file_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
     with open(os.path.join(OUT, "soak.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -218,6 +225,7 @@ def summarize(rows, minutes, rate):
     # RSS counts the binary's own pages too, faulted in as more code runs (reloads, restarts,
     # error paths): the anonymous part is the heap, what a leak would grow.
     anon = [r.get("rss_anon_kib") or 0 for r in warm]
+    file = [r.get("rss_file_kib") or 0 for r in warm]
     fd = [r["fds"] for r in warm]
     unexplained, last_restart = 0, None
     for prev, r in zip(rows, rows[1:]):
@@ -233,16 +241,20 @@ def summarize(rows, minutes, rate):
              f"anonymous RSS (the heap; RSS also counts the binary's pages): {min(anon) / 1024:.1f}-"
              f"{max(anon) / 1024:.1f} MiB (spread {100 * (max(anon) - min(anon)) / max(min(anon), 1):.1f} %, trend "
              f"{slope_per_10min(warm, 'rss_anon_kib') / 1024:+.2f} MiB per 10 min)",
+             f"file-backed RSS (the binary's and libraries' pages): {min(file) / 1024:.1f}-{max(file) / 1024:.1f} MiB "
+             f"(trend {slope_per_10min(warm, 'rss_file_kib') / 1024:+.2f} MiB per 10 min)",
              f"errors by kind at the end: {rows[-1]['error_kinds'] or 'none'}; "
              f"errors not within 20 s after a backend restart: {unexplained}", "",
-             "| min | RSS MiB | fds | connections | requests | errors | event |", "|---|---|---|---|---|---|---|"]
+             "| min | RSS MiB | anon MiB | file MiB | fds | connections | requests | errors | event |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["t_s"] % 60 < 10 or r["event"]:
-            lines.append(f"| {r['t_s'] / 60:.1f} | {r['rss_kib'] / 1024:.1f} | {r['fds']} | {r['connections']} | "
+            lines.append(f"| {r['t_s'] / 60:.1f} | {r['rss_kib'] / 1024:.1f} | {r['rss_anon_kib'] / 1024:.2f} | "
+                         f"{r['rss_file_kib'] / 1024:.2f} | {r['fds']} | {r['connections']} | "
                          f"{r['requests']} | {r['errors']} | {r['event']} |")
     with open(os.path.join(OUT, "soak.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines[:3]))
+    print("\n".join(lines[:5]))
     plot(rows, os.path.join(OUT, "soak.png"))
 
 
@@ -253,6 +265,7 @@ def load_csv(path):
         for k in ["t_s", "rss_kib", "fds", "connections", "requests", "errors"]:
             r[k] = int(r[k])
         r["rss_anon_kib"] = int(r.get("rss_anon_kib") or 0)
+        r["rss_file_kib"] = int(r.get("rss_file_kib") or 0)
     return rows
 
 
