@@ -127,6 +127,8 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="requests per second per protocol")
     ap.add_argument("--families", default="thrift,grpc",
                     help="which load families run (thrift, grpc or both); faults hit both backends either way")
+    ap.add_argument("--no-faults", action="store_true",
+                    help="no reloads and no backend restarts: load alone (to tell the two apart)")
     ap.add_argument("--summarize", metavar="CSV", help="only write the table and plot of an earlier run's CSV")
     args = ap.parse_args()
     if args.summarize:
@@ -150,6 +152,8 @@ def main():
     # Faults fall in the middle of load runs (which start on the minute): reloads at :30,
     # restarts at 1:45, 3:45, ...
     next_sample, next_reload, next_restart, n = start, start + 30, start + 105, 0
+    if args.no_faults:
+        next_reload = next_restart = float("inf")
     restart_turn = 0
     try:
         while time.time() < end:
