@@ -136,6 +136,8 @@ def main():
         return summarize(rows, rows[-1]["t_s"] / 60, args.rate)
     os.makedirs(OUT, exist_ok=True)
     families = set(args.families.split(","))
+    if not families or families - {"thrift", "grpc"}:
+        ap.error(f"--families: {args.families!r}: expected thrift, grpc or thrift,grpc")
     tmp = tempfile.mkdtemp(prefix="ringway-soak-")
     ports = {k: compare.free_port() for k in ["admin", "thrift", "grpc", "thrift_echo", "grpc_echo"]}
     conf = os.path.join(tmp, "ringway.toml")
@@ -226,8 +228,8 @@ def summarize(rows, minutes, rate):
     must appear within 20 s after a backend restart."""
     warm = [r for r in rows if r["t_s"] >= 120] or rows
     rss = [r["rss_kib"] for r in warm]
-    # RSS counts the binary's own pages too, faulted in as more code runs (reloads, restarts,
-    # error paths): the anonymous part is the heap, what a leak would grow.
+    # RSS is the binary's and libraries' pages (file-backed) plus the anonymous part: the heap
+    # and stacks, what a leak or the allocator's fragmentation would grow.
     anon = [r.get("rss_anon_kib") or 0 for r in warm]
     file = [r.get("rss_file_kib") or 0 for r in warm]
     fd = [r["fds"] for r in warm]
