@@ -37,6 +37,8 @@ counters! {
         buffer_bytes,
         /// Times the worker went over runtime.max_buffer_memory.
         buffer_over_budget,
+        /// 1 while the worker is over runtime.max_buffer_memory (until under nine tenths).
+        buffer_over,
     }
 }
 

@@ -541,6 +541,12 @@ fn process_section(e: &mut Exposition, c: &Collected, status: &Status) {
     );
     e.sample("ringway_buffer_memory_over_total", &[], t.buffer_over_budget);
     e.family(
+        "ringway_buffer_memory_over_workers",
+        "gauge",
+        "Workers over runtime.max_buffer_memory now (they pause the largest readers and refuse new requests until under nine tenths).",
+    );
+    e.sample("ringway_buffer_memory_over_workers", &[], t.buffer_over);
+    e.family(
         "ringway_buffer_memory_paused_reads_total",
         "counter",
         "Client reads paused because their worker was over runtime.max_buffer_memory.",

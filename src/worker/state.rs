@@ -508,6 +508,7 @@ impl WorkerState {
         crate::local::BUDGET.with(|b| {
             self.stats.buffer_bytes.set(b.held() as u64);
             self.stats.buffer_over_budget.set(b.went_over.get());
+            self.stats.buffer_over.set(u64::from(b.is_over()));
         });
         let mut s = self.stats.snapshot();
         s.protocols.thrift.replies = self.metrics.forwarded("thrift");
