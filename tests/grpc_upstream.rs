@@ -438,11 +438,21 @@ both_drivers! {
         };
         // Two waves: 1 MiB calls fill the kernel's buffers towards the upstream that reads
         // nothing (half go there), then small calls whose HEADERS wait in the proxy's queue
-        // for that connection: never sent when the upstream resets it.
+        // for that connection: never sent when the upstream resets it. Each wave waits for
+        // what the proxy reports, not for a fixed time: on a busy machine the big calls may
+        // take longer than any sleep to reach the proxy, and a small call's HEADERS that
+        // arrive before the queue backs up are sent (and then rightly fail).
+        let metrics = || common::prom::parse(&common::prom::get(admin, "/metrics").2);
+        let requests = |s: &[_]| common::prom::value(s, "ringway_requests_total", &[("listener", "grpc")]);
         let big: Vec<_> = (0..16).map(|i| call(1 << 20, i)).collect();
-        std::thread::sleep(Duration::from_millis(500));
+        let backed_up = common::eventually(Duration::from_secs(20), || {
+            let s = metrics();
+            requests(&s) >= 16.0 && common::prom::value(&s, "ringway_buffer_memory_bytes", &[]) >= (1 << 20) as f64
+        });
+        assert!(backed_up, "the big calls never backed up the queue to the stalled upstream");
         let small: Vec<_> = (0..16).map(|i| call(100, i)).collect();
-        std::thread::sleep(Duration::from_millis(500));
+        let queued = common::eventually(Duration::from_secs(20), || requests(&metrics()) >= 32.0);
+        assert!(queued, "the small calls never reached the proxy");
         reset.store(true, std::sync::atomic::Ordering::SeqCst);
         let big: Vec<_> = big.into_iter().map(|t| t.join().unwrap()).collect();
         let small: Vec<_> = small.into_iter().map(|t| t.join().unwrap()).collect();
