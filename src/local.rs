@@ -278,25 +278,38 @@ impl Outbox {
     /// Appends a copy of `frame` to the batch at the back of the queue (starting one if
     /// needed), then lets `patch` rewrite the copy in place. Returns false (and copies
     /// nothing) when the outbox is closed.
+    #[inline]
     pub fn push_copy(&self, frame: &[u8], patch: impl FnOnce(&mut [u8])) -> bool {
+        self.push_built(frame.len(), |batch| {
+            let at = batch.len();
+            batch.extend_from_slice(frame);
+            patch(&mut batch[at..]);
+        })
+    }
+
+    /// Lets `build` append frames to the batch at the back of the queue (starting one if
+    /// needed; `hint` is what it usually appends), so a frame encoded here needs no buffer
+    /// of its own. Returns false (and builds nothing) when the outbox is closed.
+    #[inline]
+    pub fn push_built(&self, hint: usize, build: impl FnOnce(&mut BytesMut)) -> bool {
         if self.closed.get() {
             return false;
         }
-        {
+        let added = {
             let mut items = self.items.borrow_mut();
-            let fits = self.open.get() && items.back().is_some_and(|b| b.len() + frame.len() <= BATCH_MAX);
+            let fits = self.open.get() && items.back().is_some_and(|b| b.len() + hint <= BATCH_MAX);
             if !fits {
                 let batch = self.spare.borrow_mut().take();
-                items.push_back(batch.unwrap_or_else(|| BytesMut::with_capacity(frame.len().max(BATCH_MIN))));
+                items.push_back(batch.unwrap_or_else(|| BytesMut::with_capacity(hint.max(BATCH_MIN))));
                 self.open.set(true);
             }
             let batch = items.back_mut().expect("a batch was just ensured");
             let at = batch.len();
-            batch.extend_from_slice(frame);
-            patch(&mut batch[at..]);
-        }
-        self.bytes.set(self.bytes.get() + frame.len());
-        BUDGET.with(|b| b.add(frame.len()));
+            build(batch);
+            batch.len() - at
+        };
+        self.bytes.set(self.bytes.get() + added);
+        BUDGET.with(|b| b.add(added));
         self.wake_writer();
         true
     }

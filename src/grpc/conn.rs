@@ -319,20 +319,22 @@ impl Core {
     /// CONTINUATION) on `stream`. Encoding and queueing happen together, so blocks reach the
     /// socket in the order the encoder produced them (the peer's decoder depends on it).
     pub fn write_headers<'a>(&self, stream: StreamId, fields: impl IntoIterator<Item = Field<'a>>, end_stream: bool) {
-        // The block is encoded behind room for the frame head, so the usual block (one
-        // frame) costs one buffer and no copy.
-        let mut out = BytesMut::with_capacity(256);
-        out.resize(frame::HEAD_LEN, 0);
-        self.enc.borrow_mut().encode(fields, &mut out);
+        // The block is encoded into the write queue's batch behind room for the frame
+        // head, so the usual block (one frame) costs no buffer of its own and no copy.
         let max = self.peer.max_frame_size.get() as usize;
-        if out.len() - frame::HEAD_LEN <= max {
-            frame::headers::head_in_place(stream, end_stream, &mut out);
-        } else {
-            let block = out.split_off(frame::HEAD_LEN);
-            out.clear();
-            frame::headers::encode(stream, &block, end_stream, max, &mut out);
-        }
-        self.push(out);
+        let mut enc = self.enc.borrow_mut();
+        self.out.push_built(256, |out| {
+            let at = out.len();
+            out.resize(at + frame::HEAD_LEN, 0);
+            enc.encode(fields, out);
+            if out.len() - at - frame::HEAD_LEN <= max {
+                frame::headers::head_in_place(stream, end_stream, &mut out[at..]);
+            } else {
+                let block = out.split_off(at + frame::HEAD_LEN);
+                out.truncate(at);
+                frame::headers::encode(stream, &block, end_stream, max, out);
+            }
+        });
     }
 
     fn h2(&self) -> &H2Counters {

@@ -1,5 +1,7 @@
 //! [`HeaderList`]: a decoded header list in one arena buffer.
 
+use std::cell::RefCell;
+
 use super::table::ENTRY_OVERHEAD;
 
 /// One header field, borrowed from a [`HeaderList`] or handed to the [`Encoder`](super::Encoder).
@@ -26,7 +28,8 @@ struct Span {
     checked: bool,
 }
 
-/// A decoded header list: one arena buffer plus ranges, so decoding allocates at most twice per block.
+/// A decoded header list: one arena buffer plus ranges, so decoding allocates at most twice
+/// per block, and not at all once the thread has buffers of dropped lists to reuse.
 #[derive(Default, Clone, Debug)]
 pub struct HeaderList {
     /// Names and values of all fields, back to back.
@@ -37,9 +40,28 @@ pub struct HeaderList {
     size: usize,
 }
 
+/// Most emptied lists a thread keeps for reuse, and the largest arena it keeps: the usual
+/// list is a few hundred octets, and a list that grew past this (a rare large block) goes
+/// back to the allocator.
+const SPARES_MAX: usize = 128;
+const SPARE_ARENA_MAX: usize = 4096;
+
+thread_local! {
+    /// Buffers of dropped lists, for the next list this thread makes. A gRPC call decodes
+    /// three blocks and drops each list once it is re-encoded; without reuse that is six
+    /// allocations and six frees per call, and such churn slowly spreads a worker's live
+    /// data over more of the allocator's pages (docs/reliability.md, "Soak").
+    static SPARES: RefCell<Vec<(Vec<u8>, Vec<Span>)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl HeaderList {
+    /// An empty list, with the buffers of a dropped one when this thread has some.
     pub fn new() -> Self {
-        Self::default()
+        let spare = SPARES.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+        match spare {
+            Some((buf, fields)) => HeaderList { buf, fields, size: 0 },
+            None => Self::default(),
+        }
     }
 
     /// Empties the list, keeping its buffers for reuse.
@@ -139,6 +161,25 @@ impl HeaderList {
     }
 }
 
+impl Drop for HeaderList {
+    /// Keeps the buffers for this thread's next list (up to [`SPARES_MAX`] lists, arenas up
+    /// to [`SPARE_ARENA_MAX`] octets).
+    fn drop(&mut self) {
+        if self.buf.capacity() == 0 || self.buf.capacity() > SPARE_ARENA_MAX {
+            return;
+        }
+        let (mut buf, mut fields) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.fields));
+        buf.clear();
+        fields.clear();
+        let _ = SPARES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES_MAX {
+                s.push((buf, fields));
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +220,34 @@ mod tests {
         l.push(b"b", b"2", false);
         assert_eq!(l.iter().next().unwrap(), Field { name: b"b", value: b"2", never_indexed: false });
         assert_eq!(l.list_size(), 34);
+    }
+
+    #[test]
+    fn a_dropped_lists_buffers_serve_the_next_list_and_large_or_surplus_ones_are_freed() {
+        // Each test runs on a thread of its own: the spares start empty.
+        let mut l = HeaderList::new();
+        l.push(b"a", &[b'x'; 1000], false);
+        let cap = l.arena_capacity();
+        drop(l);
+        let reused = HeaderList::new();
+        assert_eq!((reused.len(), reused.list_size(), reused.arena_capacity()), (0, 0, cap));
+        assert_eq!(reused.get(b"a"), None);
+        drop(reused);
+        drop(HeaderList::new()); // the same buffers again: still one spare
+        let mut big = HeaderList::new();
+        big.push(b"a", &[b'x'; SPARE_ARENA_MAX + 1], false);
+        drop(big); // too large to keep
+        assert_eq!(HeaderList::new().arena_capacity(), 0, "the large arena was kept");
+        let many: Vec<HeaderList> = (0..SPARES_MAX + 8)
+            .map(|_| {
+                let mut l = HeaderList::new();
+                l.push(b"k", b"v", false);
+                l
+            })
+            .collect();
+        drop(many);
+        let again: Vec<HeaderList> = (0..SPARES_MAX + 8).map(|_| HeaderList::new()).collect();
+        let kept = again.iter().filter(|l| l.arena_capacity() > 0).count();
+        assert_eq!(kept, SPARES_MAX);
     }
 }
