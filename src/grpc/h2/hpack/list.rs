@@ -49,8 +49,8 @@ const SPARE_ARENA_MAX: usize = 4096;
 thread_local! {
     /// Buffers of dropped lists, for the next list this thread makes. A gRPC call decodes
     /// three blocks and drops each list once it is re-encoded; without reuse that is six
-    /// allocations and six frees per call, and such churn slowly spreads a worker's live
-    /// data over more of the allocator's pages (docs/reliability.md, "Soak").
+    /// allocations and six frees per call (callgrind: 4 % of a unary call's instructions,
+    /// BENCHMARKS.md). It does not change the soak's slow RSS climb (docs/reliability.md).
     static SPARES: RefCell<Vec<(Vec<u8>, Vec<Span>)>> = const { RefCell::new(Vec::new()) };
 }
 
