@@ -607,4 +607,104 @@ mod tests {
         assert_eq!(pick::<false>(&[(9, false), (7, true), (0, true)], 2), (Some(1), false));
         assert_eq!(pick::<false>(&[(9, false)], 0), (None, false));
     }
+
+    /// The upstream of `retired_idle_connections_end`: accepts one connection, sends
+    /// `greeting`, then reads until the proxy closes it (true) or 10 s pass (false).
+    fn upstream_until_closed(greeting: &'static [u8]) -> (std::net::SocketAddr, std::thread::JoinHandle<bool>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(greeting).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        });
+        (addr, server)
+    }
+
+    /// A connection of a pool that a reload retired ends once idle: the upstream sees it
+    /// closed, and every task it started (reader, writer, timers) returns and lets go of it,
+    /// whether it is retired `settle` after it opened (its tasks asleep, waiting for work) or
+    /// at once (before they first ran). A Thrift connection's deadline sweeper used to sleep
+    /// on forever, and an HTTP/2 connection's drain waiter when retired at once: each held
+    /// its connection, one leaked per connection retired, and the soak's RSS climbed.
+    fn retired_idle_connections_end<C: Member, D: monoio::Driver>(
+        mut rt: monoio::Runtime<D>,
+        greeting: &'static [u8],
+        settle: std::time::Duration,
+    ) {
+        use crate::config::LbPolicy;
+        use crate::hosts::Shared;
+        let (addr, server) = upstream_until_closed(greeting);
+        let config = format!(
+            "[[listener]]\naddress=\"127.0.0.1:0\"\nprotocol=\"thrift\"\nroutes=[{{cluster=\"c\"}}]\n\
+             [[cluster]]\nname=\"c\"\nendpoints=[\"{addr}\"]\n"
+        );
+        let cluster = crate::config::Config::parse(&config).unwrap().clusters.remove(0);
+        let shared = Shared::new(&cluster, Rc::default());
+        let host = Rc::new(Host::new(Address::Tcp(addr), Rc::default(), shared.clone(), true));
+        let set = Rc::new(HostSet::new(LbPolicy::RoundRobin, vec![host], shared, 1));
+        let freed = rt.block_on(async move {
+            let pool = Pool::<C>::new(Rc::new(cluster), set, Rc::default());
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            let conn =
+                Rc::downgrade(&pool.acquire(deadline, 0, 0, None).await.expect("a connection to the test upstream"));
+            if !settle.is_zero() {
+                monoio::time::sleep(settle).await;
+            }
+            pool.retire();
+            drop(pool);
+            for _ in 0..200 {
+                if conn.strong_count() == 0 {
+                    break;
+                }
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            conn.strong_count() == 0
+        });
+        assert!(server.join().unwrap(), "the upstream saw the retired connection closed");
+        assert!(freed, "every task of the retired connection returned and let go of it");
+    }
+
+    fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap()
+    }
+
+    fn uring() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap()
+    }
+
+    /// An empty SETTINGS frame: the HTTP/2 upstream's side of the connection preface.
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+    /// Each connection type, on both drivers, retired at once and after 20 ms.
+    fn retired_idle_connections_of<C: Member>(greeting: &'static [u8]) {
+        for settle in [std::time::Duration::ZERO, std::time::Duration::from_millis(20)] {
+            retired_idle_connections_end::<C, _>(epoll(), greeting, settle);
+            retired_idle_connections_end::<C, _>(uring(), greeting, settle);
+        }
+    }
+
+    #[test]
+    fn retired_idle_thrift_connections_end() {
+        retired_idle_connections_of::<crate::thrift::upstream::ThriftUpstream>(b"");
+    }
+
+    #[test]
+    fn retired_idle_grpc_connections_end() {
+        retired_idle_connections_of::<crate::grpc::GrpcUpstream>(SETTINGS);
+    }
+
+    #[test]
+    fn retired_idle_ttstream_connections_end() {
+        retired_idle_connections_of::<crate::ttstream::upstream::TtUpstream>(b"");
+    }
 }

@@ -212,7 +212,9 @@ impl GrpcSession {
 
     /// The writer took what was queued: streams held back by a full queue may go on.
     async fn unpark_on_drain(self: Rc<Self>) {
-        loop {
+        // Checked before each wait too: a connection shut down before this task first ran
+        // has had its last drain already, and waiting for another would hold it forever.
+        while !(self.closed.get() && self.streams.borrow().is_empty()) {
             self.core.drained.notified().await;
             if self.closed.get() && self.streams.borrow().is_empty() {
                 return;

@@ -206,7 +206,9 @@ impl GrpcUpstream {
     }
 
     async fn unpark_on_drain(self: Rc<Self>) {
-        loop {
+        // Checked before each wait too: a connection retired before this task first ran has
+        // had its last drain already, and waiting for another would hold it forever.
+        while !self.dead.get() {
             self.core.drained.notified().await;
             if self.dead.get() {
                 return;

@@ -274,6 +274,8 @@ impl ThriftUpstream {
             self.dead.set(true);
             self.out.close();
             self.cancel_reader();
+            // The sweeper sleeps until a deadline is added: wake it to see the end.
+            self.deadline_added.notify_all();
             self.capacity.notify_all();
         }
     }
