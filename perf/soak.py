@@ -29,7 +29,7 @@ OUT = os.path.join(compare.ROOT, "perf", "out")
 
 def metrics(admin):
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
-    errors, requests, conns = {}, 0.0, 0.0
+    errors, requests, conns, upstream = {}, 0.0, 0.0, 0.0
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
@@ -43,7 +43,9 @@ def metrics(admin):
             requests += v
         elif name == "ringway_downstream_connections_active":
             conns += v
-    return errors, requests, conns
+        elif name == "ringway_upstream_connections_active":
+            upstream += v
+    return errors, requests, conns, upstream
 
 
 def fds(pid):
@@ -185,11 +187,14 @@ def main():
                 event = (event + " " if event else "") + f"restart {kind}"
                 next_restart += 120
             if now >= next_sample or event:
-                errors, requests, conns = metrics(ports["admin"])
+                # Open fds first: the scrape's own admin connection is not counted.
+                open_fds = fds(proxy.pid)
+                errors, requests, conns, upstream = metrics(ports["admin"])
                 row = {"t_s": round(now - start), "rss_kib": compare.mem_kib(proxy, "VmRSS"),
                        "rss_anon_kib": compare.mem_kib(proxy, "RssAnon"),
-                       "rss_file_kib": compare.mem_kib(proxy, "RssFile"), "fds": fds(proxy.pid),
-                       "connections": int(conns), "requests": int(requests), "errors": int(sum(errors.values())),
+                       "rss_file_kib": compare.mem_kib(proxy, "RssFile"), "fds": open_fds,
+                       "connections": int(conns), "upstream_connections": int(upstream),
+                       "requests": int(requests), "errors": int(sum(errors.values())),
                        "error_kinds": " ".join(f"{k}={int(v)}" for k, v in sorted(errors.items())), "event": event}
                 rows.append(row)
                 print(row, flush=True)
@@ -206,7 +211,8 @@ def main():
         for p in backends.values():
             p.kill()
             p.wait()
-    fields = ["t_s", "rss_kib", "rss_anon_kib", "rss_file_kib", "fds", "connections", "requests", "errors", "error_kinds", "event"]
+    fields = ["t_s", "rss_kib", "rss_anon_kib", "rss_file_kib", "fds", "connections", "upstream_connections",
+              "requests", "errors", "error_kinds", "event"]
     with open(os.path.join(OUT, "soak.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -233,6 +239,14 @@ def summarize(rows, minutes, rate):
     anon = [r.get("rss_anon_kib") or 0 for r in warm]
     file = [r.get("rss_file_kib") or 0 for r in warm]
     fd = [r["fds"] for r in warm]
+    # What a leak of descriptors would grow: fds not held by a client or upstream connection
+    # (listeners, the rings, eventfds, the log). The two are read a moment apart, so a
+    # connection opening or closing in between moves it by one or two.
+    other = [r["fds"] - r["connections"] - r["upstream_connections"] for r in warm if "upstream_connections" in r]
+    tens = {}
+    for r in warm:
+        tens.setdefault((r["t_s"] - 120) // 600, []).append(r["fds"])
+    means = [sum(v) / len(v) for v in tens.values()]
     unexplained, last_restart = 0, None
     for prev, r in zip(rows, rows[1:]):
         if "restart" in r["event"]:
@@ -243,7 +257,10 @@ def summarize(rows, minutes, rate):
              f"after warm-up (2 min): RSS {min(rss) / 1024:.1f}-{max(rss) / 1024:.1f} MiB (spread "
              f"{100 * (max(rss) - min(rss)) / min(rss):.1f} %, trend {slope_per_10min(warm, 'rss_kib') / 1024:+.2f} "
              f"MiB per 10 min), fds {min(fd)}-{max(fd)} (trend {slope_per_10min(warm, 'fds'):+.1f} per 10 min; "
-             f"they follow the connections, which load restarts, reloads and backend restarts change)",
+             f"they follow the connections, which load restarts, reloads and backend restarts change; "
+             f"means per 10 min {', '.join(f'{m:.1f}' for m in means)})",
+             f"fds not held by a connection: " + (f"{min(other)}-{max(other)} (median {sorted(other)[len(other) // 2]})"
+                                                  if other else "not sampled (an older CSV)"),
              f"anonymous RSS (the heap; RSS also counts the binary's pages): {min(anon) / 1024:.1f}-"
              f"{max(anon) / 1024:.1f} MiB (spread {100 * (max(anon) - min(anon)) / max(min(anon), 1):.1f} %, trend "
              f"{slope_per_10min(warm, 'rss_anon_kib') / 1024:+.2f} MiB per 10 min)",
@@ -260,7 +277,7 @@ def summarize(rows, minutes, rate):
                          f"{r['requests']} | {r['errors']} | {r['event']} |")
     with open(os.path.join(OUT, "soak.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines[:5]))
+    print("\n".join(lines[:6]))
     plot(rows, os.path.join(OUT, "soak.png"))
 
 
@@ -272,6 +289,10 @@ def load_csv(path):
             r[k] = int(r[k])
         r["rss_anon_kib"] = int(r.get("rss_anon_kib") or 0)
         r["rss_file_kib"] = int(r.get("rss_file_kib") or 0)
+        if r.get("upstream_connections"):
+            r["upstream_connections"] = int(r["upstream_connections"])
+        else:
+            r.pop("upstream_connections", None)
     return rows
 
 
