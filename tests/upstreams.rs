@@ -3,12 +3,14 @@
 //! outlier ejection of a backend that never answers, least request around a slow backend,
 //! consistent hashing, retries only of requests that sent nothing, and the per-endpoint
 //! connection limit across dialects. Progress is read off the admin endpoint's /metrics.
+//! Last, straight through the library's pools: retired upstream connections are freed.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +19,10 @@ use common::apache::{Backend, Client, Wire};
 use common::prom::{get, parse, value};
 use common::ttheader::binary_message;
 use common::{cluster, eventually, ChildGuard};
-use ringway::config::Config;
+use ringway::config::{Address, Config, LbPolicy};
 use ringway::control::Server;
+use ringway::hosts::{Host, HostSet, Shared};
+use ringway::pool::{Member, Pool};
 
 /// A proxy with one Thrift listener routing everything to cluster "c", and an admin endpoint.
 fn proxy(driver: &str, workers: usize, clusters: &str) -> (Server, SocketAddr, SocketAddr) {
@@ -453,4 +457,103 @@ both_drivers! {
         assert!(eventually(Duration::from_secs(5), || healthy() == 0.0), "a stopped server is unhealthy");
         server.shutdown();
     }
+}
+
+// Retired upstream connections are freed (the soak's leak, issue 15): straight through the
+// library's pools, no proxy process.
+
+/// The upstream of `retired_idle_connections_end`: accepts one connection, sends
+/// `greeting`, then reads until the proxy closes it (true) or 10 s pass (false).
+fn upstream_until_closed(greeting: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(greeting).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    });
+    (addr, server)
+}
+
+/// A connection of a pool that a reload retired ends once idle: the upstream sees it
+/// closed, and every task it started (reader, writer, timers) returns and lets go of it,
+/// whether it is retired `settle` after it opened (its tasks asleep, waiting for work) or
+/// at once (before they first ran). A Thrift connection's deadline sweeper used to sleep
+/// on forever, and an HTTP/2 connection's drain waiter when retired at once: each held
+/// its connection, one leaked per connection retired, and the soak's RSS climbed.
+fn retired_idle_connections_end<C: Member, D: monoio::Driver>(
+    mut rt: monoio::Runtime<D>,
+    greeting: &'static [u8],
+    settle: Duration,
+) {
+    let (addr, server) = upstream_until_closed(greeting);
+    let config = format!(
+        "[[listener]]\naddress=\"127.0.0.1:0\"\nprotocol=\"thrift\"\nroutes=[{{cluster=\"c\"}}]\n\
+         [[cluster]]\nname=\"c\"\nendpoints=[\"{addr}\"]\n"
+    );
+    let cluster = Config::parse(&config).unwrap().clusters.remove(0);
+    let shared = Shared::new(&cluster, Rc::default());
+    let host = Rc::new(Host::new(Address::Tcp(addr), Rc::default(), shared.clone(), true));
+    let set = Rc::new(HostSet::new(LbPolicy::RoundRobin, vec![host], shared, 1));
+    let freed = rt.block_on(async move {
+        let pool = Pool::<C>::new(Rc::new(cluster), set, Rc::default());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let conn = Rc::downgrade(&pool.acquire(deadline, 0, 0, None).await.expect("a connection to the test upstream"));
+        if !settle.is_zero() {
+            monoio::time::sleep(settle).await;
+        }
+        pool.retire();
+        drop(pool);
+        for _ in 0..200 {
+            if conn.strong_count() == 0 {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        conn.strong_count() == 0
+    });
+    assert!(server.join().unwrap(), "the upstream saw the retired connection closed");
+    assert!(freed, "every task of the retired connection returned and let go of it");
+}
+
+fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap()
+}
+
+fn uring() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().unwrap()
+}
+
+/// An empty SETTINGS frame: the HTTP/2 upstream's side of the connection preface.
+const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Each connection type, on both drivers, retired at once and after 20 ms.
+fn retired_idle_connections_of<C: Member>(greeting: &'static [u8]) {
+    for settle in [Duration::ZERO, Duration::from_millis(20)] {
+        retired_idle_connections_end::<C, _>(epoll(), greeting, settle);
+        retired_idle_connections_end::<C, _>(uring(), greeting, settle);
+    }
+}
+
+#[test]
+fn retired_idle_thrift_connections_end() {
+    retired_idle_connections_of::<ringway::thrift::upstream::ThriftUpstream>(b"");
+}
+
+#[test]
+fn retired_idle_grpc_connections_end() {
+    retired_idle_connections_of::<ringway::grpc::GrpcUpstream>(SETTINGS);
+}
+
+#[test]
+fn retired_idle_ttstream_connections_end() {
+    retired_idle_connections_of::<ringway::ttstream::upstream::TtUpstream>(b"");
 }
