@@ -50,7 +50,7 @@ thread_local! {
     /// Buffers of dropped lists, for the next list this thread makes. A gRPC call decodes
     /// three blocks and drops each list once it is re-encoded; without reuse that is six
     /// allocations and six frees per call (callgrind: 4 % of a unary call's instructions,
-    /// BENCHMARKS.md). It does not change the soak's slow RSS climb (docs/reliability.md).
+    /// BENCHMARKS.md).
     static SPARES: RefCell<Vec<(Vec<u8>, Vec<Span>)>> = const { RefCell::new(Vec::new()) };
 }
 
