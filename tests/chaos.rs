@@ -108,16 +108,7 @@ both_drivers! {
 
     fn a_grpc_backend_reset_mid_stream_fails_that_stream_only(driver: &str) {
         // Two echo backends; the first is killed while a long server stream runs on it.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let victim_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let victim = ChildGuard(
-            Command::new(common::bench_bin())
-                .args(["echo", "grpc", "--listen", &victim_addr.to_string()])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(eventually(Duration::from_secs(5), || TcpStream::connect(victim_addr).is_ok()), "the victim listens");
+        let (victim, victim_addr) = common::bench_echo("grpc");
         let other = ringway_bench::grpc_echo::EchoServer::start("127.0.0.1:0", 1).unwrap();
         let toml = format!(
             "[runtime]\nworkers = 1\ndriver = {driver:?}\n[[listener]]\nname = \"g\"\nprotocol = \"grpc\"\n\

@@ -182,7 +182,8 @@ both_drivers! {
     }
 
     fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refusing = common::Refusing::new();
+        let dead = refusing.addr;
         let echo = backend();
         // Round robin: the dead endpoint's turn comes on every worker.
         let extra = "connect_failure_backoff = \"30s\"\nlb = \"round_robin\"";
@@ -199,7 +200,8 @@ both_drivers! {
     }
 
     fn unreachable_upstream_is_unavailable_with_a_reason(driver: &str) {
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refusing = common::Refusing::new();
+        let dead = refusing.addr;
         let proxy = GrpcProxy::to(driver, dead);
         let c = client(proxy.addr);
         let err = c.unary("Unary", Bytes::from_static(b"x"), &[], None).unwrap_err();

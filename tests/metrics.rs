@@ -15,7 +15,7 @@ use bytes::Bytes;
 use common::apache::{Backend, Client, Reply, Wire};
 use common::grpc::h2_call;
 use common::prom::{get, parse, value};
-use common::{eventually, ChildGuard};
+use common::{eventually, ChildGuard, Refusing};
 use ringway::config::Config;
 use ringway::control::Server;
 use ringway_bench::grpc_echo::{EchoClient, EchoServer};
@@ -26,7 +26,6 @@ const SHORT: Option<Duration> = Some(Duration::from_secs(10));
 /// (to a port nothing listens on) and `compact` (methods starting with `c`, to the compact echo
 /// backend), no catch-all; a gRPC listener whose one route takes the echo service only.
 fn start(driver: &str, thrift: &Backends, grpc: SocketAddr) -> Server {
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed at once
     let toml = format!(
         r#"
 [runtime]
@@ -57,16 +56,18 @@ routes = [ {{ name = "echo", service = "ringway.test.Echo", cluster = "gecho" }}
 "#,
         common::cluster("main", &[thrift.binary.endpoint()], ""),
         common::cluster("compact", &[thrift.compact.endpoint()], ""),
-        common::cluster("dead", &[dead.to_string()], ""),
+        common::cluster("dead", &[thrift.dead.addr.to_string()], ""),
         common::cluster("gecho", &[grpc.to_string()], ""),
     );
     Server::start(Config::parse(&toml).unwrap()).unwrap()
 }
 
-/// Apache Thrift echo backends, one per protocol the clients speak.
+/// Apache Thrift echo backends, one per protocol the clients speak, and a port that refuses
+/// connections for the dead route.
 struct Backends {
     binary: Backend,
     compact: Backend,
+    dead: Refusing,
 }
 
 impl Backends {
@@ -74,6 +75,7 @@ impl Backends {
         Backends {
             binary: Backend::start(Wire::Binary, Duration::ZERO),
             compact: Backend::start(Wire::Compact, Duration::ZERO),
+            dead: Refusing::new(),
         }
     }
 }

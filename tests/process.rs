@@ -19,7 +19,7 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringway")
 }
 
-use common::bench_bin;
+use common::{bench_bin, bench_echo};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringway-test-{name}-{}", std::process::id()));
@@ -435,18 +435,6 @@ fn demo_runs_with_nothing_installed_and_checks_every_reply() {
         assert!(line.split_whitespace().last().unwrap().parse::<u64>().unwrap() > 0, "{line}");
     }
     assert!(text.contains("thrift/other: ") && text.contains("grpc/echo: "), "latency per route:\n{text}");
-}
-
-/// Starts `ringway-bench echo KIND` on a free port and returns it with its address.
-fn bench_echo(kind: &str) -> (ChildGuard, SocketAddr) {
-    let bench = bench_bin();
-    let mut echo = ChildGuard(
-        Command::new(&bench).args(["echo", kind, "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    (echo, addr)
 }
 
 /// A short closed-loop `ringway-bench load` of `proto` at `target`: it must succeed with

@@ -182,7 +182,8 @@ both_drivers! {
     }
 
     fn connect_failure_is_an_internal_error_naming_the_endpoint(driver: &str) {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refusing = common::Refusing::new();
+        let closed = refusing.addr;
         let proxy = Proxy::start(driver, r#"{ cluster = "gone" }"#, &cluster("gone", &[closed.to_string()], "connect_timeout = \"300ms\""));
         let mut c = Client::connect(proxy.addr, Wire::Binary);
         match c.call("echo", 9, "x") {
@@ -195,7 +196,8 @@ both_drivers! {
     }
 
     fn connect_failure_moves_on_to_the_next_endpoint(driver: &str) {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refusing = common::Refusing::new();
+        let closed = refusing.addr;
         let live = Backend::start(Wire::Binary, Duration::ZERO);
         let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"30s\"\nlb = \"round_robin\"";
         let clusters = cluster("half", &[closed.to_string(), live.endpoint()], extra);
@@ -210,7 +212,8 @@ both_drivers! {
     }
 
     fn an_endpoint_that_failed_gets_traffic_again_after_the_backoff(driver: &str) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let refusing = common::Refusing::new();
+        let port = refusing.addr.port();
         let live = Backend::start(Wire::Binary, Duration::ZERO);
         // Round robin: each endpoint in turn, so the first call meets the closed port.
         let extra = "connect_timeout = \"300ms\"\nconnect_failure_backoff = \"200ms\"\nlb = \"round_robin\"";
@@ -218,7 +221,7 @@ both_drivers! {
         let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "half" }"#, &clusters);
         let mut c = Client::connect(proxy.addr, Wire::Binary);
         assert_eq!(c.call("echo", 1, "x"), Reply::Ok("echo:x".into()));
-        let back = Backend::start_on(Wire::Binary, port);
+        let back = Backend::start_on(Wire::Binary, refusing.release());
         std::thread::sleep(Duration::from_millis(300));
         for seq in 2..=11 {
             assert_eq!(c.call("echo", seq, "x"), Reply::Ok("echo:x".into()), "call {seq}");
@@ -228,8 +231,8 @@ both_drivers! {
     }
 
     fn every_endpoint_failing_is_one_error_after_trying_each(driver: &str) {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (refusing_a, refusing_b) = (common::Refusing::new(), common::Refusing::new());
+        let (a, b) = (refusing_a.addr, refusing_b.addr);
         let clusters = cluster("gone", &[a.to_string(), b.to_string()], "connect_timeout = \"300ms\"");
         let proxy = Proxy::start_with(driver, 1, r#"{ cluster = "gone" }"#, &clusters);
         let mut c = Client::connect(proxy.addr, Wire::Binary);

@@ -215,7 +215,8 @@ fn kitex_protobuf_call(port: u16, transport: &str, method: &str) -> serde_json::
 /// `0x9001` envelope with a protobuf `ErrorProto`), not as Thrift exceptions it cannot read.
 #[test]
 fn kitex_protobuf_clients_get_errors_in_their_own_protocol() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refusing = common::Refusing::new();
+    let dead = refusing.addr;
     let proxy = Proxy::start_with(
         "epoll",
         1,

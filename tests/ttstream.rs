@@ -186,7 +186,8 @@ both_drivers! {
     fn connect_failure_and_upstream_loss_reset_only_the_affected_streams(driver: &str) {
         let good = Backend::start("good");
         let doomed = Backend::start("doomed");
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed on drop
+        let refusing = common::Refusing::new();
+        let dead = refusing.addr;
         let routes = r#"{ service = "good", cluster = "good" }, { service = "doomed", cluster = "doomed" }, { service = "dead", cluster = "dead" }"#;
         let clusters = format!("{}{}{}",
             cluster("good", &[good.addr.to_string()], ""),

@@ -304,7 +304,8 @@ both_drivers! {
 
     fn a_failed_connect_is_retried_and_a_request_already_sent_is_not(driver: &str) {
         let a = Backend::start(Wire::Binary, Duration::ZERO);
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let refusing = common::Refusing::new();
+        let closed = refusing.addr.to_string();
         let extra = "lb = \"round_robin\"\nconnect_failure_backoff = \"1ms\"\noutlier_detection = { consecutive_failures = 0 }";
         let (server, addr, admin) = proxy(driver, 1, &cluster("c", &[closed.clone(), a.endpoint()], extra));
         let mut c = Raw::connect(addr);
@@ -556,4 +557,23 @@ fn retired_idle_grpc_connections_end() {
 #[test]
 fn retired_idle_ttstream_connections_end() {
     retired_idle_connections_of::<ringway::ttstream::upstream::TtUpstream>(b"");
+}
+
+/// The dead endpoints of these tests: a `Refusing` port refuses connects, and while it is held
+/// no listener can bind it, neither on that port nor by being handed it for port 0.
+#[test]
+fn a_refusing_port_refuses_connects_and_cannot_be_taken() {
+    let held: Vec<common::Refusing> = (0..64).map(|_| common::Refusing::new()).collect();
+    for r in &held {
+        let e = TcpStream::connect_timeout(&r.addr, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{}: {e}", r.addr);
+        assert!(TcpListener::bind(r.addr).is_err(), "{} was bound again", r.addr);
+    }
+    let ports: std::collections::HashSet<u16> = held.iter().map(|r| r.addr.port()).collect();
+    for _ in 0..2000 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!ports.contains(&l.local_addr().unwrap().port()), "port 0 handed out a held port");
+    }
+    let port = held.into_iter().next().unwrap().release();
+    TcpListener::bind(("127.0.0.1", port)).expect("a released port can be bound");
 }

@@ -24,6 +24,28 @@ pub fn bench_bin() -> std::path::PathBuf {
     b
 }
 
+/// Starts `ringway-bench echo KIND` on a port of its own choosing and returns it with the
+/// address it printed: nothing can take the port between a choice and the bind.
+pub fn bench_echo(kind: &str) -> (ChildGuard, SocketAddr) {
+    use std::io::BufRead;
+    let mut echo = ChildGuard(
+        Command::new(bench_bin())
+            .args(["echo", kind, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(echo.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("echo {kind} printed {line:?}"));
+    (echo, addr)
+}
+
 /// A server with a 4 KiB receive buffer that writes `greeting` to each connection it accepts
 /// and then reads nothing, so what a peer writes to it backs up; once the returned flag is
 /// set it resets every connection (RST, as a crashing host). Lives at most 60 s.
@@ -58,6 +80,33 @@ pub fn stalling_server(greeting: Vec<u8>) -> (SocketAddr, std::sync::Arc<std::sy
         }
     });
     (addr, reset)
+}
+
+/// A port on 127.0.0.1 that refuses connections, reserved for as long as this lives: a socket
+/// bound without `SO_REUSEADDR` and never listening. A connect to `addr` is refused, and no other
+/// socket can bind the port meanwhile, the port-0 listener of a proxy under test included.
+///
+/// A listener bound and dropped at once frees its port, and the kernel may hand it out again:
+/// CI at 45fda32 gave it to the proxy's own listener, whose "dead" cluster then sent every stream
+/// back into the proxy, 1,024 deep.
+pub struct Refusing {
+    pub addr: SocketAddr,
+    held: socket2::Socket,
+}
+
+impl Refusing {
+    pub fn new() -> Refusing {
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        held.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let addr = held.local_addr().unwrap().as_socket().unwrap();
+        Refusing { addr, held }
+    }
+
+    /// Frees the port for a server the test starts on it next, and returns it.
+    pub fn release(self) -> u16 {
+        drop(self.held);
+        self.addr.port()
+    }
 }
 
 /// Runs a test body once per driver: `epoll` always, `io_uring` where the kernel allows it.
