@@ -109,6 +109,22 @@ impl Refusing {
     }
 }
 
+/// How many TCP sockets on this machine are connected to 127.0.0.1:`port` and not yet closed
+/// by their owner (ESTABLISHED or CLOSE_WAIT), from `/proc/net/tcp`: once a server is gone,
+/// the connections a proxy still holds to it.
+pub fn sockets_open_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && (f[3] == "01" || f[3] == "08")
+        })
+        .count()
+}
+
 /// Runs a test body once per driver: `epoll` always, `io_uring` where the kernel allows it.
 #[macro_export]
 macro_rules! both_drivers {
