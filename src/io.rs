@@ -81,9 +81,10 @@ pub async fn read_more<R: CancelableAsyncReadRent>(
 }
 
 /// Writes everything queued in `outbox` until it is closed and empty, then shuts down the
-/// write side. Returns the first write error (a write cancelled by `Outbox::abort` too).
-/// Every partial write is reported to the outbox (`handed`), so a reader that is slow but
-/// reads is not taken for one that stopped.
+/// write side. Returns the first write error (a write cancelled by `Outbox::abort` too),
+/// leaving in the outbox what that write had not handed to the kernel
+/// (`Outbox::take_unhanded`). Every partial write is reported to the outbox (`handed`), so a
+/// reader that is slow but reads is not taken for one that stopped.
 pub async fn write_outbox<W: CancelableAsyncWriteRent>(wr: &mut W, outbox: &Outbox) -> io::Result<()> {
     let mut batch = Vec::new();
     // Grows with what is written; an idle connection keeps only what its last batch needed.
@@ -94,26 +95,44 @@ pub async fn write_outbox<W: CancelableAsyncWriteRent>(wr: &mut W, outbox: &Outb
             // The usual turn: one batch of small frames (or one frame), written as it is.
             let item = batch.pop().expect("one item");
             let len = item.len();
-            let item = write_counted(wr, item, outbox).await?;
+            let item = match write_counted(wr, item, outbox).await {
+                Ok(item) => item,
+                Err((e, item, handed)) => return Err(outbox.write_failed(e, item, handed, std::iter::empty())),
+            };
             outbox.written(len);
             outbox.give_back(item);
             outbox.set_writing(false);
             continue;
         }
         let mut len = 0;
-        for frame in batch.drain(..) {
+        let mut frames = batch.drain(..);
+        while let Some(frame) = frames.next() {
             len += frame.len();
             if frame.len() < DIRECT_WRITE {
                 buf.extend_from_slice(&frame);
                 continue;
             }
             if !buf.is_empty() {
-                buf = flush(wr, buf, outbox).await?;
+                buf = match flush(wr, buf, outbox).await {
+                    Ok(buf) => buf,
+                    Err((e, buf, handed)) => {
+                        let rest = std::iter::once(frame).chain(frames);
+                        return Err(outbox.write_failed(e, BytesMut::from(&buf[..]), handed, rest));
+                    }
+                };
             }
-            write_counted(wr, frame, outbox).await?;
+            if let Err((e, frame, handed)) = write_counted(wr, frame, outbox).await {
+                return Err(outbox.write_failed(e, frame, handed, frames));
+            }
         }
+        drop(frames);
         if !buf.is_empty() {
-            buf = flush(wr, buf, outbox).await?;
+            buf = match flush(wr, buf, outbox).await {
+                Ok(buf) => buf,
+                Err((e, buf, handed)) => {
+                    return Err(outbox.write_failed(e, BytesMut::from(&buf[..]), handed, std::iter::empty()))
+                }
+            };
         }
         outbox.written(len);
         outbox.set_writing(false);
@@ -122,31 +141,38 @@ pub async fn write_outbox<W: CancelableAsyncWriteRent>(wr: &mut W, outbox: &Outb
     Ok(())
 }
 
+/// A failed write: the error, the buffer, and how many of its bytes the kernel took.
+type Failed<T> = (io::Error, T, usize);
+
 /// Writes all of `buf`, reporting each partial write to `outbox`; cancellable through it.
 async fn write_counted<W: CancelableAsyncWriteRent, T: IoBuf + 'static>(
     wr: &mut W,
     mut buf: T,
     outbox: &Outbox,
-) -> io::Result<T> {
+) -> Result<T, Failed<T>> {
     let len = buf.bytes_init();
     let mut done = 0;
     while done < len {
         let (res, slice) = wr.cancelable_write(buf.slice(done..len), outbox.write_handle()).await;
         buf = slice.into_inner();
         match res {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+            Ok(0) => return Err((io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer"), buf, done)),
             Ok(n) => {
                 done += n;
                 outbox.handed(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err((e, buf, done)),
         }
     }
     Ok(buf)
 }
 
-async fn flush<W: CancelableAsyncWriteRent>(wr: &mut W, buf: Vec<u8>, outbox: &Outbox) -> io::Result<Vec<u8>> {
+async fn flush<W: CancelableAsyncWriteRent>(
+    wr: &mut W,
+    buf: Vec<u8>,
+    outbox: &Outbox,
+) -> Result<Vec<u8>, Failed<Vec<u8>>> {
     let mut buf = write_counted(wr, buf, outbox).await?;
     buf.clear();
     Ok(buf)

@@ -222,6 +222,10 @@ pub struct Outbox {
     taken: Cell<usize>,
     /// Cancels the writer's write in flight (a peer that stopped reading is cut off).
     write_cancel: RefCell<monoio::io::Canceller>,
+    /// What a failed write left: each buffer with how many of its bytes the kernel took.
+    unhanded: RefCell<Vec<(BytesMut, usize)>>,
+    /// The writer takes nothing more (`stop_writer`); what is queued stays for its owner.
+    stopped: Cell<bool>,
 }
 
 impl Drop for Outbox {
@@ -354,6 +358,27 @@ impl Outbox {
         self.writing.set(writing);
     }
 
+    /// The writer holds a batch it has not finished writing.
+    pub fn is_writing(&self) -> bool {
+        self.writing.get()
+    }
+
+    /// The connection is lost: cancels the write in flight (what it had not handed to the
+    /// kernel is then kept, `take_unhanded`) and the writer takes nothing more and returns.
+    /// Unlike `abort`, what is queued stays, for `take_unsent`.
+    pub fn stop_writer(&self) {
+        self.stopped.set(true);
+        self.cancel_write();
+        self.wake_writer();
+    }
+
+    /// Cancels the write in flight, and arms a fresh canceller for the next.
+    fn cancel_write(&self) {
+        let mut c = self.write_cancel.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
     /// A handle that cancels the writer's write in flight.
     pub fn write_handle(&self) -> monoio::io::CancelHandle {
         self.write_cancel.borrow().handle()
@@ -380,10 +405,7 @@ impl Outbox {
     /// The peer stopped reading: cancels the write in flight, drops what is queued, and
     /// closes. The writer returns an error.
     pub fn abort(&self) {
-        let mut c = self.write_cancel.borrow_mut();
-        let old = std::mem::take(&mut *c);
-        *c = old.cancel();
-        drop(c);
+        self.cancel_write();
         self.close_and_clear();
         let taken = self.taken.replace(0);
         BUDGET.with(|b| b.sub(taken));
@@ -399,6 +421,52 @@ impl Outbox {
     /// Takes what is still queued (never handed to the writer), and closes.
     pub fn take_unsent(&self) -> Vec<BytesMut> {
         self.take_unsent_then(None)
+    }
+
+    /// The writer's write failed: of `buf` the kernel took `handed` bytes, of `rest` none.
+    /// Kept for `take_unhanded`; they leave the worker's buffer budget now. Returns `e`.
+    pub fn write_failed(
+        &self,
+        e: std::io::Error,
+        buf: BytesMut,
+        handed: usize,
+        rest: impl Iterator<Item = BytesMut>,
+    ) -> std::io::Error {
+        let mut kept = self.unhanded.borrow_mut();
+        let mut bytes = buf.len().saturating_sub(handed);
+        kept.push((buf, handed));
+        for item in rest {
+            bytes += item.len();
+            kept.push((item, 0));
+        }
+        let n = bytes.min(self.taken.get());
+        self.taken.set(self.taken.get() - n);
+        BUDGET.with(|b| b.sub(n));
+        e
+    }
+
+    /// The whole frames of a failed write that the kernel took no byte of, in the order they
+    /// were queued; `frame_len` gives the length of the frame a buffer starts with. A frame
+    /// the kernel took part of is not among them: the peer may have read that part.
+    pub fn take_unhanded(&self, frame_len: impl Fn(&[u8]) -> Option<usize>) -> Vec<BytesMut> {
+        let mut whole = Vec::new();
+        for (mut buf, handed) in self.unhanded.borrow_mut().drain(..) {
+            // Skip every frame that starts before `handed`.
+            let mut at = 0;
+            while at < handed.min(buf.len()) {
+                match frame_len(&buf[at..]) {
+                    Some(len) if len > 0 => at += len,
+                    _ => {
+                        at = buf.len();
+                        break;
+                    }
+                }
+            }
+            if at < buf.len() {
+                whole.push(buf.split_off(at));
+            }
+        }
+        whole
     }
 
     /// Takes what is still queued, queues `last` (the only item the writer still sends),
@@ -434,9 +502,13 @@ impl Outbox {
         self.closed.get()
     }
 
-    /// Moves every queued item into `dst`; waits while empty; `false` once closed and drained.
+    /// Moves every queued item into `dst`; waits while empty; `false` once closed and drained,
+    /// or stopped.
     pub async fn take_all(&self, dst: &mut Vec<BytesMut>) -> bool {
         std::future::poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(false);
+            }
             let mut items = self.items.borrow_mut();
             if !items.is_empty() {
                 dst.extend(items.drain(..));
@@ -610,6 +682,45 @@ mod tests {
         out.push(BytesMut::from(&[0u8; 7][..]));
         drop(out);
         assert_eq!(held(), start, "a dropped queue releases what it held");
+    }
+
+    /// After a failed write, the frames the kernel took no byte of come back whole, in the
+    /// order they were queued; a frame it took part of does not. They leave the budget.
+    #[test]
+    fn a_failed_write_gives_back_the_whole_frames_it_did_not_hand_over() {
+        // Frames of 10, 20 and 30 bytes, each starting with its length.
+        let frames = |lens: &[u8]| -> BytesMut {
+            let mut b = BytesMut::new();
+            for &len in lens {
+                b.extend_from_slice(&[len]);
+                b.extend_from_slice(&vec![0u8; len as usize - 1]);
+            }
+            b
+        };
+        let len_of = |b: &[u8]| b.first().map(|&l| l as usize);
+        let held = || BUDGET.with(Budget::held);
+        for (handed, want) in
+            [(0, vec![10, 20, 30]), (5, vec![20, 30]), (10, vec![20, 30]), (30, vec![30]), (31, vec![]), (60, vec![])]
+        {
+            let start = held();
+            let out = Outbox::default();
+            out.push(frames(&[10, 20, 30]));
+            out.push(frames(&[40]));
+            let mut taken = Vec::new();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::pin::pin!(out.take_all(&mut taken)).as_mut().poll(&mut cx).is_ready());
+            out.handed(handed);
+            let mut taken = taken.into_iter();
+            let first = taken.next().unwrap();
+            let e = out.write_failed(std::io::ErrorKind::ConnectionReset.into(), first, handed, taken);
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            assert_eq!(held(), start, "handed {handed}: nothing left in the budget");
+            let back: Vec<u8> = out.take_unhanded(len_of).concat().into_iter().filter(|&b| b > 0).collect();
+            let mut want = want;
+            want.push(40);
+            assert_eq!(back, want, "handed {handed}");
+            assert!(out.take_unhanded(len_of).is_empty(), "taken once");
+        }
     }
 
     /// A stall is bytes waiting with no write progress for the whole timeout: progress (even

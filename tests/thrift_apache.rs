@@ -155,9 +155,10 @@ both_drivers! {
         }
         // The dead connections are never reused: with the backend gone, a new call is a
         // connect failure, not a write into a dead socket. First the proxy closes every
-        // connection it had to the backend (bounded; a proxy that kept one fails below). A
-        // call read in the same turn as a connection's reset can be written there before the
-        // proxy reads the reset, and fail: seen in 1 suite run of 7 beside two CPU hogs.
+        // connection it had to the backend (bounded; a proxy that kept one fails below): a
+        // call read in the same turn as a connection's reset is written there before the
+        // proxy reads the reset (1 suite run of 7 beside two CPU hogs). That call is sent
+        // again now (tests/upstreams.rs), but this test is about connections known dead.
         common::eventually(Duration::from_secs(5), || common::sockets_open_to(backend.addr.port()) == 0);
         let mut c = Client::connect(addr, Wire::Binary);
         match c.call("echo", 1, "x") {

@@ -577,3 +577,93 @@ fn a_refusing_port_refuses_connects_and_cannot_be_taken() {
     let port = held.into_iter().next().unwrap().release();
     TcpListener::bind(("127.0.0.1", port)).expect("a released port can be bound");
 }
+
+// A request written onto a connection whose upstream has already reset it, before the proxy
+// has read the reset: the write fails and hands the kernel nothing, so the request is safe to
+// send again, and goes to the other endpoint. Straight through the library's pool, so the
+// order is fixed: the request is queued and its writer runs before the reader sees the reset.
+
+/// An upstream that accepts one connection and resets it at once (RST: linger 0).
+fn upstream_that_resets() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        }
+    });
+    addr
+}
+
+fn a_request_whose_write_fails_goes_to_the_other_endpoint<D: monoio::Driver>(mut rt: monoio::Runtime<D>) -> Vec<u8> {
+    use ringway::thrift::codec::{parse_frame, OriginalSeq};
+    use ringway::thrift::session::{Pending, ThriftSession};
+    let resets = upstream_that_resets();
+    let echo = Backend::start(Wire::Binary, Duration::ZERO);
+    let config = format!(
+        "[[listener]]\naddress=\"127.0.0.1:0\"\nprotocol=\"thrift\"\nroutes=[{{cluster=\"c\"}}]\n\
+         [[cluster]]\nname=\"c\"\nendpoints=[\"{resets}\", \"{}\"]\n",
+        echo.endpoint()
+    );
+    let cluster = Config::parse(&config).unwrap().clusters.remove(0);
+    let shared = Shared::new(&cluster, Rc::default());
+    let host = |addr: SocketAddr| Rc::new(Host::new(Address::Tcp(addr), Rc::default(), shared.clone(), true));
+    let (a, b) = (host(resets), host(echo.addr));
+    let set = Rc::new(HostSet::new(LbPolicy::RoundRobin, vec![a, b.clone()], shared.clone(), 1));
+    let out = rt.block_on(async move {
+        let pool = Pool::<ringway::thrift::upstream::ThriftUpstream>::new(Rc::new(cluster), set, Rc::default());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let conn = pool.acquire(deadline, 0, 0, Some(&b)).await.expect("a connection to the resetting upstream");
+        // The reset arrives; nothing here reads it until this task next waits.
+        std::thread::sleep(Duration::from_millis(100));
+        let listener = Rc::new(ringway::metrics::ListenerMetrics::new("thrift"));
+        let session =
+            Rc::new(ThriftSession::new(Rc::default(), Rc::new(ringway::metrics::ConnMeter::accepted(listener))));
+        let m = binary_message(1, "echo", 7, 1, "x");
+        let mut req = (m.len() as u32).to_be_bytes().to_vec();
+        req.extend_from_slice(&m);
+        let info = parse_frame(&req, 4096).unwrap();
+        session.inflight.set(1);
+        let pending = Pending {
+            downstream: session.clone(),
+            orig: OriginalSeq::capture(&req, &info),
+            name: session.method_name(b"echo"),
+            dialect: info.dialect,
+            deadline: ringway::metrics::now_us() + 5_000_000,
+            route: Rc::default(),
+            start: 0,
+            req_len: req.len() as u32,
+            retries: 0,
+        };
+        conn.send(&req[..], &info, Some(pending));
+        drop(conn);
+        for _ in 0..500 {
+            if session.out.queued_bytes() > 0 {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut items = Vec::new();
+        assert!(session.out.queued_bytes() > 0, "the client got an answer within 5 s");
+        session.out.take_all(&mut items).await;
+        drop(pool);
+        items.concat()
+    });
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1, "the other endpoint answered: {}", String::from_utf8_lossy(&out));
+    out
+}
+
+#[test]
+fn a_request_whose_write_fails_goes_to_the_other_endpoint_epoll() {
+    let out = a_request_whose_write_fails_goes_to_the_other_endpoint(epoll());
+    assert_eq!(out[4 + 3], REPLY, "{}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn a_request_whose_write_fails_goes_to_the_other_endpoint_io_uring() {
+    if !ringway::worker::io_uring_available() {
+        return eprintln!("io_uring is not available on this machine: skipped");
+    }
+    let out = a_request_whose_write_fails_goes_to_the_other_endpoint(uring());
+    assert_eq!(out[4 + 3], REPLY, "{}", String::from_utf8_lossy(&out));
+}

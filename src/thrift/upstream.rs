@@ -69,6 +69,9 @@ pub struct ThriftUpstream {
     read_at: Cell<u64>,
     /// Its pool: requests it never wrote go back there when it dies.
     pool: RefCell<Weak<ThriftPool>>,
+    /// Why the reader ended while the writer was mid-write: the writer dies with it once its
+    /// write returns (`lose`).
+    read_lost: RefCell<Option<LostCause>>,
 }
 
 impl ThriftUpstream {
@@ -101,6 +104,7 @@ impl ThriftUpstream {
             stats,
             read_at: Cell::new(0),
             pool: RefCell::new(Weak::new()),
+            read_lost: RefCell::new(None),
         });
         let (rd, mut wr) = stream.into_split();
         let c = conn.clone();
@@ -113,8 +117,12 @@ impl ThriftUpstream {
         });
         let c = conn.clone();
         monoio::spawn(async move {
-            if let Err(e) = write_outbox(&mut wr, &c.out).await {
-                c.die(LostCause::WriteFailed(Rc::new(e)));
+            let written = write_outbox(&mut wr, &c.out).await;
+            let read_lost = c.read_lost.borrow_mut().take();
+            match (read_lost, written) {
+                (Some(cause), _) => c.die(cause),
+                (None, Err(e)) => c.die(LostCause::WriteFailed(Rc::new(e))),
+                (None, Ok(())) => {}
             }
         });
         let c = conn.clone();
@@ -205,15 +213,17 @@ impl ThriftUpstream {
         }
     }
 
-    /// The requests whose frames are still queued here (never handed to the kernel): taken
-    /// out of the pending table with their frames.
+    /// The requests whose frames never reached the kernel: those a failed write handed none
+    /// of, then those still queued. Taken out of the pending table with their frames.
     fn take_unsent(&self) -> Vec<(BytesMut, Pending)> {
         if self.pool.borrow().strong_count() == 0 {
             return Vec::new();
         }
         let mut out = Vec::new();
         let mut pending = self.pending.borrow_mut();
-        for mut buf in self.out.take_unsent() {
+        let mut unsent = self.out.take_unhanded(frame_len);
+        unsent.extend(self.out.take_unsent());
+        for mut buf in unsent {
             // Whole frames back to back (batches of small ones, or one large one).
             while let Some(len) = frame_len(&buf).filter(|&l| l <= buf.len()) {
                 let frame = buf.split_to(len);
@@ -327,10 +337,23 @@ impl ThriftUpstream {
             }
             let handle = self.reader.borrow().handle();
             match read_more(&mut rd, &mut buf, handle, &mut hint).await {
-                Ok(0) => return self.die(LostCause::Closed),
+                Ok(0) => return self.lose(LostCause::Closed),
                 Ok(_) => self.read_at.set(now_us()),
-                Err(e) => return self.die(LostCause::ReadFailed(Rc::new(e))),
+                Err(e) => return self.lose(LostCause::ReadFailed(Rc::new(e))),
             }
+        }
+    }
+
+    /// The read side ended (`cause`). With a write in flight, the writer is stopped and dies
+    /// with `cause` once that write returns: only then is it known which requests it handed
+    /// to the kernel, and the rest may go elsewhere (on io_uring the reset usually reaches
+    /// the reader first, with the failed write right behind it).
+    fn lose(&self, cause: LostCause) {
+        if self.out.is_writing() && !self.dead.get() {
+            *self.read_lost.borrow_mut() = Some(cause);
+            self.out.stop_writer();
+        } else {
+            self.die(cause);
         }
     }
 
