@@ -581,7 +581,9 @@ fn a_refusing_port_refuses_connects_and_cannot_be_taken() {
 // A request written onto a connection whose upstream has already reset it, before the proxy
 // has read the reset: the write fails and hands the kernel nothing, so the request is safe to
 // send again, and goes to the other endpoint. Straight through the library's pool, so the
-// order is fixed: the request is queued and its writer runs before the reader sees the reset.
+// order is fixed: the request is queued after the reset arrived and before anything read it.
+// Then on epoll the writer meets the reset first; on io_uring the reader does, with the write
+// right behind it.
 
 /// An upstream that accepts one connection and resets it at once (RST: linger 0).
 fn upstream_that_resets() -> SocketAddr {
