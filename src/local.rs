@@ -425,6 +425,8 @@ impl Outbox {
 
     /// The writer's write failed: of `buf` the kernel took `handed` bytes, of `rest` none.
     /// Kept for `take_unhanded`; they leave the worker's buffer budget now. Returns `e`.
+    #[cold]
+    #[inline(never)]
     pub fn write_failed(
         &self,
         e: std::io::Error,
